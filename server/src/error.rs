@@ -1,0 +1,246 @@
+//! One error type for every handler, rendered as `application/problem+json` (RFC 9457), and the
+//! catchers that give Rocket's own errors (unknown route, failed guard, panic) the same shape.
+
+use std::io::Cursor;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rocket::http::{ContentType, Header, Method, Status};
+use rocket::response::{self, Responder, Response};
+use rocket::{Catcher, Request};
+use rocket_okapi::gen::OpenApiGenerator;
+use rocket_okapi::okapi::openapi3::{MediaType, RefOr, Response as OpenApiResponse, Responses};
+use rocket_okapi::response::OpenApiResponderInner;
+use tasklane::types::{FieldError, Problem};
+
+use crate::store::StoreError;
+
+/// What a handler, guard or catcher answers when it cannot serve the request.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the body is not JSON, or the request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: missing, invalid or expired credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 404: no such route, or no such task for this user.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405: the path exists with other methods.
+    #[error("method not allowed; allowed: {}", .0.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "))]
+    MethodNotAllowed(Vec<Method>),
+    /// 409: the resource already exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: the body exceeds the limit.
+    #[error("request body exceeds {} bytes", tasklane::types::limits::BODY_MAX_BYTES)]
+    PayloadTooLarge,
+    /// 415: the body is not `application/json`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 422: a well-formed request that breaks a rule.
+    #[error("{}", validation_detail(.0))]
+    Validation(Vec<FieldError>),
+    /// 429: too many attempts; retry after the given time.
+    #[error("too many requests; retry in {} s", .0.as_secs().max(1))]
+    RateLimited(Duration),
+    /// 503: a backing service does not answer; the request may be retried.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: a bug or an unexpected failure. The message is logged, never sent.
+    #[error("internal server error")]
+    Internal(String),
+    /// Any other status Rocket raised itself (a catcher's fallback).
+    #[error("{}", .0.reason_lossy())]
+    Other(Status),
+}
+
+fn validation_detail(errors: &[FieldError]) -> String {
+    let parts: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    if parts.is_empty() {
+        "the request breaks a rule".to_owned()
+    } else {
+        parts.join("; ")
+    }
+}
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> Status {
+        match self {
+            Self::BadRequest(_) => Status::BadRequest,
+            Self::Unauthorized(_) => Status::Unauthorized,
+            Self::NotFound(_) => Status::NotFound,
+            Self::MethodNotAllowed(_) => Status::MethodNotAllowed,
+            Self::Conflict(_) => Status::Conflict,
+            Self::PayloadTooLarge => Status::PayloadTooLarge,
+            Self::UnsupportedMediaType(_) => Status::UnsupportedMediaType,
+            Self::Validation(_) => Status::UnprocessableEntity,
+            Self::RateLimited(_) => Status::TooManyRequests,
+            Self::Unavailable(_) => Status::ServiceUnavailable,
+            Self::Internal(_) => Status::InternalServerError,
+            Self::Other(status) => *status,
+        }
+    }
+
+    /// A 422 for one field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    /// The generic error for a status that no handler explained (a catcher's fallback).
+    pub fn for_status(status: Status) -> Self {
+        match status.code {
+            400 => Self::BadRequest("the request is malformed".into()),
+            401 => Self::Unauthorized("a valid bearer token is required".into()),
+            404 => Self::NotFound("no such resource".into()),
+            413 => Self::PayloadTooLarge,
+            415 => Self::UnsupportedMediaType("the body must be application/json".into()),
+            422 => Self::Validation(Vec::new()),
+            500 => Self::Internal("unexplained internal error".into()),
+            503 => Self::Unavailable("a backing service is unavailable; retry shortly".into()),
+            _ => Self::Other(status),
+        }
+    }
+
+    /// The problem document of this error.
+    pub fn problem(&self) -> Problem {
+        let status = self.status();
+        Problem {
+            kind: "about:blank".to_owned(),
+            title: status.reason_lossy().to_owned(),
+            status: status.code,
+            detail: self.to_string(),
+            errors: match self {
+                Self::Validation(errors) if !errors.is_empty() => Some(errors.clone()),
+                _ => None,
+            },
+        }
+    }
+
+    /// Keeps this error for the catcher of its status, so a failed guard's reason reaches the
+    /// client (Rocket passes catchers only the status).
+    pub fn stash(self, req: &Request<'_>) -> (Status, Self) {
+        let status = self.status();
+        *req.local_cache(|| Stashed(Mutex::new(None))).0.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(self.clone());
+        (status, self)
+    }
+}
+
+struct Stashed(Mutex<Option<ApiError>>);
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(msg) => {
+                tracing::warn!(error = %msg, "backing service unavailable");
+                Self::Unavailable("a backing service is unavailable; retry shortly".into())
+            }
+            StoreError::Conflict => Self::Conflict("already exists".into()),
+            StoreError::Internal(msg) => Self::Internal(msg),
+        }
+    }
+}
+
+impl<'r> Responder<'r, 'static> for ApiError {
+    fn respond_to(self, _req: &'r Request<'_>) -> response::Result<'static> {
+        if let Self::Internal(msg) = &self {
+            tracing::error!(error = %msg, "internal error");
+        }
+        let body = serde_json::to_vec(&self.problem()).map_err(|_| Status::InternalServerError)?;
+        let mut res = Response::build();
+        res.status(self.status())
+            .header(ContentType::new("application", "problem+json"))
+            .sized_body(body.len(), Cursor::new(body));
+        match &self {
+            Self::Unauthorized(_) => {
+                res.header(Header::new("WWW-Authenticate", "Bearer"));
+            }
+            Self::MethodNotAllowed(methods) => {
+                let allow: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
+                res.header(Header::new("Allow", allow.join(", ")));
+            }
+            Self::RateLimited(wait) => {
+                res.header(Header::new("Retry-After", wait.as_secs().max(1).to_string()));
+            }
+            Self::Unavailable(_) => {
+                // Outages are usually brief (a restart, a failover); one second spreads retries.
+                res.header(Header::new("Retry-After", "1"));
+            }
+            _ => {}
+        }
+        res.ok()
+    }
+}
+
+/// Handler result: the value, or a problem response.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl OpenApiResponderInner for ApiError {
+    fn responses(gen: &mut OpenApiGenerator) -> rocket_okapi::Result<Responses> {
+        let schema = gen.json_schema::<Problem>();
+        let mut responses = Responses::default();
+        for (code, description) in [
+            ("400", "Malformed JSON or request"),
+            ("401", "Missing, invalid or expired token, or bad credentials (`WWW-Authenticate: Bearer`)"),
+            ("404", "Not found, or owned by another user"),
+            ("409", "Already exists"),
+            ("413", "Body over 65,536 bytes"),
+            ("415", "Body is not application/json"),
+            ("422", "Breaks a rule; `errors` names the fields"),
+            ("429", "Rate limited (`Retry-After`)"),
+            ("503", "A backing service is unavailable; retry"),
+        ] {
+            let mut content = rocket_okapi::okapi::Map::new();
+            content.insert(
+                "application/problem+json".to_owned(),
+                MediaType { schema: Some(schema.clone()), ..Default::default() },
+            );
+            responses.responses.insert(
+                code.to_owned(),
+                RefOr::Object(OpenApiResponse {
+                    description: description.to_owned(),
+                    content,
+                    ..Default::default()
+                }),
+            );
+        }
+        Ok(responses)
+    }
+}
+
+/// Every status Rocket raises itself ends here.
+#[rocket::catch(default)]
+fn problem_catcher(status: Status, req: &Request<'_>) -> ApiError {
+    let stashed = req
+        .local_cache(|| Stashed(Mutex::new(None)))
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .filter(|e| e.status() == status);
+    if let Some(err) = stashed {
+        return err;
+    }
+    if status == Status::NotFound {
+        let allowed = crate::routing::allowed_methods(req);
+        if !allowed.is_empty() && !allowed.contains(&req.method()) {
+            return ApiError::MethodNotAllowed(allowed);
+        }
+    }
+    if status == Status::InternalServerError {
+        return ApiError::Internal(format!(
+            "{} {} failed (handler panic or bad responder)",
+            req.method(),
+            req.uri()
+        ));
+    }
+    ApiError::for_status(status)
+}
+
+/// The catchers to register at `/`.
+pub fn catchers() -> Vec<Catcher> {
+    rocket::catchers![problem_catcher]
+}

@@ -1,0 +1,171 @@
+//! The Tasklane reference server: the HTTP API of `API.md` on Rocket.
+//!
+//! [`build`] is the one place the app is assembled: it opens the stores named by the
+//! [`Config`], mounts each area's routes and their OpenAPI document, Swagger UI at `/docs`, the
+//! problem-JSON catchers and the request fairing. `main.rs` only reads the config and launches.
+//!
+//! The request path reads straight down: route → guard (who is calling) → store trait → SQL.
+
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod ops;
+pub mod responders;
+pub mod routing;
+pub mod store;
+pub mod tasks;
+
+use std::io::Write;
+use std::path::Path;
+
+use rocket::figment::Figment;
+use rocket::response::Redirect;
+use rocket::{get, Build, Rocket};
+use rocket_okapi::okapi::openapi3::{Info, OpenApi};
+use rocket_okapi::settings::OpenApiSettings;
+use rocket_okapi::swagger_ui::{make_swagger_ui, SwaggerUIConfig};
+
+use crate::auth::jwt::JwtKeys;
+use crate::auth::password::PasswordHasherPool;
+pub use crate::config::Config;
+use crate::config::{DatabaseUrl, SecretKey};
+use crate::store::{StoreError, Stores};
+
+/// What every handler shares: the stores, the signing keys, the hasher and the settings.
+pub struct AppState {
+    /// Users, tasks and refresh-token families.
+    pub stores: Stores,
+    /// JWT signing and verification.
+    pub keys: JwtKeys,
+    /// argon2id off the async workers.
+    pub hasher: PasswordHasherPool,
+    /// The settings the app was built with.
+    pub config: Config,
+}
+
+/// Why the server could not start. Each message is one line for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is unusable.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The database (or Redis) could not be opened or migrated.
+    #[error("DATABASE_URL: cannot open the database: {0}")]
+    Store(#[from] StoreError),
+    /// The key file could not be read or written.
+    #[error("SECRET_KEY: {0}")]
+    KeyFile(String),
+}
+
+/// Builds the app on the environment's Rocket settings (`ROCKET_ADDRESS`, `ROCKET_PORT`, ...).
+pub async fn build(config: Config) -> Result<Rocket<Build>, StartError> {
+    build_with(config, rocket::Config::figment()).await
+}
+
+/// Builds the app on the given Rocket settings (tests pick a port or a log level this way).
+pub async fn build_with(config: Config, figment: Figment) -> Result<Rocket<Build>, StartError> {
+    let secret = resolve_secret(&config)?;
+    let stores = store::open(&config).await?;
+    let hasher = PasswordHasherPool::new(config.password_hash_concurrency);
+    hasher.warm_up().await.map_err(|e| StartError::KeyFile(format!("argon2 warm-up failed: {e}")))?;
+    let state = AppState { stores, keys: JwtKeys::new(&secret), hasher, config };
+
+    let settings = OpenApiSettings::default();
+    let areas = [
+        ("/auth", auth::routes(&settings)),
+        ("/tasks", tasks::routes(&settings)),
+        ("/", ops::routes(&settings)),
+    ];
+    let mut rocket = rocket::custom(figment);
+    let mut specs = Vec::new();
+    for (base, (routes, spec)) in areas {
+        rocket = rocket.mount(base, routes);
+        specs.push((base, spec));
+    }
+    let mut spec: OpenApi = rocket_okapi::okapi::merge::marge_spec_list(&specs)
+        .map_err(|e| StartError::KeyFile(format!("OpenAPI merge failed: {e}")))?;
+    spec.info = Info {
+        title: "Tasklane API".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        description: Some(
+            "Tasks for many users, behind bearer tokens. Errors are `application/problem+json`. \
+             Sign in with /auth/login (or /auth/register), then press Authorize and paste the \
+             `access_token`."
+                .to_owned(),
+        ),
+        ..Default::default()
+    };
+    // Swagger UI's own "/" redirects relative to `/docs`, which lands outside it; ours is absolute.
+    let swagger: Vec<rocket::Route> =
+        make_swagger_ui(&SwaggerUIConfig { url: "/openapi.json".to_owned(), ..Default::default() })
+            .into()
+            .into_iter()
+            .filter(|route| route.uri.path() != "/")
+            .collect();
+    Ok(rocket
+        .mount("/", vec![rocket_okapi::get_openapi_route(spec, &settings)])
+        .mount("/docs", swagger)
+        .mount("/", rocket::routes![docs_index])
+        .register("/", error::catchers())
+        .attach(routing::RequestFairing)
+        .manage(state))
+}
+
+#[get("/docs")]
+fn docs_index() -> Redirect {
+    Redirect::to("/docs/index.html")
+}
+
+/// The JWT signing key: `SECRET_KEY`, or on the embedded default a key generated once and kept
+/// beside the database (mode 0600), so tokens survive a restart.
+fn resolve_secret(config: &Config) -> Result<Vec<u8>, StartError> {
+    match (&config.secret_key, &config.database_url) {
+        (SecretKey::Given(key), _) => Ok(key.clone()),
+        (SecretKey::Generated, DatabaseUrl::Postgres(_)) => {
+            Err(config::ConfigError::new("SECRET_KEY", "is required with PostgreSQL").into())
+        }
+        (SecretKey::Generated, url) => match url.sqlite_file() {
+            Some(db) => key_file(&db.with_extension("secret")),
+            None => {
+                tracing::warn!("in-memory database and no SECRET_KEY: tokens end with the process");
+                Ok(random_key())
+            }
+        },
+    }
+}
+
+fn random_key() -> Vec<u8> {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<String>().into_bytes()
+}
+
+fn key_file(path: &Path) -> Result<Vec<u8>, StartError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |what: &str, e: std::io::Error| StartError::KeyFile(format!("{what} {}: {e}", path.display()));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| fail("cannot create the directory of", e))?;
+    }
+    // create_new: of two instances starting at once, one writes and the other reads.
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(mut file) => {
+            let key = random_key();
+            file.write_all(&key).and_then(|()| file.sync_all()).map_err(|e| fail("cannot write", e))?;
+            tracing::info!(path = %path.display(), "generated a new secret key");
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let key = std::fs::read(path).map_err(|e| fail("cannot read", e))?;
+            let key: Vec<u8> = key.trim_ascii().to_vec();
+            if key.len() < config::SECRET_KEY_MIN_BYTES {
+                return Err(StartError::KeyFile(format!(
+                    "{} holds fewer than {} bytes; delete it to generate a new key",
+                    path.display(),
+                    config::SECRET_KEY_MIN_BYTES
+                )));
+            }
+            Ok(key)
+        }
+        Err(e) => Err(fail("cannot create", e)),
+    }
+}

@@ -1,0 +1,71 @@
+//! `tasklane-server`: serve the API, or `tasklane-server migrate` to apply migrations and exit.
+
+use std::process::ExitCode;
+
+use tasklane_server::{store, Config};
+use tracing_subscriber::EnvFilter;
+
+const USAGE: &str = "usage: tasklane-server [migrate]
+
+  (no argument)  apply migrations, then serve the API
+  migrate        apply migrations and exit
+
+Settings come from the environment and a .env file: DATABASE_URL, REDIS_URL, SECRET_KEY,
+ACCESS_TOKEN_EXPIRE_MINUTES, REFRESH_TOKEN_EXPIRE_MINUTES, REFRESH_TOKEN_ROTATION,
+ROCKET_ADDRESS, ROCKET_PORT (see README.md).";
+
+#[rocket::main]
+async fn main() -> ExitCode {
+    // A missing .env is normal; a broken one is reported below as the setting it breaks.
+    if let Err(e) = dotenvy::dotenv() {
+        if !e.not_found() {
+            eprintln!("tasklane-server: .env: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+
+    let command = std::env::args().nth(1);
+    if matches!(command.as_deref(), Some("-h" | "--help" | "help")) {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    if let Some(other) = command.as_deref().filter(|c| *c != "migrate") {
+        eprintln!("tasklane-server: unknown command {other:?}\n\n{USAGE}");
+        return ExitCode::from(2);
+    }
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => return fail(e),
+    };
+    if command.is_some() {
+        return match store::migrate(&config).await {
+            Ok(()) => {
+                println!("migrations applied to {}", config.database_url.redacted());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(format!("DATABASE_URL: {e}")),
+        };
+    }
+    // Check Rocket's own settings first, so a bad ROCKET_PORT is one line too.
+    let figment = rocket::Config::figment();
+    if let Err(e) = figment.extract::<rocket::Config>() {
+        return fail(e);
+    }
+    tracing::info!(database = %config.database_url.redacted(), redis = config.redis_url.is_some(), "starting");
+    let app = match tasklane_server::build_with(config, figment).await {
+        Ok(app) => app,
+        Err(e) => return fail(e),
+    };
+    match app.launch().await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn fail(err: impl std::fmt::Display) -> ExitCode {
+    eprintln!("tasklane-server: {err}");
+    ExitCode::from(1)
+}

@@ -1,0 +1,448 @@
+//! The SQL store, one body of code for PostgreSQL and SQLite.
+//!
+//! Both databases accept `$N` placeholders, `RETURNING`, window functions and the same schema
+//! (up to column types, in `migrations/<backend>`), so the queries are written once. Runtime
+//! `query_as` is used rather than the `query!` macros, which would tie the build to one database.
+//! The trait impls are stamped out for each backend by `impl_sql_store!`, since a generic impl
+//! over `sqlx::Database` needs a page of trait bounds per query.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rocket::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Pool, Postgres, Sqlite};
+use tasklane::types::{NewTask, Task, TaskSort, TaskUpdate, User};
+
+use super::{RefreshStore, Rotation, Store, StoreError, TaskFilter, UserCredentials, BACKEND_TIMEOUT};
+
+/// The users-and-tasks store on one SQL database.
+#[derive(Clone, Debug)]
+pub struct SqlStore<DB: sqlx::Database> {
+    pool: Pool<DB>,
+}
+
+/// The store on PostgreSQL.
+pub type PgStore = SqlStore<Postgres>;
+/// The store on SQLite.
+pub type SqliteStore = SqlStore<Sqlite>;
+
+impl PgStore {
+    /// Connects, and applies `migrations/postgres`.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(BACKEND_TIMEOUT)
+            // Recycle idle connections so a restarted PostgreSQL is noticed without errors.
+            .idle_timeout(Duration::from_secs(300))
+            .connect_with(options)
+            .await
+            .map_err(map_err)?;
+        sqlx::migrate!("../migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        Ok(Self { pool })
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it if missing) and applies `migrations/sqlite`.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .create_if_missing(true)
+            // WAL lets readers run beside the one writer; NORMAL is durable across crashes of
+            // the process (only an OS crash can lose the last commits), the usual WAL pairing.
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            // Writers queue for the lock instead of failing at once; bounded like every backend call.
+            .busy_timeout(BACKEND_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(BACKEND_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(map_err)?;
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        Ok(Self { pool })
+    }
+}
+
+/// Sorts a user's tasks by each [`TaskSort`]; ties broken by id in the same direction. The
+/// fragments are fixed strings (no user input is ever formatted into SQL).
+macro_rules! list_sql {
+    ($order:literal) => {
+        concat!(
+            "SELECT id, user_id, title, description, status, created_at, updated_at, COUNT(*) OVER () AS total
+             FROM tasks WHERE user_id = $1 AND (CAST($2 AS TEXT) IS NULL OR status = $2)
+             ORDER BY ",
+            $order,
+            " LIMIT $3 OFFSET $4"
+        )
+    };
+}
+
+fn list_sql(sort: TaskSort) -> &'static str {
+    match sort {
+        TaskSort::CreatedAt => list_sql!("created_at ASC, id ASC"),
+        TaskSort::CreatedAtDesc => list_sql!("created_at DESC, id DESC"),
+        TaskSort::UpdatedAt => list_sql!("updated_at ASC, id ASC"),
+        TaskSort::UpdatedAtDesc => list_sql!("updated_at DESC, id DESC"),
+        TaskSort::Title => list_sql!("title ASC, id ASC"),
+        TaskSort::TitleDesc => list_sql!("title DESC, id DESC"),
+    }
+}
+
+const COUNT_SQL: &str =
+    "SELECT COUNT(*) FROM tasks WHERE user_id = $1 AND (CAST($2 AS TEXT) IS NULL OR status = $2)";
+const TASK_COLUMNS: &str = "id, user_id, title, description, status, created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+struct TaskRow {
+    id: i64,
+    user_id: i64,
+    title: String,
+    description: Option<String>,
+    status: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<TaskRow> for Task {
+    type Error = StoreError;
+
+    fn try_from(row: TaskRow) -> Result<Self, StoreError> {
+        Ok(Task {
+            id: row.id,
+            title: row.title,
+            description: row.description,
+            status: row.status.parse().map_err(|e| StoreError::Internal(format!("task {}: {e}", row.id)))?,
+            user_id: row.user_id,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ListRow {
+    #[sqlx(flatten)]
+    task: TaskRow,
+    total: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: i64,
+    username: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<UserRow> for User {
+    fn from(row: UserRow) -> Self {
+        User { id: row.id, username: row.username, created_at: row.created_at }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct CredentialsRow {
+    #[sqlx(flatten)]
+    user: UserRow,
+    password_hash: String,
+}
+
+/// Sorts sqlx errors into what handlers answer: 503 for an unreachable backend, 409 for a
+/// uniqueness violation, 500 for the rest.
+fn map_err(err: sqlx::Error) -> StoreError {
+    match &err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err.to_string()),
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            // PostgreSQL: connection exceptions, shutdown, too many connections, recovery.
+            Some(code) if code.starts_with("08") || code.starts_with("57P") || code == "53300" => {
+                StoreError::Unavailable(err.to_string())
+            }
+            // SQLite: SQLITE_BUSY / SQLITE_LOCKED after the busy timeout.
+            Some("5") | Some("6") | Some("517") | Some("262") => StoreError::Unavailable(err.to_string()),
+            _ => StoreError::Internal(err.to_string()),
+        },
+        _ => StoreError::Internal(err.to_string()),
+    }
+}
+
+fn offset_param(offset: u64) -> i64 {
+    // Validated upstream; saturating keeps an absurd offset an empty page, not an error.
+    i64::try_from(offset).unwrap_or(i64::MAX)
+}
+
+macro_rules! impl_sql_store {
+    ($db:ty) => {
+        #[async_trait]
+        impl Store for SqlStore<$db> {
+            async fn create_user(
+                &self,
+                username: &str,
+                password_hash: &str,
+                now: DateTime<Utc>,
+            ) -> Result<User, StoreError> {
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO users (username, password_hash, created_at) VALUES ($1, $2, $3) RETURNING id",
+                )
+                .bind(username)
+                .bind(password_hash)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(User { id, username: username.to_owned(), created_at: now })
+            }
+
+            async fn find_credentials(&self, username: &str) -> Result<Option<UserCredentials>, StoreError> {
+                let row: Option<CredentialsRow> = sqlx::query_as(
+                    "SELECT id, username, created_at, password_hash FROM users WHERE lower(username) = lower($1)",
+                )
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(row.map(|r| UserCredentials { user: r.user.into(), password_hash: r.password_hash }))
+            }
+
+            async fn get_user(&self, id: i64) -> Result<Option<User>, StoreError> {
+                let row: Option<UserRow> =
+                    sqlx::query_as("SELECT id, username, created_at FROM users WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                Ok(row.map(User::from))
+            }
+
+            async fn create_task(
+                &self,
+                user_id: i64,
+                task: &NewTask,
+                now: DateTime<Utc>,
+            ) -> Result<Task, StoreError> {
+                let row: TaskRow = sqlx::query_as(&format!(
+                    "INSERT INTO tasks (user_id, title, description, status, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $5) RETURNING {TASK_COLUMNS}"
+                ))
+                .bind(user_id)
+                .bind(&task.title)
+                .bind(&task.description)
+                .bind(task.status.unwrap_or_default().as_str())
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_err)?;
+                row.try_into()
+            }
+
+            async fn list_tasks(&self, user_id: i64, filter: &TaskFilter) -> Result<(Vec<Task>, u64), StoreError> {
+                let status = filter.status.map(|s| s.as_str());
+                let rows: Vec<ListRow> = sqlx::query_as(list_sql(filter.sort))
+                    .bind(user_id)
+                    .bind(status)
+                    .bind(i64::from(filter.limit))
+                    .bind(offset_param(filter.offset))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                // The window count rides along with the rows; only a page past the end needs
+                // its own count query.
+                let total = match rows.first() {
+                    Some(row) => row.total,
+                    None if filter.offset == 0 => 0,
+                    None => sqlx::query_scalar::<_, i64>(COUNT_SQL)
+                        .bind(user_id)
+                        .bind(status)
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(map_err)?,
+                };
+                let tasks = rows.into_iter().map(|r| Task::try_from(r.task)).collect::<Result<_, _>>()?;
+                Ok((tasks, total.max(0) as u64))
+            }
+
+            async fn get_task(&self, user_id: i64, id: i64) -> Result<Option<Task>, StoreError> {
+                let row: Option<TaskRow> =
+                    sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2"))
+                        .bind(id)
+                        .bind(user_id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                row.map(Task::try_from).transpose()
+            }
+
+            async fn update_task(
+                &self,
+                user_id: i64,
+                id: i64,
+                update: &TaskUpdate,
+                now: DateTime<Utc>,
+            ) -> Result<Option<Task>, StoreError> {
+                let row: Option<TaskRow> = sqlx::query_as(&format!(
+                    "UPDATE tasks SET
+                        title = COALESCE($3, title),
+                        description = CASE WHEN $4 THEN $5 ELSE description END,
+                        status = COALESCE($6, status),
+                        updated_at = $7
+                     WHERE id = $1 AND user_id = $2
+                     RETURNING {TASK_COLUMNS}"
+                ))
+                .bind(id)
+                .bind(user_id)
+                .bind(&update.title)
+                .bind(update.description.is_some())
+                .bind(update.description.clone().flatten())
+                .bind(update.status.map(|s| s.as_str()))
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+                row.map(Task::try_from).transpose()
+            }
+
+            async fn delete_task(&self, user_id: i64, id: i64) -> Result<bool, StoreError> {
+                let done = sqlx::query("DELETE FROM tasks WHERE id = $1 AND user_id = $2")
+                    .bind(id)
+                    .bind(user_id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn ping(&self) -> Result<(), StoreError> {
+                sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_err).map(drop)
+            }
+        }
+
+        #[async_trait]
+        impl RefreshStore for SqlStore<$db> {
+            async fn start_family(
+                &self,
+                family: &str,
+                user_id: i64,
+                jti: &str,
+                expires_at: DateTime<Utc>,
+            ) -> Result<(), StoreError> {
+                let now = super::now();
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                // Expired families of this user go as a new one starts, so the tables stay
+                // bounded by live sessions without a sweeper.
+                sqlx::query("DELETE FROM refresh_families WHERE user_id = $1 AND expires_at <= $2")
+                    .bind(user_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query("INSERT INTO refresh_families (id, user_id, expires_at) VALUES ($1, $2, $3)")
+                    .bind(family)
+                    .bind(user_id)
+                    .bind(expires_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query("INSERT INTO refresh_tokens (jti, family_id, expires_at) VALUES ($1, $2, $3)")
+                    .bind(jti)
+                    .bind(family)
+                    .bind(expires_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)
+            }
+
+            async fn rotate(
+                &self,
+                family: &str,
+                old_jti: &str,
+                new_jti: &str,
+                expires_at: DateTime<Utc>,
+            ) -> Result<Rotation, StoreError> {
+                let now = super::now();
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                // The DELETE is the atomic step: of two racing transactions only one gets the row.
+                let consumed: Option<String> =
+                    sqlx::query_scalar("DELETE FROM refresh_tokens WHERE jti = $1 AND family_id = $2 RETURNING jti")
+                        .bind(old_jti)
+                        .bind(family)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                if consumed.is_none() {
+                    return Ok(Rotation::Reused);
+                }
+                let live = sqlx::query("UPDATE refresh_families SET expires_at = $2 WHERE id = $1 AND expires_at > $3")
+                    .bind(family)
+                    .bind(expires_at)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                if live.rows_affected() == 0 {
+                    tx.commit().await.map_err(map_err)?;
+                    return Ok(Rotation::FamilyRevoked);
+                }
+                sqlx::query("INSERT INTO refresh_tokens (jti, family_id, expires_at) VALUES ($1, $2, $3)")
+                    .bind(new_jti)
+                    .bind(family)
+                    .bind(expires_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(Rotation::Rotated)
+            }
+
+            async fn is_active(&self, family: &str, jti: &str) -> Result<bool, StoreError> {
+                let found: Option<i64> = sqlx::query_scalar(
+                    "SELECT 1 FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
+                     WHERE t.jti = $1 AND f.id = $2 AND f.expires_at > $3",
+                )
+                .bind(jti)
+                .bind(family)
+                .bind(super::now())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(found.is_some())
+            }
+
+            async fn revoke_family(&self, family: &str) -> Result<(), StoreError> {
+                sqlx::query("DELETE FROM refresh_families WHERE id = $1")
+                    .bind(family)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)
+                    .map(drop)
+            }
+
+            async fn ping(&self) -> Result<(), StoreError> {
+                Store::ping(self).await
+            }
+
+            fn kind(&self) -> &'static str {
+                "database"
+            }
+        }
+    };
+}
+
+impl_sql_store!(Postgres);
+impl_sql_store!(Sqlite);

@@ -1,0 +1,345 @@
+//! Test harness: the real app on a fresh database per test, on SQLite or on PostgreSQL + Redis.
+//!
+//! PostgreSQL and Redis come from `TASKLANE_TEST_DATABASE_URL` (an admin URL; each test creates
+//! its own database there) and `TASKLANE_TEST_REDIS_URL`. Without them the PostgreSQL half of
+//! the suite is not run and says so loudly on stderr, unless `CI` is set: then it fails.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::sync::Once;
+use std::time::Duration;
+
+use rocket::figment::Figment;
+use rocket::http::{ContentType, Header};
+use rocket::local::asynchronous::Client;
+use serde_json::{json, Value};
+use sqlx::Connection;
+use tasklane_server::config::{DatabaseUrl, SecretKey};
+use tasklane_server::Config;
+
+/// The secret every test app signs with, so tests can mint tokens of their own.
+pub const SECRET: &[u8] = b"tasklane-test-secret-0123456789abcdef";
+
+/// Which backends a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite file, refresh tokens in it (the embedded default).
+    Sqlite,
+    /// PostgreSQL, refresh tokens in Redis (production).
+    PostgresRedis,
+    /// PostgreSQL, refresh tokens in PostgreSQL.
+    Postgres,
+}
+
+struct PgEnv {
+    admin_url: String,
+    redis_url: String,
+}
+
+fn pg_env() -> Option<PgEnv> {
+    let admin_url = std::env::var("TASKLANE_TEST_DATABASE_URL").ok().filter(|v| !v.is_empty());
+    let redis_url = std::env::var("TASKLANE_TEST_REDIS_URL").ok().filter(|v| !v.is_empty());
+    match (admin_url, redis_url) {
+        (Some(admin_url), Some(redis_url)) => Some(PgEnv { admin_url, redis_url }),
+        _ if std::env::var_os("CI").is_some() => panic!(
+            "CI is set but TASKLANE_TEST_DATABASE_URL / TASKLANE_TEST_REDIS_URL are not: \
+             the PostgreSQL + Redis tests must run under CI (.ci/run starts both)"
+        ),
+        _ => {
+            static WARN: Once = Once::new();
+            WARN.call_once(|| {
+                // Written to the raw stderr, past the test harness's output capture.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\n*** PostgreSQL + Redis tests NOT RUN: set TASKLANE_TEST_DATABASE_URL and \
+                     TASKLANE_TEST_REDIS_URL (see README.md) ***\n"
+                );
+            });
+            None
+        }
+    }
+}
+
+/// Where a test's database lives, to clean it up afterwards.
+pub enum Scratch {
+    Sqlite(tempfile::TempDir),
+    Postgres { admin_url: String, database: String },
+}
+
+/// A fresh database (and Redis, on the PostgreSQL backends) with a config pointing at it.
+pub async fn scratch_config(backend: Backend) -> Option<(Config, Scratch)> {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut config = Config::sqlite(dir.path().join("tasklane.db"));
+            config.secret_key = SecretKey::Given(SECRET.to_vec());
+            Some((config, Scratch::Sqlite(dir)))
+        }
+        Backend::Postgres | Backend::PostgresRedis => {
+            let env = pg_env()?;
+            let database = format!("tasklane_test_{}", uuid::Uuid::new_v4().simple());
+            let mut admin =
+                sqlx::PgConnection::connect(&env.admin_url).await.expect("connect to the admin database");
+            sqlx::query(&format!("CREATE DATABASE {database}"))
+                .execute(&mut admin)
+                .await
+                .expect("create database");
+            admin.close().await.ok();
+            let mut url = url::Url::parse(&env.admin_url).expect("admin URL");
+            url.set_path(&database);
+            let mut config = Config::sqlite("unused.db");
+            config.database_url = DatabaseUrl::Postgres(url.to_string());
+            config.secret_key = SecretKey::Given(SECRET.to_vec());
+            config.database_max_connections = 8;
+            if backend == Backend::PostgresRedis {
+                config.redis_url = Some(env.redis_url);
+            }
+            Some((config, Scratch::Postgres { admin_url: env.admin_url, database }))
+        }
+    }
+}
+
+impl Scratch {
+    /// Drops the test's PostgreSQL database (a SQLite temp dir goes with its drop).
+    pub async fn cleanup(self) {
+        if let Scratch::Postgres { admin_url, database } = self {
+            if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await;
+            }
+        }
+    }
+}
+
+/// Rocket settings for tests: quiet, and a random port when served on a socket.
+pub fn figment() -> Figment {
+    rocket::Config::figment()
+        .merge(("log_level", "off"))
+        .merge(("port", 0))
+        .merge(("address", "127.0.0.1"))
+        .merge(("shutdown.grace", 1))
+        .merge(("shutdown.mercy", 1))
+}
+
+/// The app under test, through Rocket's local client.
+pub struct TestApp {
+    pub client: Client,
+    pub config: Config,
+    pub backend: Backend,
+    scratch: Option<Scratch>,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub text: String,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// Asserts an error response in API.md's problem shape, and returns its body.
+    #[track_caller]
+    pub fn problem(&self, status: u16) -> Value {
+        assert_eq!(self.status, status, "{}", self.text);
+        assert_eq!(self.header("content-type"), Some("application/problem+json"), "{}", self.text);
+        let body = self.json();
+        assert_eq!(body["status"], status);
+        assert_eq!(body["type"], "about:blank");
+        assert!(body["title"].as_str().is_some_and(|t| !t.is_empty()));
+        assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+        body
+    }
+}
+
+impl TestApp {
+    /// The app on a fresh database, or `None` when the backend is not available here.
+    pub async fn start(backend: Backend) -> Option<TestApp> {
+        let (config, scratch) = scratch_config(backend).await?;
+        Some(Self::with_config(config, backend, Some(scratch)).await)
+    }
+
+    pub async fn with_config(config: Config, backend: Backend, scratch: Option<Scratch>) -> TestApp {
+        let rocket = tasklane_server::build_with(config.clone(), figment()).await.expect("build the app");
+        let client = Client::tracked(rocket).await.expect("valid rocket");
+        TestApp { client, config, backend, scratch }
+    }
+
+    /// Ends the test: drops the scratch database.
+    pub async fn finish(mut self) {
+        if let Some(scratch) = self.scratch.take() {
+            scratch.cleanup().await;
+        }
+    }
+
+    /// Sends a request; `body` is sent as JSON when given.
+    pub async fn send(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
+        let method = method.parse().expect("method");
+        let mut req = self.client.req(method, path.to_owned());
+        if let Some(token) = token {
+            req = req.header(Header::new("Authorization", format!("Bearer {token}")));
+        }
+        if let Some(body) = body {
+            req = req.header(ContentType::JSON).body(body.to_string());
+        }
+        Self::read(req.dispatch().await).await
+    }
+
+    /// Sends a raw body with the given content type.
+    pub async fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        ct: Option<&str>,
+        body: Vec<u8>,
+    ) -> Resp {
+        let mut req = self.client.req(method.parse().expect("method"), path.to_owned()).body(body);
+        if let Some(ct) = ct {
+            req = req.header(Header::new("Content-Type", ct.to_owned()));
+        }
+        if let Some(token) = token {
+            req = req.header(Header::new("Authorization", format!("Bearer {token}")));
+        }
+        Self::read(req.dispatch().await).await
+    }
+
+    async fn read(res: rocket::local::asynchronous::LocalResponse<'_>) -> Resp {
+        let status = res.status().code;
+        let headers = res.headers().iter().map(|h| (h.name().to_string(), h.value().to_string())).collect();
+        let text = res.into_string().await.unwrap_or_default();
+        Resp { status, headers, text }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Resp {
+        self.send("GET", path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Resp {
+        self.send("POST", path, token, Some(body)).await
+    }
+
+    /// Registers `username` and returns the token pair.
+    pub async fn register(&self, username: &str) -> Tokens {
+        let res = self
+            .post("/auth/register", None, json!({"username": username, "password": "correct horse"}))
+            .await;
+        assert_eq!(res.status, 201, "{}", res.text);
+        Tokens::from(&res)
+    }
+
+    /// Creates a task and returns it.
+    pub async fn create_task(&self, token: &str, body: Value) -> Value {
+        let res = self.post("/tasks/", Some(token), body).await;
+        assert_eq!(res.status, 201, "{}", res.text);
+        res.json()
+    }
+}
+
+/// A token pair from a response.
+#[derive(Clone, Debug)]
+pub struct Tokens {
+    pub access: String,
+    pub refresh: String,
+}
+
+impl From<&Resp> for Tokens {
+    fn from(res: &Resp) -> Self {
+        let body = res.json();
+        assert_eq!(body["token_type"], "bearer");
+        Tokens {
+            access: body["access_token"].as_str().expect("access_token").to_owned(),
+            refresh: body["refresh_token"].as_str().expect("refresh_token").to_owned(),
+        }
+    }
+}
+
+/// The app served on a real socket (random port), for tests that need real connections.
+pub struct TestServer {
+    pub base: String,
+    pub config: Config,
+    shutdown: rocket::Shutdown,
+    handle: tokio::task::JoinHandle<()>,
+    scratch: Option<Scratch>,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> Option<TestServer> {
+        let (config, scratch) = scratch_config(backend).await?;
+        Some(Self::with_config(config, Some(scratch)).await)
+    }
+
+    pub async fn with_config(config: Config, scratch: Option<Scratch>) -> TestServer {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let tx = std::sync::Mutex::new(Some(tx));
+        let rocket = tasklane_server::build_with(config.clone(), figment())
+            .await
+            .expect("build the app")
+            .attach(rocket::fairing::AdHoc::on_liftoff("report port", move |rocket| {
+                Box::pin(async move {
+                    if let Some(tx) = tx.lock().unwrap().take() {
+                        let _ = tx.send((rocket.config().port, rocket.shutdown()));
+                    }
+                })
+            }));
+        let handle = tokio::spawn(async move {
+            let _ = rocket.launch().await;
+        });
+        let (port, shutdown) = tokio::time::timeout(Duration::from_secs(30), rx)
+            .await
+            .expect("server started in time")
+            .expect("server reported its port");
+        TestServer { base: format!("http://127.0.0.1:{port}"), config, shutdown, handle, scratch }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.clone().notify();
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.handle).await;
+        if let Some(scratch) = self.scratch.take() {
+            scratch.cleanup().await;
+        }
+    }
+}
+
+/// Declares each listed test once per backend: `sqlite::name`, `postgres_redis::name` and,
+/// where listed under `all_stores`, `postgres::name` (refresh tokens in PostgreSQL).
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let app = $crate::common::TestApp::start($crate::common::Backend::Sqlite).await.unwrap();
+                    super::$name(&app).await;
+                    app.finish().await;
+                }
+            )*
+        }
+        mod postgres_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(app) = $crate::common::TestApp::start($crate::common::Backend::PostgresRedis).await else {
+                        return;
+                    };
+                    super::$name(&app).await;
+                    app.finish().await;
+                }
+            )*
+        }
+    };
+}
