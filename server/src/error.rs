@@ -230,6 +230,9 @@ fn problem_catcher(status: Status, req: &Request<'_>) -> ApiError {
             return ApiError::MethodNotAllowed(allowed);
         }
     }
+    if status == Status::UnprocessableEntity {
+        return ApiError::Validation(crate::routing::malformed_path_params(req));
+    }
     if status == Status::InternalServerError {
         return ApiError::Internal(format!(
             "{} {} failed (handler panic or bad responder)",

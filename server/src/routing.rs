@@ -39,6 +39,28 @@ pub fn allowed_methods(req: &Request<'_>) -> Vec<Method> {
     methods
 }
 
+/// Path parameters of this request that are not the integers the matching route expects. Every
+/// dynamic path segment of this API is an id, so Rocket's bare 422 for a bad one can name it.
+pub fn malformed_path_params(req: &Request<'_>) -> Vec<tasklane::types::FieldError> {
+    let path = req.uri().path().as_str();
+    let Some(route) =
+        req.rocket().routes().find(|r| r.method == req.method() && route_matches(r.uri.path(), path))
+    else {
+        return Vec::new();
+    };
+    route
+        .uri
+        .path()
+        .split('/')
+        .zip(path.split('/'))
+        .filter_map(|(pattern, value)| {
+            let name = pattern.strip_prefix('<')?.strip_suffix('>')?;
+            (!name.ends_with("..") && value.parse::<i64>().is_err())
+                .then(|| tasklane::types::FieldError::new(name, "must be an integer"))
+        })
+        .collect()
+}
+
 /// Per-request bookkeeping: the request id and the start time.
 struct RequestMeta {
     id: String,

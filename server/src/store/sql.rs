@@ -170,8 +170,15 @@ fn map_err(err: sqlx::Error) -> StoreError {
         | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err.to_string()),
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
         sqlx::Error::Database(db) => match db.code().as_deref() {
-            // PostgreSQL: connection exceptions, shutdown, too many connections, recovery.
-            Some(code) if code.starts_with("08") || code.starts_with("57P") || code == "53300" => {
+            // PostgreSQL, while connecting or connected: connection exceptions (08), shutdown
+            // and recovery (57P), too many connections (53300), database not accepting
+            // connections (55000) or gone (3D000), credentials refused (28).
+            Some(code)
+                if code.starts_with("08")
+                    || code.starts_with("57P")
+                    || code.starts_with("28")
+                    || matches!(code, "53300" | "55000" | "3D000") =>
+            {
                 StoreError::Unavailable(err.to_string())
             }
             // SQLite: SQLITE_BUSY / SQLITE_LOCKED after the busy timeout.
