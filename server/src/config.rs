@@ -4,8 +4,11 @@
 //! tokens in the database, a generated secret key). A bad value stops start-up with one line
 //! naming the variable.
 
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use crate::limits::LimitSettings;
 
 /// Where users and tasks live, from `DATABASE_URL`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +109,8 @@ pub struct Config {
     pub database_max_connections: u32,
     /// `PASSWORD_HASH_CONCURRENCY`: argon2 hashes running at once (default: the CPU count).
     pub password_hash_concurrency: usize,
+    /// `RATE_LIMIT_ACCOUNT_PER_MINUTE` / `RATE_LIMIT_ADDRESS_PER_MINUTE` (0 turns one off).
+    pub rate_limits: LimitSettings,
 }
 
 /// A setting that cannot be used; its message names the variable.
@@ -136,6 +141,7 @@ impl Config {
             refresh_token_rotation: true,
             database_max_connections: default_pool_size(),
             password_hash_concurrency: default_hash_concurrency(),
+            rate_limits: LimitSettings::default(),
         }
     }
 
@@ -156,7 +162,7 @@ impl Config {
             Some(_) => return Err(ConfigError::new("REDIS_URL", "expected a redis:// or rediss:// URL")),
             None => None,
         };
-        let secret_key = match lookup("SECRET_KEY") {
+        let secret_key = match get("SECRET_KEY") {
             Some(key) if key.len() >= SECRET_KEY_MIN_BYTES => SecretKey::Given(key.into_bytes()),
             Some(key) => {
                 return Err(ConfigError::new(
@@ -216,6 +222,22 @@ impl Config {
         let database_max_connections =
             positive("DATABASE_MAX_CONNECTIONS", default_pool_size() as usize)? as u32;
         let password_hash_concurrency = positive("PASSWORD_HASH_CONCURRENCY", default_hash_concurrency())?;
+        let per_minute =
+            |var: &'static str, default: Option<NonZeroU32>| -> Result<Option<NonZeroU32>, ConfigError> {
+                let Some(raw) = get(var) else { return Ok(default) };
+                match raw.trim().parse::<u32>() {
+                    Ok(n) if n <= 100_000 => Ok(NonZeroU32::new(n)),
+                    _ => Err(ConfigError::new(
+                        var,
+                        format!("expected attempts per minute, 0 (off) to 100000, got {raw:?}"),
+                    )),
+                }
+            };
+        let defaults = LimitSettings::default();
+        let rate_limits = LimitSettings {
+            per_account: per_minute("RATE_LIMIT_ACCOUNT_PER_MINUTE", defaults.per_account)?,
+            per_address: per_minute("RATE_LIMIT_ADDRESS_PER_MINUTE", defaults.per_address)?,
+        };
         Ok(Self {
             database_url,
             redis_url,
@@ -225,6 +247,7 @@ impl Config {
             refresh_token_rotation,
             database_max_connections,
             password_hash_concurrency,
+            rate_limits,
         })
     }
 }
@@ -260,6 +283,8 @@ mod tests {
         assert_eq!(c.refresh_token_ttl, Duration::from_secs(604_800));
         assert!(c.refresh_token_rotation);
         assert!(c.redis_url.is_none());
+        // An empty value (as in a copied .env.example) is unset, not a too-short key.
+        assert!(matches!(from(&[("SECRET_KEY", "")]).unwrap().secret_key, SecretKey::Generated));
     }
 
     #[test]
@@ -286,6 +311,7 @@ mod tests {
             (&[("REFRESH_TOKEN_EXPIRE_MINUTES", "0")], "REFRESH_TOKEN_EXPIRE_MINUTES"),
             (&[("REFRESH_TOKEN_ROTATION", "maybe")], "REFRESH_TOKEN_ROTATION"),
             (&[("REDIS_URL", "localhost:6379")], "REDIS_URL"),
+            (&[("RATE_LIMIT_ACCOUNT_PER_MINUTE", "-1")], "RATE_LIMIT_ACCOUNT_PER_MINUTE"),
         ];
         for (vars, var) in cases {
             let err = from(vars).unwrap_err();
@@ -293,5 +319,8 @@ mod tests {
             assert!(err.to_string().starts_with(var), "{err}");
         }
         assert!(!from(&[("REFRESH_TOKEN_ROTATION", "false")]).unwrap().refresh_token_rotation);
+        let off = from(&[("RATE_LIMIT_ADDRESS_PER_MINUTE", "0")]).unwrap().rate_limits;
+        assert_eq!(off.per_address, None);
+        assert_eq!(off.per_account, NonZeroU32::new(10));
     }
 }

@@ -162,6 +162,11 @@ impl<'r> Responder<'r, 'static> for ApiError {
                 let allow: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
                 res.header(Header::new("Allow", allow.join(", ")));
             }
+            Self::PayloadTooLarge => {
+                // The rest of the body was never read: the connection cannot carry another
+                // request, so say so rather than let the client reuse it and fail.
+                res.header(Header::new("Connection", "close"));
+            }
             Self::RateLimited(wait) => {
                 res.header(Header::new("Retry-After", wait.as_secs().max(1).to_string()));
             }

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod ops;
 pub mod responders;
 pub mod routing;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub keys: JwtKeys,
     /// argon2id off the async workers.
     pub hasher: PasswordHasherPool,
+    /// Attempts left on the credential routes.
+    pub limits: limits::RateLimits,
     /// The settings the app was built with.
     pub config: Config,
 }
@@ -60,7 +63,19 @@ pub enum StartError {
 
 /// Builds the app on the environment's Rocket settings (`ROCKET_ADDRESS`, `ROCKET_PORT`, ...).
 pub async fn build(config: Config) -> Result<Rocket<Build>, StartError> {
-    build_with(config, rocket::Config::figment()).await
+    build_with(config, rocket_figment()).await
+}
+
+/// Rocket's settings from `Rocket.toml` and `ROCKET_*`, with one safer default: no client-IP
+/// header is trusted (Rocket would trust `X-Real-IP`, which any client can forge to dodge the
+/// per-address rate limit) unless `ROCKET_IP_HEADER` names the one a trusted proxy sets.
+pub fn rocket_figment() -> Figment {
+    let figment = rocket::Config::figment();
+    if std::env::var_os("ROCKET_IP_HEADER").is_some() {
+        figment
+    } else {
+        figment.merge(("ip_header", false))
+    }
 }
 
 /// Builds the app on the given Rocket settings (tests pick a port or a log level this way).
@@ -69,7 +84,11 @@ pub async fn build_with(config: Config, figment: Figment) -> Result<Rocket<Build
     let stores = store::open(&config).await?;
     let hasher = PasswordHasherPool::new(config.password_hash_concurrency);
     hasher.warm_up().await.map_err(|e| StartError::KeyFile(format!("argon2 warm-up failed: {e}")))?;
-    let state = AppState { stores, keys: JwtKeys::new(&secret), hasher, config };
+    let limits = match &stores.redis {
+        Some(pool) => limits::RateLimits::redis(config.rate_limits, pool.clone()),
+        None => limits::RateLimits::local(config.rate_limits),
+    };
+    let state = AppState { stores, keys: JwtKeys::new(&secret), hasher, limits, config };
 
     let settings = OpenApiSettings::default();
     let areas = [

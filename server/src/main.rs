@@ -5,10 +5,11 @@ use std::process::ExitCode;
 use tasklane_server::{store, Config};
 use tracing_subscriber::EnvFilter;
 
-const USAGE: &str = "usage: tasklane-server [migrate]
+const USAGE: &str = "usage: tasklane-server [migrate | healthcheck]
 
   (no argument)  apply migrations, then serve the API
   migrate        apply migrations and exit
+  healthcheck    exit 0 if the server on ROCKET_PORT (default 8000) answers /health
 
 Settings come from the environment and a .env file: DATABASE_URL, REDIS_URL, SECRET_KEY,
 ACCESS_TOKEN_EXPIRE_MINUTES, REFRESH_TOKEN_EXPIRE_MINUTES, REFRESH_TOKEN_ROTATION,
@@ -32,6 +33,13 @@ async fn main() -> ExitCode {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
     }
+    if command.as_deref() == Some("healthcheck") {
+        let port = std::env::var("ROCKET_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8000);
+        return match tasklane_server::ops::probe(port, std::time::Duration::from_secs(3)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        };
+    }
     if let Some(other) = command.as_deref().filter(|c| *c != "migrate") {
         eprintln!("tasklane-server: unknown command {other:?}\n\n{USAGE}");
         return ExitCode::from(2);
@@ -50,7 +58,7 @@ async fn main() -> ExitCode {
         };
     }
     // Check Rocket's own settings first, so a bad ROCKET_PORT is one line too.
-    let figment = rocket::Config::figment();
+    let figment = tasklane_server::rocket_figment();
     if let Err(e) = figment.extract::<rocket::Config>() {
         return fail(e);
     }

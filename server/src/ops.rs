@@ -42,3 +42,25 @@ async fn ready(state: &State<AppState>) -> ApiResult<Json<HealthStatus>> {
     let checks = checks.into_keys().map(|name| (name, "ok".to_owned())).collect();
     Ok(Json(HealthStatus { status: "ok".to_owned(), checks }))
 }
+
+/// `tasklane-server healthcheck`: asks a running server's `/health` over plain HTTP/1.1, for a
+/// container `HEALTHCHECK` without curl in the image. Bounded by `timeout` in all.
+pub fn probe(port: u16, timeout: std::time::Duration) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).map_err(|e| format!("{addr}: {e}"))?;
+    match &head {
+        b"HTTP/1.1 200" | b"HTTP/1.0 200" => Ok(()),
+        other => Err(format!("{addr}: /health answered {:?}", String::from_utf8_lossy(other))),
+    }
+}

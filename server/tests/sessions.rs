@@ -231,3 +231,121 @@ async fn unreachable_database_at_start_is_a_prompt_error() {
     assert!(err.to_string().starts_with("DATABASE_URL"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
 }
+
+/// `tasklane-server healthcheck` (the container's HEALTHCHECK) against a live server and a dead one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_probe_tells_live_from_dead() {
+    let server = TestServer::start(Backend::Sqlite).await.unwrap();
+    let port: u16 = server.base.rsplit(':').next().unwrap().parse().unwrap();
+    let probe = move || tasklane_server::ops::probe(port, Duration::from_secs(3));
+    tokio::task::spawn_blocking(probe).await.unwrap().expect("live server is healthy");
+    server.stop().await;
+    let err = tokio::task::spawn_blocking(probe).await.unwrap().expect_err("stopped server is not");
+    assert!(err.contains(&port.to_string()), "{err}");
+}
+
+#[rocket::get("/boom")]
+fn boom() -> &'static str {
+    panic!("handler bug with a secret: hunter2")
+}
+
+/// A panicking handler answers 500 problem JSON without internals; the server serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_is_a_500_problem() {
+    let (config, scratch) = scratch_config(Backend::Sqlite).await.unwrap();
+    let rocket = tasklane_server::build_with(config, common::figment())
+        .await
+        .unwrap()
+        .mount("/test", rocket::routes![boom]);
+    let client = rocket::local::asynchronous::Client::tracked(rocket).await.unwrap();
+    let res = client.get("/test/boom").dispatch().await;
+    assert_eq!(res.status().code, 500);
+    assert_eq!(res.content_type().map(|c| c.to_string()), Some("application/problem+json".to_owned()));
+    assert!(res.headers().get_one("X-Request-Id").is_some());
+    let body: Value = serde_json::from_str(&res.into_string().await.unwrap()).unwrap();
+    assert_eq!(body["status"], 500);
+    assert_eq!(body["detail"], "internal server error");
+    assert!(!body.to_string().contains("hunter2"));
+    assert_eq!(client.get("/health").dispatch().await.status().code, 200);
+    scratch.cleanup().await;
+}
+
+/// Credential routes are limited per account and per address; 429 carries `Retry-After`.
+async fn rate_limits_hold(backend: Backend) {
+    use rocket::http::{ContentType, Header};
+    use std::num::NonZeroU32;
+    let Some((mut config, scratch)) = scratch_config(backend).await else { return };
+    config.rate_limits = tasklane_server::limits::LimitSettings {
+        per_account: NonZeroU32::new(3),
+        per_address: NonZeroU32::new(5),
+    };
+    let app = TestApp::with_config(config, backend, Some(scratch)).await;
+    // Unique names and addresses: on Redis the budgets outlive this test's database.
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let victim = format!("victim{tag}");
+    let ip = |n: u8| -> std::net::SocketAddr {
+        format!("127.{}.{}.{n}:4000", tag.as_bytes()[0], tag.as_bytes()[1]).parse().unwrap()
+    };
+    let attempt = |user: String, from: std::net::SocketAddr, password: &'static str| {
+        let client = &app.client;
+        async move {
+            let res = client
+                .post("/auth/login")
+                .remote(from)
+                .header(ContentType::JSON)
+                .body(json!({"username": user, "password": password}).to_string())
+                .dispatch()
+                .await;
+            let retry = res.headers().get_one("Retry-After").map(str::to_owned);
+            (res.status().code, retry)
+        }
+    };
+    let res = app
+        .client
+        .post("/auth/register")
+        .remote(ip(9))
+        .header(ContentType::JSON)
+        .header(Header::new("X-Real-IP", "1.2.3.4"))
+        .body(json!({"username": victim, "password": "correct horse"}).to_string())
+        .dispatch()
+        .await;
+    assert_eq!(res.status().code, 201);
+    drop(res);
+
+    for _ in 0..3 {
+        assert_eq!(attempt(victim.clone(), ip(1), "wrong password").await.0, 401);
+    }
+    let (status, retry) = attempt(victim.clone(), ip(1), "wrong password").await;
+    assert_eq!(status, 429);
+    let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+    assert!((1..=20).contains(&retry), "one attempt per 20 s: {retry}");
+    // The right password does not get past a spent account budget, from anywhere.
+    assert_eq!(attempt(victim.clone(), ip(2), "correct horse").await.0, 429);
+    // The address budget is separate: other accounts from ip(1) have 1 attempt left of 5.
+    assert_eq!(attempt(format!("other{tag}"), ip(1), "wrong password").await.0, 401);
+    assert_eq!(attempt(format!("third{tag}"), ip(1), "wrong password").await.0, 429);
+    // A forged X-Real-IP is not trusted by default: it does not open a new address budget.
+    let forged = app
+        .client
+        .post("/auth/login")
+        .remote(ip(1))
+        .header(ContentType::JSON)
+        .header(Header::new("X-Real-IP", "9.9.9.9"))
+        .body(json!({"username": format!("fourth{tag}"), "password": "wrong password"}).to_string())
+        .dispatch()
+        .await;
+    assert_eq!(forged.status().code, 429);
+    let body: Value = serde_json::from_str(&forged.into_string().await.unwrap()).unwrap();
+    assert_eq!(body["status"], 429);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_hold_in_process() {
+    rate_limits_hold(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_hold_in_redis() {
+    rate_limits_hold(Backend::PostgresRedis).await;
+}

@@ -16,6 +16,7 @@ use self::guard::AuthUser;
 use self::jwt::{Claims, TokenKind};
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
+use crate::limits::{Action, ClientAddress};
 use crate::responders::WithStatus;
 use crate::store::{Rotation, StoreError};
 use crate::AppState;
@@ -65,14 +66,17 @@ fn token_pair(
 /// Create an account and sign in.
 ///
 /// Username: 3 to 64 ASCII letters, digits, `_`, `-`, `.`, unique ignoring case. Password: 8 to
-/// 128 characters. Answers 201 with a token pair; 409 if the name is taken.
+/// 128 characters. Answers 201 with a token pair; 409 if the name is taken; 429 past the
+/// rate limit (per username and per client address).
 #[openapi(tag = "Auth")]
 #[post("/register", data = "<body>")]
 async fn register(
     state: &State<AppState>,
+    address: ClientAddress,
     body: JsonBody<Credentials>,
 ) -> ApiResult<WithStatus<201, Json<TokenPair>>> {
     let creds = body.0;
+    state.limits.check(Action::Register, Some(&creds.username), address.0).await?;
     creds.validate().map_err(ApiError::Validation)?;
     let hash = state.hasher.hash(creds.password.expose().to_owned()).await?;
     let user = match state.stores.store.create_user(&creds.username, &hash, crate::store::now()).await {
@@ -86,11 +90,17 @@ async fn register(
 
 /// Sign in with username (matched ignoring case) and password.
 ///
-/// An unknown user and a wrong password get the same 401, in about the same time.
+/// An unknown user and a wrong password get the same 401, in about the same time. Attempts are
+/// rate limited per username and per client address (429 with `Retry-After`).
 #[openapi(tag = "Auth")]
 #[post("/login", data = "<body>")]
-async fn login(state: &State<AppState>, body: JsonBody<Credentials>) -> ApiResult<Json<TokenPair>> {
+async fn login(
+    state: &State<AppState>,
+    address: ClientAddress,
+    body: JsonBody<Credentials>,
+) -> ApiResult<Json<TokenPair>> {
     let creds = body.0;
+    state.limits.check(Action::Login, Some(&creds.username), address.0).await?;
     // Only shapes that could ever have registered are looked up; the rest still pay for a
     // hash, so the answer's timing says nothing.
     let found = match creds.validate() {
@@ -119,7 +129,11 @@ async fn login(state: &State<AppState>, body: JsonBody<Credentials>) -> ApiResul
 /// succeeds.
 #[openapi(tag = "Auth")]
 #[post("/refresh", data = "<body>")]
-async fn refresh(state: &State<AppState>, body: JsonBody<RefreshRequest>) -> ApiResult<Json<TokenPair>> {
+async fn refresh(
+    state: &State<AppState>,
+    address: ClientAddress,
+    body: JsonBody<RefreshRequest>,
+) -> ApiResult<Json<TokenPair>> {
     let claims = state
         .keys
         .verify(body.0.refresh_token.expose(), TokenKind::Refresh)
@@ -128,6 +142,7 @@ async fn refresh(state: &State<AppState>, body: JsonBody<RefreshRequest>) -> Api
         (Some(user), Some(family)) => (user, family),
         _ => return Err(invalid_refresh()),
     };
+    state.limits.check(Action::Refresh, Some(&claims.sub), address.0).await?;
     let now = crate::store::now();
     let refresh = state.stores.refresh.as_ref();
     if !state.config.refresh_token_rotation {

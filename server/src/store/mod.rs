@@ -19,7 +19,7 @@ use tasklane::types::{NewTask, Task, TaskSort, TaskStatus, TaskUpdate, User};
 
 use crate::config::{Config, DatabaseUrl};
 
-pub use self::redis::RedisRefreshStore;
+pub use self::redis::{RedisPool, RedisRefreshStore};
 pub use self::sql::{PgStore, SqliteStore};
 
 /// How long a request waits for a database connection or a Redis reply before it is answered
@@ -147,6 +147,8 @@ pub struct Stores {
     pub store: Arc<dyn Store>,
     /// Refresh-token families.
     pub refresh: Arc<dyn RefreshStore>,
+    /// The Redis pool, when `REDIS_URL` is set (shared with the rate limits).
+    pub redis: Option<RedisPool>,
 }
 
 /// Opens the database named by the config, applies its migrations, and picks the refresh store.
@@ -162,11 +164,12 @@ pub async fn open(config: &Config) -> Result<Stores, StoreError> {
             (store.clone(), store)
         }
     };
-    let refresh = match &config.redis_url {
-        Some(url) => Arc::new(RedisRefreshStore::connect(url)?) as Arc<dyn RefreshStore>,
+    let redis = config.redis_url.as_deref().map(RedisPool::connect).transpose()?;
+    let refresh = match &redis {
+        Some(pool) => Arc::new(RedisRefreshStore::new(pool.clone())) as Arc<dyn RefreshStore>,
         None => sql_refresh,
     };
-    Ok(Stores { store, refresh })
+    Ok(Stores { store, refresh, redis })
 }
 
 /// Applies the migrations of the configured database and returns.

@@ -16,10 +16,14 @@ use rocket::async_trait;
 
 use super::{RefreshStore, Rotation, StoreError, BACKEND_TIMEOUT};
 
+/// A Redis connection pool whose every call is bounded by [`BACKEND_TIMEOUT`].
+#[derive(Clone)]
+pub struct RedisPool(Pool);
+
 /// The Redis refresh store.
 #[derive(Clone)]
 pub struct RedisRefreshStore {
-    pool: Pool,
+    pool: RedisPool,
     rotate: Script,
 }
 
@@ -55,7 +59,7 @@ fn map_err(err: redis::RedisError) -> StoreError {
     }
 }
 
-impl RedisRefreshStore {
+impl RedisPool {
     /// A pool for `url`. Connections open lazily, so Redis being down at start-up makes only
     /// the routes that need it answer 503, and it is picked up when it returns.
     pub fn connect(url: &str) -> Result<Self, StoreError> {
@@ -69,23 +73,35 @@ impl RedisRefreshStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Internal(format!("REDIS_URL: {e}")))?;
-        Ok(Self { pool, rotate: Script::new(ROTATE_LUA) })
+        Ok(Self(pool))
     }
 
     /// Runs `op` on a pooled connection, within [`BACKEND_TIMEOUT`] in all.
-    async fn with_conn<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
         F: FnOnce(deadpool_redis::Connection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let work = async {
-            let conn =
-                self.pool.get().await.map_err(|e| StoreError::Unavailable(format!("redis pool: {e}")))?;
+            let conn = self.0.get().await.map_err(|e| StoreError::Unavailable(format!("redis pool: {e}")))?;
             op(conn).await.map_err(map_err)
         };
         tokio::time::timeout(BACKEND_TIMEOUT, work)
             .await
             .map_err(|_| StoreError::Unavailable("redis did not answer in time".to_owned()))?
+    }
+
+    /// Pool size and idle connections, for metrics.
+    pub fn status(&self) -> (usize, usize) {
+        let status = self.0.status();
+        (status.size, status.available)
+    }
+}
+
+impl RedisRefreshStore {
+    /// The refresh store on a pool.
+    pub fn new(pool: RedisPool) -> Self {
+        Self { pool, rotate: Script::new(ROTATE_LUA) }
     }
 }
 
@@ -100,25 +116,26 @@ impl RefreshStore for RedisRefreshStore {
     ) -> Result<(), StoreError> {
         let ttl = ttl_ms(expires_at);
         let (fk, tk, family) = (family_key(family), token_key(family, jti), family.to_owned());
-        self.with_conn(|mut conn| async move {
-            redis::pipe()
-                .atomic()
-                .cmd("SET")
-                .arg(&fk)
-                .arg(user_id)
-                .arg("PX")
-                .arg(ttl)
-                .ignore()
-                .cmd("SET")
-                .arg(&tk)
-                .arg(&family)
-                .arg("PX")
-                .arg(ttl)
-                .ignore()
-                .query_async::<()>(&mut conn)
-                .await
-        })
-        .await
+        self.pool
+            .run(|mut conn| async move {
+                redis::pipe()
+                    .atomic()
+                    .cmd("SET")
+                    .arg(&fk)
+                    .arg(user_id)
+                    .arg("PX")
+                    .arg(ttl)
+                    .ignore()
+                    .cmd("SET")
+                    .arg(&tk)
+                    .arg(&family)
+                    .arg("PX")
+                    .arg(ttl)
+                    .ignore()
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await
     }
 
     async fn rotate(
@@ -137,7 +154,7 @@ impl RefreshStore for RedisRefreshStore {
             .arg(family)
             .arg(ttl);
         let outcome: i64 =
-            self.with_conn(|mut conn| async move { invocation.invoke_async(&mut conn).await }).await?;
+            self.pool.run(|mut conn| async move { invocation.invoke_async(&mut conn).await }).await?;
         Ok(match outcome {
             1 => Rotation::Rotated,
             0 => Rotation::Reused,
@@ -148,20 +165,20 @@ impl RefreshStore for RedisRefreshStore {
     async fn is_active(&self, family: &str, jti: &str) -> Result<bool, StoreError> {
         let (fk, tk) = (family_key(family), token_key(family, jti));
         let (owner, live): (Option<String>, bool) = self
-            .with_conn(
-                |mut conn| async move { redis::pipe().get(&tk).exists(&fk).query_async(&mut conn).await },
-            )
+            .pool
+            .run(|mut conn| async move { redis::pipe().get(&tk).exists(&fk).query_async(&mut conn).await })
             .await?;
         Ok(live && owner.as_deref() == Some(family))
     }
 
     async fn revoke_family(&self, family: &str) -> Result<(), StoreError> {
         let fk = family_key(family);
-        self.with_conn(|mut conn| async move { conn.del::<_, ()>(&fk).await }).await
+        self.pool.run(|mut conn| async move { conn.del::<_, ()>(&fk).await }).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.with_conn(|mut conn| async move { redis::cmd("PING").query_async::<String>(&mut conn).await })
+        self.pool
+            .run(|mut conn| async move { redis::cmd("PING").query_async::<String>(&mut conn).await })
             .await
             .map(drop)
     }

@@ -15,6 +15,7 @@ use rocket::local::asynchronous::Client;
 use serde_json::{json, Value};
 use sqlx::Connection;
 use tasklane_server::config::{DatabaseUrl, SecretKey};
+use tasklane_server::limits::LimitSettings;
 use tasklane_server::Config;
 
 /// The secret every test app signs with, so tests can mint tokens of their own.
@@ -73,6 +74,8 @@ pub async fn scratch_config(backend: Backend) -> Option<(Config, Scratch)> {
             let dir = tempfile::tempdir().expect("temp dir");
             let mut config = Config::sqlite(dir.path().join("tasklane.db"));
             config.secret_key = SecretKey::Given(SECRET.to_vec());
+            // Tests about limits turn them on; the rest register freely.
+            config.rate_limits = LimitSettings::off();
             Some((config, Scratch::Sqlite(dir)))
         }
         Backend::Postgres | Backend::PostgresRedis => {
@@ -91,6 +94,7 @@ pub async fn scratch_config(backend: Backend) -> Option<(Config, Scratch)> {
             config.database_url = DatabaseUrl::Postgres(url.to_string());
             config.secret_key = SecretKey::Given(SECRET.to_vec());
             config.database_max_connections = 8;
+            config.rate_limits = LimitSettings::off();
             if backend == Backend::PostgresRedis {
                 config.redis_url = Some(env.redis_url);
             }
@@ -114,7 +118,7 @@ impl Scratch {
 
 /// Rocket settings for tests: quiet, and a random port when served on a socket.
 pub fn figment() -> Figment {
-    rocket::Config::figment()
+    tasklane_server::rocket_figment()
         .merge(("log_level", "off"))
         .merge(("port", 0))
         .merge(("address", "127.0.0.1"))
