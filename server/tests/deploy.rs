@@ -68,6 +68,9 @@ fn env_example_documents_every_variable() {
         "PASSWORD_HASH_CONCURRENCY",
         "ROCKET_ADDRESS",
         "ROCKET_PORT",
+        "ROCKET_IP_HEADER",
+        "RATE_LIMIT_ACCOUNT_PER_MINUTE",
+        "RATE_LIMIT_ADDRESS_PER_MINUTE",
         "RUST_LOG",
     ] {
         assert!(example.contains(&format!("{var}=")), ".env.example lacks {var}");
