@@ -2,7 +2,7 @@
 //!
 //! These are shared by the SDK and the reference server, so a request the SDK validates locally
 //! is judged by exactly the rules the server applies. Everything here is plain data: serde
-//! always, [`schemars::JsonSchema`] behind the `schema` feature.
+//! always, `schemars::JsonSchema` behind the `schema` feature.
 //!
 //! Request bodies reject unknown fields (`#[serde(deny_unknown_fields)]`), so a typo in a field
 //! name is an error rather than a silently ignored value.
@@ -289,10 +289,7 @@ impl NewTask {
     /// ```
     pub fn validate(&self) -> Result<NewTask, Vec<FieldError>> {
         let title = self.title.trim();
-        collect([
-            validate_title(title),
-            self.description.as_deref().map_or(Ok(()), validate_description),
-        ])?;
+        collect([validate_title(title), self.description.as_deref().map_or(Ok(()), validate_description)])?;
         Ok(NewTask { title: title.to_owned(), description: self.description.clone(), status: self.status })
     }
 }
@@ -367,7 +364,11 @@ impl TaskUpdate {
                 _ => Ok(()),
             },
         ])?;
-        Ok(TaskUpdate { title: title.map(str::to_owned), description: self.description.clone(), status: self.status })
+        Ok(TaskUpdate {
+            title: title.map(str::to_owned),
+            description: self.description.clone(),
+            status: self.status,
+        })
     }
 }
 

@@ -145,9 +145,9 @@ impl From<StoreError> for ApiError {
 }
 
 impl<'r> Responder<'r, 'static> for ApiError {
-    fn respond_to(self, _req: &'r Request<'_>) -> response::Result<'static> {
+    fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
         if let Self::Internal(msg) = &self {
-            tracing::error!(error = %msg, "internal error");
+            crate::routing::span(req).in_scope(|| tracing::error!(error = %msg, "internal error"));
         }
         let body = serde_json::to_vec(&self.problem()).map_err(|_| Status::InternalServerError)?;
         let mut res = Response::build();

@@ -16,12 +16,14 @@ pub mod responders;
 pub mod routing;
 pub mod store;
 pub mod tasks;
+pub mod telemetry;
 
 use std::io::Write;
 use std::path::Path;
 
 use rocket::figment::Figment;
 use rocket::response::Redirect;
+use rocket::shield::{Frame, Referrer, Shield};
 use rocket::{get, Build, Rocket};
 use rocket_okapi::okapi::openapi3::{Info, OpenApi};
 use rocket_okapi::settings::OpenApiSettings;
@@ -89,6 +91,7 @@ pub async fn build_with(config: Config, figment: Figment) -> Result<Rocket<Build
         None => limits::RateLimits::local(config.rate_limits),
     };
     let state = AppState { stores, keys: JwtKeys::new(&secret), hasher, limits, config };
+    telemetry::prometheus();
 
     let settings = OpenApiSettings::default();
     let areas = [
@@ -125,9 +128,10 @@ pub async fn build_with(config: Config, figment: Figment) -> Result<Rocket<Build
     Ok(rocket
         .mount("/", vec![rocket_okapi::get_openapi_route(spec, &settings)])
         .mount("/docs", swagger)
-        .mount("/", rocket::routes![docs_index])
+        .mount("/", rocket::routes![docs_index, telemetry::metrics_endpoint])
         .register("/", error::catchers())
         .attach(routing::RequestFairing)
+        .attach(Shield::default().enable(Referrer::NoReferrer).enable(Frame::Deny))
         .manage(state))
 }
 

@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use tasklane_server::{store, Config};
-use tracing_subscriber::EnvFilter;
 
 const USAGE: &str = "usage: tasklane-server [migrate | healthcheck]
 
@@ -24,9 +23,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
+    if let Err(e) = tasklane_server::telemetry::init_logging() {
+        eprintln!("tasklane-server: {e}");
+        return ExitCode::from(2);
+    }
 
     let command = std::env::args().nth(1);
     if matches!(command.as_deref(), Some("-h" | "--help" | "help")) {

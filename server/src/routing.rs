@@ -61,10 +61,11 @@ pub fn malformed_path_params(req: &Request<'_>) -> Vec<tasklane::types::FieldErr
         .collect()
 }
 
-/// Per-request bookkeeping: the request id and the start time.
+/// Per-request bookkeeping: the request id, the start time and the request's span.
 struct RequestMeta {
     id: String,
     started: Instant,
+    span: tracing::Span,
 }
 
 /// The id of the request being served: the client's `X-Request-Id` when it is 1–128 characters
@@ -79,14 +80,49 @@ fn meta<'r>(req: &'r Request<'_>) -> &'r RequestMeta {
             (1..=128).contains(&id.len())
                 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
         });
-        RequestMeta {
-            id: given.map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned),
-            started: Instant::now(),
-        }
+        let id = given.map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned);
+        let span = tracing::info_span!(
+            "request",
+            request_id = %id,
+            method = %req.method(),
+            path = %req.uri().path(),
+            status = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+        );
+        RequestMeta { id, started: Instant::now(), span }
     })
 }
 
-/// Tags each request with its id and logs each response.
+/// The span of the request being served (request id, method, path; status and latency are
+/// recorded when the response is sent). Handlers log their events in it.
+pub fn span(req: &Request<'_>) -> tracing::Span {
+    meta(req).span.clone()
+}
+
+/// The request's span, as a request guard.
+pub struct RequestSpan(pub tracing::Span);
+
+#[rocket::async_trait]
+impl<'r> rocket::request::FromRequest<'r> for RequestSpan {
+    type Error = std::convert::Infallible;
+
+    async fn from_request(req: &'r Request<'_>) -> rocket::request::Outcome<Self, Self::Error> {
+        rocket::request::Outcome::Success(RequestSpan(span(req)))
+    }
+}
+
+impl<'r> rocket_okapi::request::OpenApiFromRequest<'r> for RequestSpan {
+    fn from_request_input(
+        _: &mut rocket_okapi::gen::OpenApiGenerator,
+        _: String,
+        _: bool,
+    ) -> rocket_okapi::Result<rocket_okapi::request::RequestHeaderInput> {
+        Ok(rocket_okapi::request::RequestHeaderInput::None)
+    }
+}
+
+/// Tags each request with its id, logs and counts each response, and sets the headers every
+/// response carries.
 pub struct RequestFairing;
 
 #[rocket::async_trait]
@@ -101,15 +137,25 @@ impl Fairing for RequestFairing {
 
     async fn on_response<'r>(&self, req: &'r Request<'_>, res: &mut Response<'r>) {
         let meta = meta(req);
+        let latency = meta.started.elapsed();
         res.set_header(Header::new("X-Request-Id", meta.id.clone()));
-        tracing::info!(
-            request_id = %meta.id,
-            method = %req.method(),
-            path = %req.uri().path(),
-            status = res.status().code,
-            latency_us = meta.started.elapsed().as_micros() as u64,
-            "request"
-        );
+        if !req.uri().path().starts_with("/docs") {
+            // API answers carry tokens and private data: never cached, never framed, no
+            // active content. (Swagger UI's pages need scripts and are left alone.)
+            if !res.headers().contains("Cache-Control") {
+                res.set_header(Header::new("Cache-Control", "no-store"));
+            }
+            res.set_header(Header::new(
+                "Content-Security-Policy",
+                "default-src 'none'; frame-ancestors 'none'",
+            ));
+        }
+        let status = res.status().code;
+        let route = req.route().map_or("unmatched", |r| r.uri.path());
+        crate::telemetry::record_request(req.method().as_str(), route, status, latency);
+        meta.span.record("status", status);
+        meta.span.record("latency_ms", latency.as_secs_f64() * 1000.0);
+        meta.span.in_scope(|| tracing::info!("response"));
     }
 }
 

@@ -26,6 +26,7 @@ backend_tests![
     body_limit_is_64_kib,
     request_ids_are_echoed_or_generated,
     health_ready_openapi_and_docs,
+    metrics_and_security_headers,
 ];
 
 const PW: &str = "correct horse";
@@ -573,4 +574,44 @@ async fn health_ready_openapi_and_docs(app: &TestApp) {
     assert!(index.text.contains("swagger"), "Swagger UI page");
     let ui_config = app.send("GET", "/docs/swagger-ui-config.json", None, None).await.json();
     assert_eq!(ui_config["url"], "/openapi.json");
+}
+
+async fn metrics_and_security_headers(app: &TestApp) {
+    let t = app.register("observer").await.access;
+    app.get("/tasks/", &t).await;
+    app.get("/tasks/12345", &t).await;
+    app.send("GET", "/no/such/path", None, None).await;
+    let res = app.send("GET", "/metrics", None, None).await;
+    assert_eq!(res.status, 200);
+    assert!(res.header("content-type").unwrap().starts_with("text/plain"));
+    let text = &res.text;
+    // Labelled by the route's pattern, never the raw path.
+    for needle in [
+        r#"http_requests_total{method="GET",route="/tasks",status="200"}"#,
+        r#"http_requests_total{method="GET",route="/tasks/<id>",status="404"}"#,
+        r#"http_requests_total{method="GET",route="unmatched",status="404"}"#,
+        r#"http_request_duration_seconds_bucket{method="POST",route="/auth/register",status="201",le="0.005"}"#,
+        "db_pool_connections ",
+        "db_pool_idle_connections ",
+    ] {
+        assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
+    }
+    assert!(!text.contains("12345"), "raw paths must not become labels");
+    if app.config.redis_url.is_some() {
+        assert!(text.contains("redis_pool_connections "));
+    }
+
+    let res = app.get("/auth/me", &t).await;
+    for (name, value) in [
+        ("cache-control", "no-store"),
+        ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        assert_eq!(res.header(name), Some(value), "{name}");
+    }
+    // Errors carry them too; Swagger UI keeps the scripts it needs.
+    assert_eq!(app.send("GET", "/nowhere", None, None).await.header("cache-control"), Some("no-store"));
+    assert_eq!(app.send("GET", "/docs/index.html", None, None).await.header("content-security-policy"), None);
 }

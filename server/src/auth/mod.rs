@@ -18,8 +18,10 @@ use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::limits::{Action, ClientAddress};
 use crate::responders::WithStatus;
+use crate::routing::RequestSpan;
 use crate::store::{Rotation, StoreError};
 use crate::AppState;
+use tracing::Instrument;
 
 /// The routes of this area and their OpenAPI document.
 pub fn routes(settings: &OpenApiSettings) -> (Vec<rocket::Route>, OpenApi) {
@@ -72,20 +74,28 @@ fn token_pair(
 #[post("/register", data = "<body>")]
 async fn register(
     state: &State<AppState>,
+    span: RequestSpan,
     address: ClientAddress,
     body: JsonBody<Credentials>,
 ) -> ApiResult<WithStatus<201, Json<TokenPair>>> {
-    let creds = body.0;
-    state.limits.check(Action::Register, Some(&creds.username), address.0).await?;
-    creds.validate().map_err(ApiError::Validation)?;
-    let hash = state.hasher.hash(creds.password.expose().to_owned()).await?;
-    let user = match state.stores.store.create_user(&creds.username, &hash, crate::store::now()).await {
-        Ok(user) => user,
-        Err(StoreError::Conflict) => return Err(ApiError::Conflict("that username is already taken".into())),
-        Err(e) => return Err(e.into()),
-    };
-    tracing::info!(user_id = user.id, "user registered");
-    Ok(WithStatus(Json(start_session(state, user.id).await?)))
+    let result: ApiResult<WithStatus<201, Json<TokenPair>>> = async move {
+        let creds = body.0;
+        state.limits.check(Action::Register, Some(&creds.username), address.0).await?;
+        creds.validate().map_err(ApiError::Validation)?;
+        let hash = state.hasher.hash(creds.password.expose().to_owned()).await?;
+        let user = match state.stores.store.create_user(&creds.username, &hash, crate::store::now()).await {
+            Ok(user) => user,
+            Err(StoreError::Conflict) => {
+                return Err(ApiError::Conflict("that username is already taken".into()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tracing::info!(user_id = user.id, "user registered");
+        Ok(WithStatus(Json(start_session(state, user.id).await?)))
+    }
+    .instrument(span.0)
+    .await;
+    result
 }
 
 /// Sign in with username (matched ignoring case) and password.
@@ -96,29 +106,35 @@ async fn register(
 #[post("/login", data = "<body>")]
 async fn login(
     state: &State<AppState>,
+    span: RequestSpan,
     address: ClientAddress,
     body: JsonBody<Credentials>,
 ) -> ApiResult<Json<TokenPair>> {
-    let creds = body.0;
-    state.limits.check(Action::Login, Some(&creds.username), address.0).await?;
-    // Only shapes that could ever have registered are looked up; the rest still pay for a
-    // hash, so the answer's timing says nothing.
-    let found = match creds.validate() {
-        Ok(()) => state.stores.store.find_credentials(&creds.username).await?,
-        Err(_) => None,
-    };
-    let (user_id, phc) = match found {
-        Some(c) => (Some(c.user.id), Some(c.password_hash)),
-        None => (None, None),
-    };
-    let password = creds.password.expose().to_owned();
-    if !state.hasher.verify(password, phc).await? {
-        tracing::info!(known_user = user_id.is_some(), "login refused");
-        return Err(bad_credentials());
+    let result: ApiResult<Json<TokenPair>> = async move {
+        let creds = body.0;
+        state.limits.check(Action::Login, Some(&creds.username), address.0).await?;
+        // Only shapes that could ever have registered are looked up; the rest still pay for a
+        // hash, so the answer's timing says nothing.
+        let found = match creds.validate() {
+            Ok(()) => state.stores.store.find_credentials(&creds.username).await?,
+            Err(_) => None,
+        };
+        let (user_id, phc) = match found {
+            Some(c) => (Some(c.user.id), Some(c.password_hash)),
+            None => (None, None),
+        };
+        let password = creds.password.expose().to_owned();
+        if !state.hasher.verify(password, phc).await? {
+            tracing::info!(known_user = user_id.is_some(), "login refused");
+            return Err(bad_credentials());
+        }
+        let user_id = user_id.ok_or_else(bad_credentials)?;
+        tracing::info!(user_id, "login");
+        Ok(Json(start_session(state, user_id).await?))
     }
-    let user_id = user_id.ok_or_else(bad_credentials)?;
-    tracing::info!(user_id, "login");
-    Ok(Json(start_session(state, user_id).await?))
+    .instrument(span.0)
+    .await;
+    result
 }
 
 /// Exchange a refresh token for a new token pair.
@@ -131,38 +147,44 @@ async fn login(
 #[post("/refresh", data = "<body>")]
 async fn refresh(
     state: &State<AppState>,
+    span: RequestSpan,
     address: ClientAddress,
     body: JsonBody<RefreshRequest>,
 ) -> ApiResult<Json<TokenPair>> {
-    let claims = state
-        .keys
-        .verify(body.0.refresh_token.expose(), TokenKind::Refresh)
-        .map_err(|e| ApiError::Unauthorized(format!("{e}; sign in again")))?;
-    let (user_id, family) = match (claims.user_id(), claims.fam.as_deref()) {
-        (Some(user), Some(family)) => (user, family),
-        _ => return Err(invalid_refresh()),
-    };
-    state.limits.check(Action::Refresh, Some(&claims.sub), address.0).await?;
-    let now = crate::store::now();
-    let refresh = state.stores.refresh.as_ref();
-    if !state.config.refresh_token_rotation {
-        // Compatibility mode: the same refresh token keeps working until it expires or logout.
-        if !refresh.is_active(family, &claims.jti).await? {
-            return Err(invalid_refresh());
+    let result: ApiResult<Json<TokenPair>> = async move {
+        let claims = state
+            .keys
+            .verify(body.0.refresh_token.expose(), TokenKind::Refresh)
+            .map_err(|e| ApiError::Unauthorized(format!("{e}; sign in again")))?;
+        let (user_id, family) = match (claims.user_id(), claims.fam.as_deref()) {
+            (Some(user), Some(family)) => (user, family),
+            _ => return Err(invalid_refresh()),
+        };
+        state.limits.check(Action::Refresh, Some(&claims.sub), address.0).await?;
+        let now = crate::store::now();
+        let refresh = state.stores.refresh.as_ref();
+        if !state.config.refresh_token_rotation {
+            // Compatibility mode: the same refresh token keeps working until it expires or logout.
+            if !refresh.is_active(family, &claims.jti).await? {
+                return Err(invalid_refresh());
+            }
+            return Ok(Json(token_pair(state, user_id, now, body.0.refresh_token.expose().to_owned())));
         }
-        return Ok(Json(token_pair(state, user_id, now, body.0.refresh_token.expose().to_owned())));
-    }
-    let (next, next_claims) =
-        state.keys.issue(TokenKind::Refresh, user_id, Some(family), now, state.config.refresh_token_ttl);
-    match refresh.rotate(family, &claims.jti, &next_claims.jti, expiry(&next_claims)).await? {
-        Rotation::Rotated => Ok(Json(token_pair(state, user_id, now, next))),
-        Rotation::Reused => {
-            tracing::warn!(user_id, family, "refresh token reused; family revoked");
-            refresh.revoke_family(family).await?;
-            Err(invalid_refresh())
+        let (next, next_claims) =
+            state.keys.issue(TokenKind::Refresh, user_id, Some(family), now, state.config.refresh_token_ttl);
+        match refresh.rotate(family, &claims.jti, &next_claims.jti, expiry(&next_claims)).await? {
+            Rotation::Rotated => Ok(Json(token_pair(state, user_id, now, next))),
+            Rotation::Reused => {
+                tracing::warn!(user_id, family, "refresh token reused; family revoked");
+                refresh.revoke_family(family).await?;
+                Err(invalid_refresh())
+            }
+            Rotation::FamilyRevoked => Err(invalid_refresh()),
         }
-        Rotation::FamilyRevoked => Err(invalid_refresh()),
     }
+    .instrument(span.0)
+    .await;
+    result
 }
 
 /// End the session of a refresh token: its family is revoked.
@@ -171,14 +193,23 @@ async fn refresh(
 /// Access tokens already issued stay valid until they expire.
 #[openapi(tag = "Auth")]
 #[post("/logout", data = "<body>")]
-async fn logout(state: &State<AppState>, body: JsonBody<RefreshRequest>) -> ApiResult<NoContent> {
-    if let Ok(claims) = state.keys.verify(body.0.refresh_token.expose(), TokenKind::Refresh) {
-        if let Some(family) = claims.fam.as_deref() {
-            state.stores.refresh.revoke_family(family).await?;
-            tracing::info!(user_id = claims.user_id(), "logout");
+async fn logout(
+    state: &State<AppState>,
+    span: RequestSpan,
+    body: JsonBody<RefreshRequest>,
+) -> ApiResult<NoContent> {
+    let result: ApiResult<NoContent> = async move {
+        if let Ok(claims) = state.keys.verify(body.0.refresh_token.expose(), TokenKind::Refresh) {
+            if let Some(family) = claims.fam.as_deref() {
+                state.stores.refresh.revoke_family(family).await?;
+                tracing::info!(user_id = claims.user_id(), "logout");
+            }
         }
+        Ok(NoContent)
     }
-    Ok(NoContent)
+    .instrument(span.0)
+    .await;
+    result
 }
 
 /// The signed-in user.

@@ -337,6 +337,10 @@ macro_rules! impl_sql_store {
             async fn ping(&self) -> Result<(), StoreError> {
                 sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_err).map(drop)
             }
+
+            fn pool_status(&self) -> (u32, usize) {
+                (self.pool.size(), self.pool.num_idle())
+            }
         }
 
         #[async_trait]
