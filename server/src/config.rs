@@ -111,6 +111,9 @@ pub struct Config {
     pub password_hash_concurrency: usize,
     /// `RATE_LIMIT_ACCOUNT_PER_MINUTE` / `RATE_LIMIT_ADDRESS_PER_MINUTE` (0 turns one off).
     pub rate_limits: LimitSettings,
+    /// `CORS_ALLOWED_ORIGINS`: browser origins allowed to call the API (`*` for any); none by
+    /// default, so only same-origin pages (such as `/docs`) can.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// A setting that cannot be used; its message names the variable.
@@ -142,6 +145,7 @@ impl Config {
             database_max_connections: default_pool_size(),
             password_hash_concurrency: default_hash_concurrency(),
             rate_limits: LimitSettings::default(),
+            cors_allowed_origins: Vec::new(),
         }
     }
 
@@ -238,6 +242,25 @@ impl Config {
             per_account: per_minute("RATE_LIMIT_ACCOUNT_PER_MINUTE", defaults.per_account)?,
             per_address: per_minute("RATE_LIMIT_ADDRESS_PER_MINUTE", defaults.per_address)?,
         };
+        let cors_allowed_origins: Vec<String> = get("CORS_ALLOWED_ORIGINS")
+            .map(|raw| {
+                raw.split(',')
+                    .map(|o| o.trim().trim_end_matches('/').to_owned())
+                    .filter(|o| !o.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for origin in &cors_allowed_origins {
+            let valid = origin == "*"
+                || url::Url::parse(origin)
+                    .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.path() == "/");
+            if !valid {
+                return Err(ConfigError::new(
+                    "CORS_ALLOWED_ORIGINS",
+                    format!("expected * or comma-separated origins such as https://app.example.com, got {origin:?}"),
+                ));
+            }
+        }
         Ok(Self {
             database_url,
             redis_url,
@@ -248,6 +271,7 @@ impl Config {
             database_max_connections,
             password_hash_concurrency,
             rate_limits,
+            cors_allowed_origins,
         })
     }
 }
@@ -312,6 +336,8 @@ mod tests {
             (&[("REFRESH_TOKEN_ROTATION", "maybe")], "REFRESH_TOKEN_ROTATION"),
             (&[("REDIS_URL", "localhost:6379")], "REDIS_URL"),
             (&[("RATE_LIMIT_ACCOUNT_PER_MINUTE", "-1")], "RATE_LIMIT_ACCOUNT_PER_MINUTE"),
+            (&[("CORS_ALLOWED_ORIGINS", "app.example.com")], "CORS_ALLOWED_ORIGINS"),
+            (&[("CORS_ALLOWED_ORIGINS", "https://a.example/path")], "CORS_ALLOWED_ORIGINS"),
         ];
         for (vars, var) in cases {
             let err = from(vars).unwrap_err();
@@ -322,5 +348,7 @@ mod tests {
         let off = from(&[("RATE_LIMIT_ADDRESS_PER_MINUTE", "0")]).unwrap().rate_limits;
         assert_eq!(off.per_address, None);
         assert_eq!(off.per_account, NonZeroU32::new(10));
+        let cors = from(&[("CORS_ALLOWED_ORIGINS", "https://a.example, http://localhost:3000/")]).unwrap();
+        assert_eq!(cors.cors_allowed_origins, vec!["https://a.example", "http://localhost:3000"]);
     }
 }

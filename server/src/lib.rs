@@ -125,6 +125,11 @@ pub async fn build_with(config: Config, figment: Figment) -> Result<Rocket<Build
             .into_iter()
             .filter(|route| route.uri.path() != "/")
             .collect();
+    let cors = cors(&state.config)?;
+    let rocket = match cors {
+        Some(cors) => rocket.attach(cors),
+        None => rocket,
+    };
     Ok(rocket
         .mount("/", vec![rocket_okapi::get_openapi_route(spec, &settings)])
         .mount("/docs", swagger)
@@ -133,6 +138,40 @@ pub async fn build_with(config: Config, figment: Figment) -> Result<Rocket<Build
         .attach(routing::RequestFairing)
         .attach(Shield::default().enable(Referrer::NoReferrer).enable(Frame::Deny))
         .manage(state))
+}
+
+/// CORS for the configured browser origins (rocket_cors): bearer tokens, no cookies, so no
+/// credentials mode; the paging and request-id headers are exposed to scripts.
+fn cors(config: &Config) -> Result<Option<rocket_cors::Cors>, StartError> {
+    use rocket_cors::{AllowedHeaders, AllowedOrigins, CorsOptions};
+    if config.cors_allowed_origins.is_empty() {
+        return Ok(None);
+    }
+    let allowed_origins = if config.cors_allowed_origins.iter().any(|o| o == "*") {
+        AllowedOrigins::all()
+    } else {
+        AllowedOrigins::some_exact(&config.cors_allowed_origins)
+    };
+    let options = CorsOptions {
+        allowed_origins,
+        allowed_methods: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+            .iter()
+            .filter_map(|m| m.parse::<rocket::http::Method>().ok().map(Into::into))
+            .collect(),
+        allowed_headers: AllowedHeaders::some(&["Authorization", "Content-Type", "X-Request-Id"]),
+        expose_headers: ["X-Total-Count", "Link", "Location", "X-Request-Id", "Retry-After"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        allow_credentials: false,
+        // Browsers cap it anyway (Chromium at 2 h); an hour saves most preflights.
+        max_age: Some(3600),
+        ..Default::default()
+    };
+    options
+        .to_cors()
+        .map(Some)
+        .map_err(|e| StartError::Config(config::ConfigError::new("CORS_ALLOWED_ORIGINS", e.to_string())))
 }
 
 #[get("/docs")]

@@ -73,6 +73,7 @@ fn env_example_documents_every_variable() {
         "RATE_LIMIT_ADDRESS_PER_MINUTE",
         "RUST_LOG",
         "LOG_FORMAT",
+        "CORS_ALLOWED_ORIGINS",
     ] {
         assert!(example.contains(&format!("{var}=")), ".env.example lacks {var}");
         assert!(readme.contains(&format!("`{var}`")), "README's configuration table lacks {var}");

@@ -349,3 +349,48 @@ async fn rate_limits_hold_in_process() {
 async fn rate_limits_hold_in_redis() {
     rate_limits_hold(Backend::PostgresRedis).await;
 }
+
+/// CORS: configured origins get the headers and their preflights pass; others do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_follows_the_configured_origins() {
+    use rocket::http::Header;
+    let (mut config, scratch) = scratch_config(Backend::Sqlite).await.unwrap();
+    config.cors_allowed_origins = vec!["https://app.example".to_owned()];
+    let app = TestApp::with_config(config, Backend::Sqlite, Some(scratch)).await;
+
+    let res = app.client.get("/health").header(Header::new("Origin", "https://app.example")).dispatch().await;
+    assert_eq!(res.status().code, 200);
+    assert_eq!(res.headers().get_one("Access-Control-Allow-Origin"), Some("https://app.example"));
+    let exposed = res.headers().get_one("Access-Control-Expose-Headers").unwrap().to_ascii_lowercase();
+    assert!(exposed.contains("x-total-count") && exposed.contains("link"), "{exposed}");
+    drop(res);
+
+    let preflight = app
+        .client
+        .options("/tasks/")
+        .header(Header::new("Origin", "https://app.example"))
+        .header(Header::new("Access-Control-Request-Method", "POST"))
+        .header(Header::new("Access-Control-Request-Headers", "authorization, content-type"))
+        .dispatch()
+        .await;
+    assert!(preflight.status().class().is_success(), "{}", preflight.status());
+    assert_eq!(preflight.headers().get_one("Access-Control-Allow-Origin"), Some("https://app.example"));
+    assert!(preflight.headers().get_one("Access-Control-Allow-Methods").unwrap().contains("POST"));
+    drop(preflight);
+
+    let foreign =
+        app.client.get("/health").header(Header::new("Origin", "https://evil.example")).dispatch().await;
+    assert_eq!(foreign.headers().get_one("Access-Control-Allow-Origin"), None);
+    assert_eq!(foreign.status().code, 403);
+    assert_eq!(foreign.content_type().map(|c| c.to_string()).as_deref(), Some("application/problem+json"));
+    drop(foreign);
+    app.finish().await;
+
+    // Not configured: no CORS headers at all.
+    let plain = TestApp::start(Backend::Sqlite).await.unwrap();
+    let res =
+        plain.client.get("/health").header(Header::new("Origin", "https://app.example")).dispatch().await;
+    assert_eq!(res.headers().get_one("Access-Control-Allow-Origin"), None);
+    drop(res);
+    plain.finish().await;
+}
