@@ -90,8 +90,20 @@ async fn register(
             }
             Err(e) => return Err(e.into()),
         };
-        tracing::info!(user_id = user.id, "user registered");
-        Ok(WithStatus(Json(start_session(state, user.id).await?)))
+        match start_session(state, user.id).await {
+            Ok(pair) => {
+                tracing::info!(user_id = user.id, "user registered");
+                Ok(WithStatus(Json(pair)))
+            }
+            Err(err) => {
+                // No half-made account: without its session the registration did not happen,
+                // and the same request can be retried.
+                if let Err(undo) = state.stores.store.delete_user(user.id).await {
+                    tracing::error!(user_id = user.id, error = %undo, "could not undo a failed registration");
+                }
+                Err(err)
+            }
+        }
     }
     .instrument(span.0)
     .await;

@@ -73,6 +73,8 @@ pub trait Store: Send + Sync {
         password_hash: &str,
         now: DateTime<Utc>,
     ) -> Result<User, StoreError>;
+    /// Deletes a user and everything they own (undoes a registration whose session failed).
+    async fn delete_user(&self, id: i64) -> Result<(), StoreError>;
     /// The user with this name (ignoring case), with the password hash.
     async fn find_credentials(&self, username: &str) -> Result<Option<UserCredentials>, StoreError>;
     /// The user with this id.

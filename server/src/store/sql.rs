@@ -216,6 +216,10 @@ macro_rules! impl_sql_store {
                 Ok(User { id, username: username.to_owned(), created_at: now })
             }
 
+            async fn delete_user(&self, id: i64) -> Result<(), StoreError> {
+                sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&self.pool).await.map_err(map_err).map(drop)
+            }
+
             async fn find_credentials(&self, username: &str) -> Result<Option<UserCredentials>, StoreError> {
                 let row: Option<CredentialsRow> = sqlx::query_as(
                     "SELECT id, username, created_at, password_hash FROM users WHERE lower(username) = lower($1)",

@@ -347,3 +347,172 @@ macro_rules! backend_tests {
         }
     };
 }
+
+/// A free TCP port on 127.0.0.1 (bound and released; the OS does not hand it out again soon).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Whether a test that needs a service binary it cannot find should skip (on a laptop) or fail
+/// (under CI, which installs it).
+pub fn missing_service(what: &str) -> bool {
+    if std::env::var_os("CI").is_some() {
+        panic!("CI is set but {what} is not installed (.ci/run installs it)");
+    }
+    let _ = writeln!(std::io::stderr(), "\n*** {what} not installed: test NOT RUN ***\n");
+    true
+}
+
+/// A Redis server of this test's own, to stop and start at will.
+pub struct PrivateRedis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    pub fn start() -> Option<PrivateRedis> {
+        if which("redis-server").is_none() && missing_service("redis-server") {
+            return None;
+        }
+        let mut redis = PrivateRedis { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None };
+        redis.resume();
+        Some(redis)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port, and waits until it answers.
+    pub fn resume(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            // Persistent, as production Redis must be (refresh families live here): a kill
+            // loses nothing that was acknowledged.
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        wait_for_port(self.port);
+    }
+
+    /// Kills it, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A PostgreSQL cluster of this test's own (initdb in a temp dir), to restart at will.
+pub struct PrivatePostgres {
+    pub port: u16,
+    bin: std::path::PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> Option<PrivatePostgres> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql").ok().and_then(|dirs| {
+            dirs.filter_map(|d| d.ok())
+                .map(|d| d.path().join("bin"))
+                .filter(|b| b.join("initdb").exists())
+                .max()
+        });
+        let Some(bin) = bin else {
+            missing_service("PostgreSQL (initdb)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let pg = PrivatePostgres { port: free_port(), bin, dir };
+        if is_root() {
+            std::process::Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(pg.dir.path())
+                .status()
+                .unwrap();
+        }
+        let data = pg.dir.path().join("data");
+        pg.run(&format!("{}/initdb -D {} -U postgres -A trust --no-sync", pg.bin.display(), data.display()));
+        pg.resume();
+        Some(pg)
+    }
+
+    fn run(&self, command: &str) {
+        let status = if is_root() {
+            std::process::Command::new("su")
+                .args(["postgres", "-s", "/bin/sh", "-c", command])
+                .stdout(std::process::Stdio::null())
+                .status()
+        } else {
+            std::process::Command::new("sh")
+                .args(["-c", command])
+                .stdout(std::process::Stdio::null())
+                .status()
+        };
+        assert!(status.expect("run a PostgreSQL command").success(), "{command}");
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn resume(&self) {
+        let dir = self.dir.path();
+        self.run(&format!(
+            "{}/pg_ctl -D {}/data -l {}/log -w -t 60 start -o '-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off'",
+            self.bin.display(),
+            dir.display(),
+            dir.display(),
+            self.port,
+            dir.display()
+        ));
+    }
+
+    /// Stops it, closing every connection (a restart's first half).
+    pub fn stop(&self) {
+        self.run(&format!(
+            "{}/pg_ctl -D {}/data -m fast -w stop",
+            self.bin.display(),
+            self.dir.path().display()
+        ));
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.stop()));
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+fn which(binary: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(binary))
+        .find(|p| p.exists())
+}
+
+/// Waits (up to 30 s) until something accepts connections on the port.
+pub fn wait_for_port(port: u16) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

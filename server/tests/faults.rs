@@ -1,0 +1,175 @@
+//! Backends that fail and come back, for real: a Redis of the test's own is killed and
+//! restarted, a PostgreSQL cluster of the test's own is stopped and started under load.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{PrivatePostgres, PrivateRedis, TestServer, SECRET};
+use serde_json::{json, Value};
+use sqlx::Connection;
+use tasklane_server::config::{DatabaseUrl, SecretKey};
+use tasklane_server::limits::LimitSettings;
+use tasklane_server::Config;
+
+async fn post(http: &reqwest::Client, url: String, token: Option<&str>, body: Value) -> (u16, Value) {
+    let mut req = http.post(url).json(&body);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let res = req.send().await.expect("the server answers");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_outage_is_503_for_sessions_only_and_recovers() {
+    let Some(mut redis) = PrivateRedis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::sqlite(dir.path().join("tasklane.db"));
+    config.secret_key = SecretKey::Given(SECRET.to_vec());
+    config.redis_url = Some(redis.url());
+    // Limits off, so registration reaches the session step that needs Redis.
+    config.rate_limits = LimitSettings::off();
+    let server = TestServer::with_config(config, None).await;
+    let http = reqwest::Client::new();
+    let creds = json!({"username": "weather", "password": "correct horse"});
+
+    let (status, pair) = post(&http, server.url("/auth/register"), None, creds.clone()).await;
+    assert_eq!(status, 201);
+    let access = pair["access_token"].as_str().unwrap().to_owned();
+    let refresh = pair["refresh_token"].as_str().unwrap().to_owned();
+
+    redis.kill();
+    for (path, body) in [
+        ("/auth/login", creds.clone()),
+        ("/auth/refresh", json!({"refresh_token": refresh})),
+        ("/auth/register", json!({"username": "newcomer", "password": "correct horse"})),
+    ] {
+        let started = Instant::now();
+        let (status, problem) = post(&http, server.url(path), None, body).await;
+        assert_eq!(status, 503, "{path}: {problem}");
+        assert_eq!(problem["status"], 503);
+        assert!(started.elapsed() < Duration::from_secs(8), "{path} took {:?}", started.elapsed());
+    }
+    let ready = http.get(server.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    // Tasks need no Redis.
+    let (status, _) =
+        post(&http, server.url("/tasks/"), Some(&access), json!({"title": "during the outage"})).await;
+    assert_eq!(status, 201);
+    let list = http.get(server.url("/tasks/")).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(list.status(), 200);
+
+    // Back without a restart of the server. The refresh token from before the outage still works:
+    // the failed attempts consumed nothing.
+    redis.resume();
+    let (status, _) = post(&http, server.url("/auth/refresh"), None, json!({"refresh_token": refresh})).await;
+    assert_eq!(status, 200);
+    let (status, _) = post(&http, server.url("/auth/login"), None, creds).await;
+    assert_eq!(status, 200);
+    assert_eq!(http.get(server.url("/ready")).send().await.unwrap().status(), 200);
+    // The user registered during the outage was not half-created.
+    let (status, _) = post(
+        &http,
+        server.url("/auth/register"),
+        None,
+        json!({"username": "newcomer", "password": "correct horse"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_restart_under_load_is_503_then_recovers() {
+    let Some(pg) = PrivatePostgres::start() else { return };
+    let mut admin = sqlx::PgConnection::connect(&pg.admin_url()).await.unwrap();
+    sqlx::query("CREATE DATABASE tasklane").execute(&mut admin).await.unwrap();
+    let mut config = Config::sqlite("unused.db");
+    config.database_url =
+        DatabaseUrl::Postgres(format!("postgres://postgres@127.0.0.1:{}/tasklane", pg.port));
+    config.secret_key = SecretKey::Given(SECRET.to_vec());
+    config.database_max_connections = 8;
+    config.rate_limits = LimitSettings::off();
+    let server = Arc::new(TestServer::with_config(config, None).await);
+    let http = reqwest::Client::new();
+    let (status, pair) = post(
+        &http,
+        server.url("/auth/register"),
+        None,
+        json!({"username": "steady", "password": "correct horse"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let access: Arc<str> = pair["access_token"].as_str().unwrap().into();
+
+    // Eight clients create and list tasks without pause while the database restarts.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let (http, server, access, stop) = (http.clone(), server.clone(), access.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let (status, _) = post(
+                        &http,
+                        server.url("/tasks/"),
+                        Some(&access),
+                        json!({"title": format!("w{w} #{i}")}),
+                    )
+                    .await;
+                    let list =
+                        http.get(server.url("/tasks/?limit=5")).bearer_auth(&*access).send().await.unwrap();
+                    seen.push((status, list.status().as_u16()));
+                }
+                seen
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::task::block_in_place(|| pg.stop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let ready = http.get(server.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(started.elapsed() < Duration::from_secs(8));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::task::block_in_place(|| pg.resume());
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let mut created = 0;
+    let mut unavailable = 0;
+    let mut last = Vec::new();
+    for worker in workers {
+        let seen = worker.await.unwrap();
+        for (create, list) in &seen {
+            assert!(matches!(create, 201 | 503), "create answered {create}");
+            assert!(matches!(list, 200 | 503), "list answered {list}");
+            created += usize::from(*create == 201);
+            unavailable += usize::from(*create == 503) + usize::from(*list == 503);
+        }
+        last.push(*seen.last().unwrap());
+    }
+    assert!(unavailable > 0, "the outage was seen");
+    assert!(last.iter().all(|s| *s == (201, 200)), "recovered: {last:?}");
+    assert_eq!(http.get(server.url("/ready")).send().await.unwrap().status(), 200);
+
+    // Every 201 is a stored task; nothing else is.
+    let list = http.get(server.url("/tasks/?limit=1")).bearer_auth(&*access).send().await.unwrap();
+    assert_eq!(list.headers()["x-total-count"].to_str().unwrap(), created.to_string());
+
+    // No leaked connections: the pool holds at most its size.
+    let mut admin = sqlx::PgConnection::connect(&pg.admin_url()).await.unwrap();
+    let open: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = 'tasklane'")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert!(open <= 8, "{open} connections open");
+    Arc::try_unwrap(server).ok().expect("workers are done").stop().await;
+}
