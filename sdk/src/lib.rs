@@ -1,4 +1,150 @@
 //! Tasklane: a typed async client for the Tasklane task-manager API, and its wire types.
+//!
+//! # A tour
+//!
+//! Build a [`Client`] for the server's base URL, start a session, and work with the tasks:
+//!
+//! ```no_run
+//! use tasklane::{Client, NewTask, TaskStatus, TaskUpdate};
+//!
+//! # async fn demo() -> tasklane::Result<()> {
+//! let client = Client::new("http://127.0.0.1:8000")?;
+//! client.login("ada", "correct horse battery").await?;
+//!
+//! let task = client.tasks().create(NewTask::new("write the docs")).await?;
+//! let task = client.tasks().patch(task.id, TaskUpdate::new().status(TaskStatus::Done)).await?;
+//! assert_eq!(task.status, TaskStatus::Done);
+//!
+//! let page = client.tasks().list().status(TaskStatus::Done).limit(10).await?;
+//! println!("{} done tasks in all", page.total.unwrap_or_default());
+//!
+//! client.tasks().delete(task.id).await?;
+//! client.logout().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The client is cheap to clone and safe to share between tasks; clones share one connection
+//! pool and one session.
+//!
+//! ## Sessions and tokens
+//!
+//! [`Client::register`] and [`Client::login`] start a session. Its access token lives 15
+//! minutes by default; the client refreshes it by itself, shortly before it expires (the
+//! [`refresh_skew`](ClientBuilder::refresh_skew)) and when the server refuses it with 401, after
+//! which the refused request is sent once more. However many requests need a new token at
+//! the same moment, one `POST /auth/refresh` is made and all of them use its result.
+//!
+//! Refresh tokens rotate: each refresh returns a new one and the old one stops working. Give
+//! the builder a [`TokenStore`] to keep the current tokens across runs, and pass the saved
+//! [`Tokens`] back to [`ClientBuilder::tokens`] on the next start:
+//!
+//! ```no_run
+//! use tasklane::{Client, MemoryTokenStore, Tokens};
+//!
+//! # async fn demo(saved: Option<Tokens>) -> tasklane::Result<()> {
+//! let store = MemoryTokenStore::new(); // or your own store: a file, a keychain
+//! let mut builder = Client::builder("http://127.0.0.1:8000").token_store(store.clone());
+//! if let Some(tokens) = saved {
+//!     builder = builder.tokens(tokens);
+//! }
+//! let client = builder.build()?;
+//! let me = client.me().await?;
+//! println!("hello, {}", me.username);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! When the server refuses the refresh token (the session was logged out elsewhere, or it
+//! expired after 7 days), calls fail with [`Error::SessionExpired`] and the store is cleared:
+//! log in again.
+//!
+//! ## Listing
+//!
+//! [`Tasks::list`] returns a builder: `.await` it for one [`Page`] (with the total count and
+//! the link to the next page), or turn it into a stream of every matching task:
+//!
+//! ```no_run
+//! use futures::TryStreamExt as _;
+//! use tasklane::{Client, TaskSort};
+//!
+//! # async fn demo(client: Client) -> tasklane::Result<()> {
+//! let titles: Vec<String> =
+//!     client.tasks().list().sort(TaskSort::Title).stream().map_ok(|task| task.title).try_collect().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Errors and retries
+//!
+//! Every call returns [`Result`]; an [`Error`] tells what went wrong in a typed variant, with the
+//! server's `detail` and the `X-Request-Id` of its answer. Requests are checked against the
+//! API's rules before they are sent:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use tasklane::{Client, Error, NewTask};
+//!
+//! let client = Client::new("http://127.0.0.1:8000").unwrap();
+//! let err = client.tasks().create(NewTask::new("   ")).await.unwrap_err();
+//! let Error::Validation { errors, .. } = &err else { panic!("{err}") };
+//! assert_eq!(errors[0].field, "title");
+//! assert_eq!(err.status(), None); // found by the client: nothing was sent
+//! # }
+//! ```
+//!
+//! Idempotent requests (GET, PUT, PATCH, DELETE) that fail for a passing reason (a lost
+//! connection, 502, 503, 504, or 429) are sent again after an exponential backoff with jitter,
+//! honouring the server's `Retry-After`; see [`RetryPolicy`] to change how.
+//!
+//! ## Features
+//!
+//! - `client` (default): the HTTP client. Without it the crate is only the wire types in
+//!   [`types`] and their validation rules, as the server uses it.
+//! - `schema`: `schemars::JsonSchema` for every wire type.
 #![deny(missing_docs)]
+// The tour above links to the client, which a build without the `client` feature lacks.
+#![cfg_attr(not(feature = "client"), allow(rustdoc::broken_intra_doc_links))]
 
 pub mod types;
+
+#[cfg(feature = "client")]
+mod auth;
+#[cfg(feature = "client")]
+mod client;
+#[cfg(feature = "client")]
+mod error;
+#[cfg(feature = "client")]
+mod link;
+#[cfg(feature = "client")]
+mod retry;
+#[cfg(feature = "client")]
+mod tasks;
+
+#[cfg(feature = "client")]
+pub use auth::{MemoryTokenStore, TokenStore, Tokens};
+#[cfg(feature = "client")]
+pub use client::{Client, ClientBuilder};
+#[cfg(feature = "client")]
+pub use error::{BoxError, Error, ErrorResponse, Result};
+/// The HTTP client underneath, for [`ClientBuilder::http_client`].
+#[cfg(feature = "client")]
+pub use reqwest;
+#[cfg(feature = "client")]
+pub use retry::RetryPolicy;
+#[cfg(feature = "client")]
+pub use tasks::{ListTasks, Page, Tasks};
+/// The URL type of [`Client::base_url`] and [`Page::next`].
+#[cfg(feature = "client")]
+pub use url::Url;
+
+pub use types::{
+    FieldError, HealthStatus, ListQuery, NewTask, Secret, Task, TaskSort, TaskStatus, TaskUpdate, TokenPair,
+    User,
+};
+
+/// The README's examples, compiled as doctests.
+#[cfg(all(doctest, feature = "client"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,551 @@
+//! The session: tokens, where they are kept, and the single-flight refresh.
+//!
+//! # How a refresh happens
+//!
+//! The client holds its tokens with a *generation* number that grows by one on every change
+//! (login, refresh, logout). A request reads the token and its generation; when it needs a
+//! refresh, because the token is about to expire or because the server answered 401 to it, it
+//! asks for a refresh *of that generation*:
+//!
+//! - If the generation has moved on, somebody else already refreshed (or logged in or out)
+//!   since this request read its token: it takes the current tokens and makes no call.
+//! - If a refresh of that generation is in flight, it waits for that one's outcome.
+//! - Otherwise it starts one, and every request that arrives later waits for it.
+//!
+//! So any number of concurrent requests cause one `POST /auth/refresh`. The decision is taken
+//! under a lock, and the refresh itself runs on a spawned task: a caller that gives up (its
+//! future dropped by a timeout) does not abort a refresh that may already have consumed the
+//! single-use refresh token on the server, and the rotated tokens are kept and stored anyway.
+//! (octocrab's cached token is refreshed outside any lock, so parallel requests each mint one;
+//! with rotating refresh tokens all but one of those would be treated as token reuse.)
+//!
+//! A refresh the server rejects (400, 401, 403, 422) ends the session: the tokens and the
+//! [`TokenStore`] are cleared and every waiting request gets [`Error::SessionExpired`]. Any
+//! other failure (transport, 5xx, 429) keeps the tokens and is reported to the waiting requests
+//! as it is (retryable); the next request that needs a refresh tries again. When the token it
+//! wanted to replace has not actually expired yet (it was only inside the skew), the request
+//! goes ahead with it.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use base64::Engine as _;
+use chrono::{DateTime, TimeDelta, Utc};
+use futures::future::{BoxFuture, FutureExt as _, Shared};
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Secret, TokenPair};
+use crate::{Error, Result};
+
+/// The tokens of a session: what the client sends, and what a [`TokenStore`] keeps.
+///
+/// Unlike the wire's [`TokenPair`], whose `expires_in` is relative to when it was issued,
+/// `Tokens` knows the access token's expiry as an instant, so they can be stored and restored
+/// later. `Debug` never shows the tokens themselves.
+///
+/// ```
+/// use tasklane::Tokens;
+///
+/// let tokens = Tokens::new("access-jwt", "refresh-token");
+/// assert!(!format!("{tokens:?}").contains("access-jwt"));
+/// assert_eq!(tokens.access_token().expose(), "access-jwt");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tokens {
+    access_token: Secret,
+    refresh_token: Secret,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+impl Tokens {
+    /// Tokens from an access token and a refresh token.
+    ///
+    /// The access token's expiry is read from its JWT `exp` claim (decoded, not verified: only
+    /// the server can verify it). A token that is not a JWT gets no expiry and is refreshed
+    /// only when the server refuses it.
+    pub fn new(access_token: impl Into<Secret>, refresh_token: impl Into<Secret>) -> Self {
+        let access_token = access_token.into();
+        let expires_at = jwt_expiry(access_token.expose());
+        Self { access_token, refresh_token: refresh_token.into(), expires_at }
+    }
+
+    /// Sets when the access token expires, replacing what was read from the token.
+    pub fn with_expires_at(mut self, expires_at: DateTime<Utc>) -> Self {
+        self.expires_at = Some(expires_at);
+        self
+    }
+
+    /// The access token, sent as `Authorization: Bearer`.
+    pub fn access_token(&self) -> &Secret {
+        &self.access_token
+    }
+
+    /// The refresh token, good for one `POST /auth/refresh`.
+    pub fn refresh_token(&self) -> &Secret {
+        &self.refresh_token
+    }
+
+    /// When the access token expires, if known.
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.expires_at
+    }
+
+    /// Whether the access token expires within `margin` of `now` (or already has).
+    pub(crate) fn expires_within(&self, margin: Duration, now: DateTime<Utc>) -> bool {
+        let margin = TimeDelta::from_std(margin).unwrap_or(TimeDelta::MAX);
+        self.expires_at.is_some_and(|at| at.signed_duration_since(now) <= margin)
+    }
+}
+
+impl From<TokenPair> for Tokens {
+    /// Tokens from a server's answer, received now: the access token expires after
+    /// `expires_in`, or at its `exp` claim if that comes first.
+    fn from(pair: TokenPair) -> Self {
+        let by_lifetime = i64::try_from(pair.expires_in)
+            .ok()
+            .and_then(TimeDelta::try_seconds)
+            .and_then(|lifetime| Utc::now().checked_add_signed(lifetime));
+        let mut tokens = Tokens::new(pair.access_token, pair.refresh_token);
+        tokens.expires_at = match (tokens.expires_at, by_lifetime) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        tokens
+    }
+}
+
+/// The `exp` claim of a JWT, read without verifying the token.
+fn jwt_expiry(token: &str) -> Option<DateTime<Utc>> {
+    let mut parts = token.split('.');
+    let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&json).ok()?;
+    // NumericDate may have a fraction; whole seconds are precise enough for a refresh deadline.
+    let exp = claims.get("exp")?.as_f64()?;
+    DateTime::from_timestamp(exp as i64, 0)
+}
+
+/// Where a client keeps its tokens beyond its own memory: a file, a keychain, a database.
+///
+/// The client calls [`save`](TokenStore::save) after every change of tokens (register, login,
+/// each refresh, whose refresh token replaces the consumed one) and [`clear`](TokenStore::clear)
+/// when the session ends (logout, or a refresh the server rejected). Calls come one at a time,
+/// in the order of the changes. Loading is up to the application: read the tokens before
+/// building the client and pass them to [`ClientBuilder::tokens`](crate::ClientBuilder::tokens).
+///
+/// The methods return no error: by the time a store is called, the server has already rotated
+/// the tokens, and the client goes on with them in memory whatever the store does. A store
+/// that can fail should report it its own way (a log line, a metric).
+///
+/// ```
+/// use futures::future::BoxFuture;
+/// use tasklane::{TokenStore, Tokens};
+///
+/// /// Keeps the tokens in a JSON file.
+/// struct FileStore(std::path::PathBuf);
+///
+/// impl TokenStore for FileStore {
+///     fn save<'a>(&'a self, tokens: &'a Tokens) -> BoxFuture<'a, ()> {
+///         let (path, json) = (self.0.clone(), serde_json::to_vec(tokens).expect("tokens serialize"));
+///         Box::pin(async move {
+///             let written = tokio::task::spawn_blocking(move || std::fs::write(path, json)).await;
+///             if !matches!(written, Ok(Ok(()))) {
+///                 eprintln!("could not save the session: {written:?}");
+///             }
+///         })
+///     }
+///
+///     fn clear(&self) -> BoxFuture<'_, ()> {
+///         let path = self.0.clone();
+///         Box::pin(async move {
+///             let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
+///         })
+///     }
+/// }
+/// ```
+pub trait TokenStore: Send + Sync {
+    /// Keeps `tokens`, replacing whatever was kept.
+    fn save<'a>(&'a self, tokens: &'a Tokens) -> BoxFuture<'a, ()>;
+
+    /// Forgets the kept tokens.
+    fn clear(&self) -> BoxFuture<'_, ()>;
+}
+
+impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
+    fn save<'a>(&'a self, tokens: &'a Tokens) -> BoxFuture<'a, ()> {
+        (**self).save(tokens)
+    }
+
+    fn clear(&self) -> BoxFuture<'_, ()> {
+        (**self).clear()
+    }
+}
+
+/// A [`TokenStore`] in memory, shared by its clones: keep one clone to read what the client
+/// stored. Useful in tests, and as a model for other stores.
+///
+/// ```
+/// use tasklane::{Client, MemoryTokenStore};
+///
+/// let store = MemoryTokenStore::new();
+/// let client = Client::builder("http://127.0.0.1:8000").token_store(store.clone()).build()?;
+/// assert!(store.get().is_none()); // until the client logs in
+/// # Ok::<(), tasklane::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct MemoryTokenStore {
+    tokens: Arc<Mutex<Option<Tokens>>>,
+}
+
+impl MemoryTokenStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The tokens last saved, unless cleared since.
+    pub fn get(&self) -> Option<Tokens> {
+        lock(&self.tokens).clone()
+    }
+}
+
+impl From<Tokens> for MemoryTokenStore {
+    /// A store that already holds `tokens`.
+    fn from(tokens: Tokens) -> Self {
+        Self { tokens: Arc::new(Mutex::new(Some(tokens))) }
+    }
+}
+
+impl TokenStore for MemoryTokenStore {
+    fn save<'a>(&'a self, tokens: &'a Tokens) -> BoxFuture<'a, ()> {
+        *lock(&self.tokens) = Some(tokens.clone());
+        Box::pin(std::future::ready(()))
+    }
+
+    fn clear(&self) -> BoxFuture<'_, ()> {
+        *lock(&self.tokens) = None;
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// The default store: nothing beyond the client's memory.
+struct NoStore;
+
+impl TokenStore for NoStore {
+    fn save<'a>(&'a self, _: &'a Tokens) -> BoxFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    fn clear(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked (every critical
+/// section here is a plain assignment or read).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The tokens a request is sent with, and the generation they belong to.
+#[derive(Clone, Debug)]
+pub(crate) struct Bearer {
+    pub(crate) tokens: Arc<Tokens>,
+    pub(crate) generation: u64,
+}
+
+type InFlight = Shared<BoxFuture<'static, Result<Bearer>>>;
+
+struct State {
+    tokens: Option<Arc<Tokens>>,
+    /// Grows by one on every change of `tokens`.
+    generation: u64,
+    /// The refresh of the current generation, while it runs.
+    in_flight: Option<InFlight>,
+}
+
+impl State {
+    fn bearer(&self) -> Option<Bearer> {
+        self.tokens.clone().map(|tokens| Bearer { tokens, generation: self.generation })
+    }
+
+    fn set(&mut self, tokens: Option<Arc<Tokens>>) {
+        self.tokens = tokens;
+        self.generation += 1;
+        // A refresh still running belongs to the old generation; it finds out when it ends.
+        self.in_flight = None;
+    }
+}
+
+/// A client's session: its tokens, their store, and the refresh protocol.
+pub(crate) struct Session {
+    state: Mutex<State>,
+    /// Held while the tokens change and the store is told, so that the store sees the changes
+    /// one at a time and in order. Never taken while `state` is locked.
+    changes: tokio::sync::Mutex<()>,
+    store: Arc<dyn TokenStore>,
+    skew: Duration,
+}
+
+impl Session {
+    pub(crate) fn new(
+        tokens: Option<Tokens>,
+        store: Option<Arc<dyn TokenStore>>,
+        skew: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State { tokens: tokens.map(Arc::new), generation: 0, in_flight: None }),
+            changes: tokio::sync::Mutex::new(()),
+            store: store.unwrap_or_else(|| Arc::new(NoStore)),
+            skew,
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// The current tokens.
+    pub(crate) fn tokens(&self) -> Option<Tokens> {
+        self.state().tokens.as_deref().cloned()
+    }
+
+    /// The current tokens with their generation, without any refresh.
+    pub(crate) fn current(&self) -> Option<Bearer> {
+        self.state().bearer()
+    }
+
+    /// The tokens to send a request with: the current ones, refreshed first if the access token
+    /// expires within the skew. `None` when the client holds no tokens.
+    ///
+    /// `exchange` sends `POST /auth/refresh` with a refresh token; it is called only if this
+    /// caller is the one that starts a refresh.
+    pub(crate) async fn bearer<E, F>(self: &Arc<Self>, exchange: E) -> Result<Option<Bearer>>
+    where
+        E: FnOnce(Secret) -> F + Send + 'static,
+        F: Future<Output = Result<TokenPair>> + Send + 'static,
+    {
+        let Some(bearer) = self.current() else { return Ok(None) };
+        if !bearer.tokens.expires_within(self.skew, Utc::now()) {
+            return Ok(Some(bearer));
+        }
+        match self.refresh(bearer.generation, exchange).await {
+            Ok(fresh) => Ok(Some(fresh)),
+            // A refresh that failed for a passing reason should not fail a request that the old
+            // token, only inside the skew, can still make.
+            Err(err)
+                if !matches!(err, Error::SessionExpired { .. })
+                    && !bearer.tokens.expires_within(Duration::ZERO, Utc::now()) =>
+            {
+                Ok(Some(bearer))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Replaces the tokens of generation `seen`, once however many callers ask; see the
+    /// module's documentation.
+    pub(crate) async fn refresh<E, F>(self: &Arc<Self>, seen: u64, exchange: E) -> Result<Bearer>
+    where
+        E: FnOnce(Secret) -> F + Send + 'static,
+        F: Future<Output = Result<TokenPair>> + Send + 'static,
+    {
+        let in_flight = {
+            let mut state = self.state();
+            if state.generation != seen {
+                return state.bearer().ok_or(Error::SessionExpired { response: None });
+            }
+            match &state.in_flight {
+                Some(in_flight) => in_flight.clone(),
+                None => {
+                    let Some(tokens) = state.tokens.clone() else {
+                        return Err(Error::SessionExpired { response: None });
+                    };
+                    let in_flight = self.start_refresh(seen, tokens.refresh_token.clone(), exchange);
+                    state.in_flight = Some(in_flight.clone());
+                    in_flight
+                }
+            }
+        };
+        in_flight.await
+    }
+
+    fn start_refresh<E, F>(self: &Arc<Self>, seen: u64, refresh_token: Secret, exchange: E) -> InFlight
+    where
+        E: FnOnce(Secret) -> F + Send + 'static,
+        F: Future<Output = Result<TokenPair>> + Send + 'static,
+    {
+        let session = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let answer = exchange(refresh_token).await;
+            session.finish_refresh(seen, answer).await
+        });
+        let session = Arc::clone(self);
+        async move {
+            match task.await {
+                Ok(outcome) => outcome,
+                Err(err) => {
+                    // The refresh panicked (in a token store, say) or the runtime is shutting
+                    // down: it will not finish, so the next caller must be free to start another.
+                    {
+                        let mut state = session.state();
+                        if state.generation == seen {
+                            state.in_flight = None;
+                        }
+                    }
+                    if err.is_panic() {
+                        std::panic::resume_unwind(err.into_panic());
+                    }
+                    Err(Error::Transport { source: Arc::new(err) })
+                }
+            }
+        }
+        .boxed()
+        .shared()
+    }
+
+    async fn finish_refresh(&self, seen: u64, answer: Result<TokenPair>) -> Result<Bearer> {
+        enum Change {
+            Save(Arc<Tokens>),
+            Clear,
+        }
+        let _changes = self.changes.lock().await;
+        let (outcome, change) = {
+            let mut state = self.state();
+            if state.generation != seen {
+                // Logged in or out meanwhile: this refresh's result belongs to a past session.
+                return state.bearer().ok_or(Error::SessionExpired { response: None });
+            }
+            match answer {
+                Ok(pair) => {
+                    let tokens = Arc::new(Tokens::from(pair));
+                    state.set(Some(Arc::clone(&tokens)));
+                    (
+                        Ok(Bearer { tokens: Arc::clone(&tokens), generation: state.generation }),
+                        Some(Change::Save(tokens)),
+                    )
+                }
+                Err(err) if is_rejection(&err) => {
+                    state.set(None);
+                    (Err(Error::SessionExpired { response: err.response().cloned() }), Some(Change::Clear))
+                }
+                Err(err) => {
+                    state.in_flight = None;
+                    (Err(err), None)
+                }
+            }
+        };
+        match change {
+            Some(Change::Save(tokens)) => self.store.save(&tokens).await,
+            Some(Change::Clear) => self.store.clear().await,
+            None => {}
+        }
+        outcome
+    }
+
+    /// Starts a new session with `tokens` (after register or login) and stores them.
+    pub(crate) async fn replace(&self, tokens: Tokens) {
+        let _changes = self.changes.lock().await;
+        let tokens = Arc::new(tokens);
+        self.state().set(Some(Arc::clone(&tokens)));
+        self.store.save(&tokens).await;
+    }
+
+    /// Ends the session: revokes the refresh token with `logout`, then forgets the tokens and
+    /// clears the store. If `logout` fails, the tokens are kept and its error returned.
+    pub(crate) async fn end<F: Future<Output = Result<()>>>(
+        &self,
+        logout: impl FnOnce(Secret) -> F,
+    ) -> Result<()> {
+        let _changes = self.changes.lock().await;
+        let refresh_token = self.state().tokens.as_ref().map(|t| t.refresh_token.clone());
+        if let Some(refresh_token) = refresh_token {
+            logout(refresh_token).await?;
+        }
+        self.state().set(None);
+        self.store.clear().await;
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state();
+        f.debug_struct("Session")
+            .field("tokens", &state.tokens)
+            .field("generation", &state.generation)
+            .field("refreshing", &state.in_flight.is_some())
+            .field("skew", &self.skew)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether the server refused the refresh token itself (so the session is over), as opposed
+/// to failing for a reason that may pass.
+fn is_rejection(err: &Error) -> bool {
+    matches!(err.status(), Some(400 | 401 | 403 | 422)) && !matches!(err, Error::Decode { .. })
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    use super::*;
+
+    fn jwt(claims: &str) -> String {
+        format!("{}.{}.sig", URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256"}"#), URL_SAFE_NO_PAD.encode(claims))
+    }
+
+    #[test]
+    fn reads_exp_from_a_jwt() {
+        let at = |s| DateTime::from_timestamp(s, 0);
+        assert_eq!(jwt_expiry(&jwt(r#"{"sub":"1","exp":1700000000}"#)), at(1_700_000_000));
+        assert_eq!(jwt_expiry(&jwt(r#"{"exp":1700000000.75}"#)), at(1_700_000_000));
+        assert_eq!(jwt_expiry(&jwt(r#"{"sub":"1"}"#)), None);
+        assert_eq!(jwt_expiry("opaque-token"), None);
+        assert_eq!(jwt_expiry("a.!!!.c"), None);
+        assert_eq!(jwt_expiry("a.b.c.d"), None);
+    }
+
+    #[test]
+    fn a_pair_expires_at_the_earlier_of_lifetime_and_exp() {
+        let soon = Utc::now().timestamp() + 60;
+        let pair = |access: String, expires_in| TokenPair {
+            access_token: access.into(),
+            refresh_token: "r".into(),
+            token_type: "bearer".into(),
+            expires_in,
+        };
+        let by_exp = Tokens::from(pair(jwt(&format!(r#"{{"exp":{soon}}}"#)), 900));
+        assert_eq!(by_exp.expires_at().unwrap().timestamp(), soon);
+        let by_lifetime = Tokens::from(pair("opaque".into(), 30));
+        let left = by_lifetime.expires_at().unwrap() - Utc::now();
+        assert!(left <= TimeDelta::seconds(30) && left > TimeDelta::seconds(25));
+        assert!(Tokens::from(pair("opaque".into(), u64::MAX)).expires_at().is_none());
+    }
+
+    #[test]
+    fn expiry_margin() {
+        let now = Utc::now();
+        let tokens = Tokens::new("a", "r").with_expires_at(now + TimeDelta::seconds(20));
+        assert!(tokens.expires_within(Duration::from_secs(30), now));
+        assert!(!tokens.expires_within(Duration::from_secs(10), now));
+        assert!(!Tokens::new("a", "r").expires_within(Duration::from_secs(3600), now));
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let tokens = Tokens::new("access-secret", "refresh-secret");
+        let session = Session::new(Some(tokens.clone()), None, Duration::ZERO);
+        for text in
+            [format!("{tokens:?}"), format!("{session:?}"), format!("{:?}", MemoryTokenStore::from(tokens))]
+        {
+            assert!(!text.contains("secret"), "{text}");
+        }
+    }
+}

@@ -1,0 +1,582 @@
+//! The client, its builder, and the path every request takes.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt as _};
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use reqwest::{Method, Request, Response};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use url::Url;
+
+use crate::auth::{Session, TokenStore, Tokens};
+use crate::error::request_id;
+use crate::retry::RetryPolicy;
+use crate::tasks::Tasks;
+use crate::types::{Credentials, HealthStatus, RefreshRequest, Secret, TokenPair, User};
+use crate::{Error, Result};
+
+/// The `User-Agent` of a client that names none.
+const DEFAULT_USER_AGENT: &str = concat!("tasklane-rust/", env!("CARGO_PKG_VERSION"));
+
+/// A client of the Tasklane API.
+///
+/// Cloning is cheap (the state is shared behind an `Arc`), and a client can be used from many
+/// tasks at once: clones share the connection pool and the session, so a token refreshed by
+/// one is used by all.
+///
+/// The client refreshes the access token by itself, once for any number of concurrent
+/// requests: shortly before it expires, and when the server answers 401 to a request made
+/// with it (which is then sent again, once). See [`Error::SessionExpired`] for when that is no
+/// longer possible.
+///
+/// ```no_run
+/// # async fn demo() -> tasklane::Result<()> {
+/// use tasklane::{Client, NewTask};
+///
+/// let client = Client::new("http://127.0.0.1:8000")?;
+/// client.login("ada", "correct horse battery").await?;
+/// let task = client.tasks().create(NewTask::new("write the docs")).await?;
+/// println!("created #{}", task.id);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    /// Always ends with `/`, so that API paths join below it.
+    base_url: Url,
+    /// Set on each request only when the `reqwest::Client` was injected; a client the builder
+    /// makes has these as its own defaults.
+    user_agent: Option<HeaderValue>,
+    timeout: Option<Duration>,
+    retry: RetryPolicy,
+    session: Arc<Session>,
+}
+
+/// Whether a request carries the session's access token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Auth {
+    /// No `Authorization` header, and a 401 is final: `/auth/register`, `/auth/login`,
+    /// `/auth/refresh`, `/auth/logout`, `/health`, `/ready`.
+    None,
+    /// `Authorization: Bearer`, with proactive and reactive refresh.
+    Bearer,
+}
+
+impl Client {
+    /// A builder for a client of the API at `base_url`, such as `https://tasks.example.com` or
+    /// `http://127.0.0.1:8000/api/` (API paths are joined below it).
+    pub fn builder(base_url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::new(base_url.into())
+    }
+
+    /// A client of the API at `base_url` with the default settings and no session yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Configuration`] if `base_url` is not an `http` or `https` URL.
+    pub fn new(base_url: impl Into<String>) -> Result<Self> {
+        Self::builder(base_url).build()
+    }
+
+    /// The base URL that API paths are joined to.
+    pub fn base_url(&self) -> &Url {
+        &self.inner.base_url
+    }
+
+    /// The session's current tokens, if it has any.
+    pub fn tokens(&self) -> Option<Tokens> {
+        self.inner.session.tokens()
+    }
+
+    /// The tasks of the logged-in user.
+    pub fn tasks(&self) -> Tasks<'_> {
+        Tasks::new(self)
+    }
+
+    /// Registers a user (`POST /auth/register`) and starts a session as that user.
+    ///
+    /// The credentials are checked against the API's rules first (username of 3 to 64 ASCII
+    /// letters, digits, `_`, `-` or `.`; password of 8 to 128 characters).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Validation`] for credentials that break the rules, [`Error::Conflict`] when the
+    /// username is taken (ignoring case).
+    pub async fn register(&self, username: impl Into<String>, password: impl Into<Secret>) -> Result<Tokens> {
+        let credentials = Credentials::new(username, password);
+        credentials.validate().map_err(Error::invalid)?;
+        self.start_session("auth/register", &credentials).await
+    }
+
+    /// Logs in (`POST /auth/login`) and starts a session; the tokens go to the
+    /// [`TokenStore`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unauthorized`] for an unknown user or a wrong password (the server does not
+    /// say which).
+    pub async fn login(&self, username: impl Into<String>, password: impl Into<Secret>) -> Result<Tokens> {
+        self.start_session("auth/login", &Credentials::new(username, password)).await
+    }
+
+    async fn start_session(&self, path: &str, credentials: &Credentials) -> Result<Tokens> {
+        let request = self.json_request(Method::POST, self.endpoint(path), credentials);
+        let pair: TokenPair = decode(self.send(request, Auth::None).await?).await?;
+        let tokens = Tokens::from(pair);
+        self.inner.session.replace(tokens.clone()).await;
+        Ok(tokens)
+    }
+
+    /// Replaces the tokens now (`POST /auth/refresh`), as the client otherwise does by itself
+    /// when they are about to expire. Concurrent refreshes, explicit or automatic, are one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SessionExpired`] when the server rejects the refresh token (the session is
+    /// then over and the store cleared) or when the client has no session; a retryable error
+    /// when the server could not be reached (the tokens are kept).
+    pub async fn refresh(&self) -> Result<Tokens> {
+        let session = &self.inner.session;
+        let current = session.current().ok_or(Error::SessionExpired { response: None })?;
+        let fresh = session.refresh(current.generation, self.exchange()).await?;
+        Ok(Tokens::clone(&fresh.tokens))
+    }
+
+    /// Ends the session: revokes the refresh token's family on the server
+    /// (`POST /auth/logout`), then forgets the tokens and clears the [`TokenStore`].
+    ///
+    /// Access tokens already issued stay valid until they expire (the server keeps no list of
+    /// them). Without a session this only clears the store.
+    ///
+    /// # Errors
+    ///
+    /// A transport or server error; the session is then kept, so the logout can be tried again.
+    pub async fn logout(&self) -> Result<()> {
+        self.inner
+            .session
+            .end(|refresh_token| async move {
+                let body = RefreshRequest { refresh_token };
+                let request = self.json_request(Method::POST, self.endpoint("auth/logout"), &body);
+                self.send(request, Auth::None).await.map(drop)
+            })
+            .await
+    }
+
+    /// The logged-in user (`GET /auth/me`).
+    pub async fn me(&self) -> Result<User> {
+        self.get_json(self.endpoint("auth/me"), Auth::Bearer).await
+    }
+
+    /// Whether the server process is serving (`GET /health`). Probes are sent once, never
+    /// retried, so they report the present state.
+    pub async fn health(&self) -> Result<HealthStatus> {
+        self.probe("health").await
+    }
+
+    /// Whether the server can serve requests: its database (and Redis, if configured) answer
+    /// (`GET /ready`). A server that is not ready answers 503: [`Error::Server`].
+    pub async fn ready(&self) -> Result<HealthStatus> {
+        self.probe("ready").await
+    }
+
+    async fn probe(&self, path: &str) -> Result<HealthStatus> {
+        let request = self.request(Method::GET, self.endpoint(path), None);
+        decode(self.attempt(&request, Auth::None).await?).await
+    }
+
+    // ---- The request path, used by the resource handles too ----
+
+    /// `path` (relative, such as `tasks/7`) joined to the base URL.
+    pub(crate) fn endpoint(&self, path: &str) -> Url {
+        // The base is an http(s) URL ending in `/` (checked at build) and `path` is one of this
+        // crate's relative paths, so joining cannot fail.
+        self.inner.base_url.join(path).expect("API paths join onto the base URL")
+    }
+
+    /// Whether `url` is on the API's origin (scheme, host and port): only such URLs are
+    /// followed with the access token.
+    pub(crate) fn is_same_origin(&self, url: &Url) -> bool {
+        url.origin() == self.inner.base_url.origin()
+    }
+
+    /// A request with this client's headers and, if given, a JSON body.
+    pub(crate) fn request(&self, method: Method, url: Url, json: Option<Vec<u8>>) -> Request {
+        let mut request = Request::new(method, url);
+        let headers = request.headers_mut();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        if let Some(user_agent) = &self.inner.user_agent {
+            headers.insert(USER_AGENT, user_agent.clone());
+        }
+        if let Some(json) = json {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            *request.body_mut() = Some(json.into());
+        }
+        *request.timeout_mut() = self.inner.timeout;
+        request
+    }
+
+    pub(crate) fn json_request(&self, method: Method, url: Url, body: &impl Serialize) -> Request {
+        // The wire types are plain structs with string keys: serializing them cannot fail.
+        let json = serde_json::to_vec(body).expect("request bodies serialize to JSON");
+        self.request(method, url, Some(json))
+    }
+
+    pub(crate) async fn get_json<T: DeserializeOwned>(&self, url: Url, auth: Auth) -> Result<T> {
+        decode(self.send(self.request(Method::GET, url, None), auth).await?).await
+    }
+
+    /// Sends `request`, retrying it by the [`RetryPolicy`]; a success status or an error.
+    pub(crate) async fn send(&self, request: Request, auth: Auth) -> Result<Response> {
+        let policy = &self.inner.retry;
+        let may_retry = policy.allows(request.method());
+        let mut attempt = 1;
+        loop {
+            let err = match self.attempt(&request, auth).await {
+                Ok(response) => return Ok(response),
+                Err(err) => err,
+            };
+            if !may_retry || attempt >= policy.attempts() || !err.is_retryable() {
+                return Err(err);
+            }
+            let Some(delay) = policy.delay(attempt, &err) else { return Err(err) };
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    /// One attempt: with the access token (refreshed first if it is about to expire), and once
+    /// more with a refreshed one if the server answers 401 to it.
+    async fn attempt(&self, request: &Request, auth: Auth) -> Result<Response> {
+        let session = &self.inner.session;
+        let bearer = match auth {
+            Auth::None => None,
+            Auth::Bearer => session.bearer(self.exchange()).await?,
+        };
+        let Some(bearer) = bearer else { return self.transmit(request, None).await };
+        match self.transmit(request, Some(&bearer.tokens)).await {
+            Err(Error::Unauthorized { .. }) => {
+                // Refresh the generation this request was sent with: if another request has
+                // refreshed since, this takes its tokens without a call.
+                let fresh = session.refresh(bearer.generation, self.exchange()).await?;
+                self.transmit(request, Some(&fresh.tokens)).await
+            }
+            outcome => outcome,
+        }
+    }
+
+    /// Sends `request` once; a response with an error status becomes the matching [`Error`].
+    async fn transmit(&self, request: &Request, tokens: Option<&Tokens>) -> Result<Response> {
+        // Bodies are in-memory bytes, which `try_clone` always copies.
+        let mut request = request.try_clone().expect("requests with in-memory bodies clone");
+        if let Some(tokens) = tokens {
+            request.headers_mut().insert(AUTHORIZATION, bearer_header(tokens.access_token())?);
+        }
+        let response = self.inner.http.execute(request).await?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(Error::from_response(response).await)
+        }
+    }
+
+    /// How the session refreshes: `POST /auth/refresh`, sent once (a refresh token is good for
+    /// one use, so a refresh is never retried blindly) and never itself refreshed.
+    fn exchange(&self) -> impl FnOnce(Secret) -> BoxFuture<'static, Result<TokenPair>> + Send + 'static {
+        let client = self.clone();
+        move |refresh_token| {
+            async move {
+                let body = RefreshRequest { refresh_token };
+                let request = client.json_request(Method::POST, client.endpoint("auth/refresh"), &body);
+                decode(client.transmit(&request, None).await?).await
+            }
+            .boxed()
+        }
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &self.inner.base_url.as_str())
+            .field("session", &self.inner.session)
+            .field("retry", &self.inner.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `Bearer <token>`, marked sensitive so that HTTP tooling does not log or index it.
+fn bearer_header(token: &Secret) -> Result<HeaderValue> {
+    let mut value = HeaderValue::try_from(format!("Bearer {}", token.expose())).map_err(|_| {
+        Error::configuration("the access token holds characters not allowed in an HTTP header")
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// The JSON body of a successful response.
+pub(crate) async fn decode<T: DeserializeOwned>(response: Response) -> Result<T> {
+    let (status, request_id) = (response.status(), request_id(response.headers()));
+    let body = response.bytes().await?;
+    serde_json::from_slice(&body).map_err(|err| Error::decode(status, request_id, err))
+}
+
+/// Builds a [`Client`]; made by [`Client::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use tasklane::{Client, MemoryTokenStore, RetryPolicy};
+///
+/// let client = Client::builder("https://tasks.example.com")
+///     .timeout(Duration::from_secs(10))
+///     .user_agent("my-app/1.2")
+///     .refresh_skew(Duration::from_secs(60))
+///     .retry_policy(RetryPolicy::new().max_attempts(5))
+///     .token_store(MemoryTokenStore::new())
+///     .build()?;
+/// # Ok::<(), tasklane::Error>(())
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct ClientBuilder {
+    base_url: String,
+    http: Option<reqwest::Client>,
+    // `None`: the default; `Some(None)`: explicitly none.
+    timeout: Option<Option<Duration>>,
+    connect_timeout: Option<Option<Duration>>,
+    user_agent: Option<String>,
+    tokens: Option<Tokens>,
+    store: Option<Arc<dyn TokenStore>>,
+    refresh_skew: Duration,
+    retry: RetryPolicy,
+}
+
+impl ClientBuilder {
+    /// 30 s for a whole request: every Tasklane call is small, so one that takes longer is
+    /// stuck rather than slow, and failing it lets the retry policy try again.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+    /// 10 s to connect: generous for a distant server, short enough to notice a dead one.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// 30 s before expiry, the access token is refreshed: enough for a request's round trip
+    /// and for the clock difference between client and server (the server allows at most 30 s
+    /// of leeway itself).
+    pub const DEFAULT_REFRESH_SKEW: Duration = Duration::from_secs(30);
+
+    fn new(base_url: String) -> Self {
+        Self {
+            base_url,
+            http: None,
+            timeout: None,
+            connect_timeout: None,
+            user_agent: None,
+            tokens: None,
+            store: None,
+            refresh_skew: Self::DEFAULT_REFRESH_SKEW,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Uses this `reqwest::Client` (to share its connection pool, or for settings such as
+    /// proxies or extra root certificates) instead of making one.
+    ///
+    /// The injected client keeps its own timeouts and user agent unless [`timeout`] or
+    /// [`user_agent`] are set here too; [`connect_timeout`] cannot be applied to it and makes
+    /// [`build`] fail.
+    ///
+    /// [`timeout`]: ClientBuilder::timeout
+    /// [`user_agent`]: ClientBuilder::user_agent
+    /// [`connect_timeout`]: ClientBuilder::connect_timeout
+    /// [`build`]: ClientBuilder::build
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// The longest a request may take, from sending to the end of the answer, for each attempt;
+    /// `None` for no limit. Default: [`DEFAULT_TIMEOUT`](Self::DEFAULT_TIMEOUT).
+    pub fn timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.timeout = Some(timeout.into());
+        self
+    }
+
+    /// The longest connecting may take; `None` for no limit. Default:
+    /// [`DEFAULT_CONNECT_TIMEOUT`](Self::DEFAULT_CONNECT_TIMEOUT).
+    pub fn connect_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.connect_timeout = Some(timeout.into());
+        self
+    }
+
+    /// The `User-Agent` header. Default: `tasklane-rust/<version>`.
+    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.user_agent = Some(user_agent.into());
+        self
+    }
+
+    /// Starts with a session: tokens saved from an earlier run, or a [`TokenPair`] just issued.
+    /// They are not handed to the [`TokenStore`], which is assumed to hold them already.
+    pub fn tokens(mut self, tokens: impl Into<Tokens>) -> Self {
+        self.tokens = Some(tokens.into());
+        self
+    }
+
+    /// Where the tokens are kept whenever they change. Default: only in memory.
+    pub fn token_store(mut self, store: impl TokenStore + 'static) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// How long before the access token expires it is refreshed. Default:
+    /// [`DEFAULT_REFRESH_SKEW`](Self::DEFAULT_REFRESH_SKEW). Keep it well below the token's
+    /// lifetime, or every request will refresh first.
+    pub fn refresh_skew(mut self, skew: Duration) -> Self {
+        self.refresh_skew = skew;
+        self
+    }
+
+    /// How failed requests are retried. Default: [`RetryPolicy::default`].
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Makes the client.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Configuration`] when the base URL is not an `http` or `https` URL without
+    /// query, fragment or credentials, when the user agent is not a valid header value, when
+    /// a connect timeout is set alongside an injected `reqwest::Client`, or when reqwest
+    /// cannot initialise TLS.
+    pub fn build(self) -> Result<Client> {
+        let base_url = parse_base_url(&self.base_url)?;
+        let user_agent = self
+            .user_agent
+            .as_deref()
+            .map(HeaderValue::from_str)
+            .transpose()
+            .map_err(|_| Error::configuration("the user agent is not a valid header value"))?;
+        let (http, user_agent, timeout) = match self.http {
+            Some(http) => {
+                if self.connect_timeout.is_some() {
+                    return Err(Error::configuration(
+                        "a connect timeout cannot be applied to an injected reqwest::Client; set it on that client",
+                    ));
+                }
+                (http, user_agent, self.timeout.flatten())
+            }
+            None => {
+                let mut builder = reqwest::Client::builder()
+                    .user_agent(user_agent.unwrap_or(HeaderValue::from_static(DEFAULT_USER_AGENT)));
+                if let Some(timeout) = self.timeout.unwrap_or(Some(Self::DEFAULT_TIMEOUT)) {
+                    builder = builder.timeout(timeout);
+                }
+                if let Some(timeout) = self.connect_timeout.unwrap_or(Some(Self::DEFAULT_CONNECT_TIMEOUT)) {
+                    builder = builder.connect_timeout(timeout);
+                }
+                let http = builder
+                    .build()
+                    .map_err(|err| Error::configuration(format!("cannot build the HTTP client: {err}")))?;
+                (http, None, None)
+            }
+        };
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                base_url,
+                user_agent,
+                timeout,
+                retry: self.retry,
+                session: Session::new(self.tokens, self.store, self.refresh_skew),
+            }),
+        })
+    }
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("base_url", &self.base_url)
+            .field("http_client_injected", &self.http.is_some())
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("user_agent", &self.user_agent)
+            .field("tokens", &self.tokens)
+            .field("token_store", &self.store.is_some())
+            .field("refresh_skew", &self.refresh_skew)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+/// An `http(s)` URL without query, fragment or credentials, ending in `/`.
+fn parse_base_url(base_url: &str) -> Result<Url> {
+    let invalid = |why: &str| Error::configuration(format!("invalid base URL `{base_url}`: {why}"));
+    let mut url = Url::parse(base_url).map_err(|err| invalid(&err.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("the scheme must be http or https"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("it must have no query or fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("it must not hold credentials"));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_are_checked_and_made_joinable() {
+        let base = |s| parse_base_url(s).map(|u| u.to_string());
+        assert_eq!(base("http://localhost:8000").unwrap(), "http://localhost:8000/");
+        assert_eq!(base("https://example.com/api").unwrap(), "https://example.com/api/");
+        assert_eq!(base("https://example.com/api/").unwrap(), "https://example.com/api/");
+        for bad in [
+            "localhost:8000",
+            "ftp://example.com",
+            "http://example.com/?a=b",
+            "http://u:p@example.com",
+            "nope",
+        ] {
+            assert!(matches!(parse_base_url(bad), Err(Error::Configuration { .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn paths_join_below_the_base() {
+        let client = Client::new("https://example.com/api").unwrap();
+        assert_eq!(client.endpoint("tasks/7").as_str(), "https://example.com/api/tasks/7");
+        assert_eq!(client.endpoint("auth/login").as_str(), "https://example.com/api/auth/login");
+    }
+
+    #[test]
+    fn the_authorization_header_is_sensitive() {
+        let value = bearer_header(&Secret::from("abc")).unwrap();
+        assert!(value.is_sensitive());
+        assert_eq!(value.to_str().unwrap(), "Bearer abc");
+        assert!(format!("{value:?}").contains("Sensitive"));
+        assert!(matches!(bearer_header(&Secret::from("a\nb")), Err(Error::Configuration { .. })));
+    }
+
+    #[test]
+    fn injected_clients_refuse_a_connect_timeout() {
+        let built = Client::builder("http://localhost")
+            .http_client(reqwest::Client::new())
+            .connect_timeout(Duration::from_secs(1))
+            .build();
+        assert!(matches!(built, Err(Error::Configuration { .. })));
+    }
+}

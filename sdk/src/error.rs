@@ -1,0 +1,383 @@
+//! The error of every client call, and how a server's answer becomes one.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::StatusCode;
+
+use crate::types::{FieldError, Problem};
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The source of a transport, timeout or decode error.
+///
+/// Shared rather than boxed so that [`Error`] is `Clone`: one failed token refresh is reported
+/// to every request that was waiting for it.
+pub type BoxError = Arc<dyn StdError + Send + Sync + 'static>;
+
+/// The header that names a request in the server's logs.
+const REQUEST_ID: &str = "x-request-id";
+
+/// Longest piece of a non-JSON error body kept as the [`ErrorResponse::detail`].
+const DETAIL_MAX_CHARS: usize = 512;
+
+/// What the server answered when it refused a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ErrorResponse {
+    /// The HTTP status code.
+    pub status: u16,
+    /// The problem's `detail`: a human-readable explanation. When the body was not problem JSON,
+    /// the start of the body, or the status's reason phrase when the body was empty.
+    pub detail: String,
+    /// The response's `X-Request-Id`, to find the request in the server's logs.
+    pub request_id: Option<String>,
+    /// The whole problem document, when the body was `application/problem+json`.
+    pub problem: Option<Box<Problem>>,
+}
+
+impl ErrorResponse {
+    fn new(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Self {
+        let problem = serde_json::from_slice::<Problem>(body).ok().map(Box::new);
+        let detail = match &problem {
+            Some(problem) => problem.detail.clone(),
+            None => {
+                let text = String::from_utf8_lossy(body);
+                let text = text.trim();
+                if text.is_empty() {
+                    status.canonical_reason().unwrap_or("error").to_owned()
+                } else {
+                    text.chars().take(DETAIL_MAX_CHARS).collect()
+                }
+            }
+        };
+        Self { status: status.as_u16(), detail, request_id: request_id(headers), problem }
+    }
+}
+
+impl fmt::Display for ErrorResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (HTTP {}", self.detail, self.status)?;
+        if let Some(id) = &self.request_id {
+            write!(f, ", request id {id}")?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// Everything that can go wrong in a call to the Tasklane API.
+///
+/// Variants that come from an HTTP answer carry an [`ErrorResponse`] with the status, the
+/// problem's `detail` and the `X-Request-Id`; [`Error::status`], [`Error::detail`] and
+/// [`Error::request_id`] read them without a `match`.
+///
+/// ```
+/// # async fn demo(client: &tasklane::Client) -> tasklane::Result<()> {
+/// use tasklane::Error;
+///
+/// match client.tasks().get(42).await {
+///     Ok(task) => println!("{}", task.title),
+///     Err(Error::NotFound { .. }) => println!("no such task"),
+///     Err(Error::SessionExpired { .. }) => println!("please log in again"),
+///     Err(err) if err.is_retryable() => println!("try again later: {err}"),
+///     Err(err) => return Err(err),
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// 401: the credentials or the access token were refused.
+    ///
+    /// A request made with the client's tokens has already been through one refresh and replay
+    /// when this is returned; calls to `/auth/*` return it directly (a wrong password, say).
+    #[error("unauthorized: {response}")]
+    Unauthorized {
+        /// The server's answer.
+        response: ErrorResponse,
+    },
+
+    /// The session is over and the user must log in again.
+    ///
+    /// Either the server rejected the refresh token (`response` is its answer; the client's
+    /// tokens and its [`TokenStore`](crate::TokenStore) have been cleared), or the client holds
+    /// no tokens: it never logged in, or it logged out, or the session ended while this request
+    /// was in flight (`response` is `None`).
+    #[error("the session has expired; log in again")]
+    SessionExpired {
+        /// The server's refusal of the refresh token, when there was one.
+        response: Option<ErrorResponse>,
+    },
+
+    /// 404: no such route, or no such task among the caller's own.
+    #[error("not found: {response}")]
+    NotFound {
+        /// The server's answer.
+        response: ErrorResponse,
+    },
+
+    /// 409: the username is already taken.
+    #[error("conflict: {response}")]
+    Conflict {
+        /// The server's answer.
+        response: ErrorResponse,
+    },
+
+    /// The request breaks a rule: found by the client before sending (`response` is `None`) or
+    /// answered 422 by the server.
+    #[error("invalid request: {}", describe_validation(.errors, .response.as_ref()))]
+    Validation {
+        /// Each field at fault and what is wrong with it.
+        errors: Vec<FieldError>,
+        /// The server's answer, when the server refused the request.
+        response: Option<ErrorResponse>,
+    },
+
+    /// 429: too many requests.
+    #[error("rate limited: {response}")]
+    RateLimited {
+        /// How long the server asked to wait (`Retry-After`), if it said.
+        retry_after: Option<Duration>,
+        /// The server's answer.
+        response: ErrorResponse,
+    },
+
+    /// A 5xx status. 502, 503 and 504 are retryable; 500 is not.
+    #[error("server error: {response}")]
+    Server {
+        /// The server's answer.
+        response: ErrorResponse,
+    },
+
+    /// Any other error status, such as 400 (malformed JSON), 405, 413 or 415.
+    #[error("HTTP error: {response}")]
+    Http {
+        /// The server's answer.
+        response: ErrorResponse,
+    },
+
+    /// The connect or request timeout elapsed.
+    #[error("the request timed out")]
+    Timeout {
+        /// The underlying error, usually a [`reqwest::Error`].
+        source: BoxError,
+    },
+
+    /// The request did not complete: DNS, connection, TLS or I/O failure.
+    #[error("the request could not be completed")]
+    Transport {
+        /// The underlying error, usually a [`reqwest::Error`].
+        source: BoxError,
+    },
+
+    /// A successful answer could not be understood (unexpected JSON, a bad `Link` header).
+    #[error("could not decode the response (HTTP {status})")]
+    Decode {
+        /// The HTTP status of the answer.
+        status: u16,
+        /// The answer's `X-Request-Id`.
+        request_id: Option<String>,
+        /// What was wrong with it.
+        source: BoxError,
+    },
+
+    /// The client was configured wrongly, such as with a base URL that is not `http(s)`.
+    #[error("invalid client configuration: {message}")]
+    Configuration {
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Error {
+    /// The HTTP status of the answer this error comes from, if it comes from one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Decode { status, .. } => Some(*status),
+            _ => self.response().map(|r| r.status),
+        }
+    }
+
+    /// The `X-Request-Id` of the answer this error comes from, if any.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Error::Decode { request_id, .. } => request_id.as_deref(),
+            _ => self.response().and_then(|r| r.request_id.as_deref()),
+        }
+    }
+
+    /// The server's explanation (the problem's `detail`), if the server answered.
+    pub fn detail(&self) -> Option<&str> {
+        self.response().map(|r| r.detail.as_str())
+    }
+
+    /// The server's answer, for errors that come from an error status.
+    pub fn response(&self) -> Option<&ErrorResponse> {
+        match self {
+            Error::Unauthorized { response }
+            | Error::NotFound { response }
+            | Error::Conflict { response }
+            | Error::RateLimited { response, .. }
+            | Error::Server { response }
+            | Error::Http { response } => Some(response),
+            Error::SessionExpired { response } | Error::Validation { response, .. } => response.as_ref(),
+            Error::Timeout { .. }
+            | Error::Transport { .. }
+            | Error::Decode { .. }
+            | Error::Configuration { .. } => None,
+        }
+    }
+
+    /// How long the server asked to wait before trying again (`Retry-After` on a 429).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Whether the same request may succeed if sent again later: transport failures, timeouts,
+    /// 429, 502, 503 and 504.
+    ///
+    /// The client already retries idempotent requests by its [`RetryPolicy`](crate::RetryPolicy);
+    /// this tells what is left once those attempts are spent.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Transport { .. } | Error::Timeout { .. } | Error::RateLimited { .. } => true,
+            Error::Server { response } => matches!(response.status, 502..=504),
+            _ => false,
+        }
+    }
+
+    /// The error for a response with an error status, from its status, headers and body.
+    pub(crate) fn from_status(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Self {
+        let response = ErrorResponse::new(status, headers, body);
+        match status.as_u16() {
+            401 => Error::Unauthorized { response },
+            404 => Error::NotFound { response },
+            409 => Error::Conflict { response },
+            422 => Error::Validation {
+                errors: response.problem.as_ref().and_then(|p| p.errors.clone()).unwrap_or_default(),
+                response: Some(response),
+            },
+            429 => Error::RateLimited { retry_after: retry_after(headers), response },
+            500..=599 => Error::Server { response },
+            _ => Error::Http { response },
+        }
+    }
+
+    /// The error for a response with an error status; reads the body.
+    pub(crate) async fn from_response(response: reqwest::Response) -> Self {
+        let status = response.status();
+        let headers = response.headers().clone();
+        // An unreadable error body still leaves the status and the request id to report.
+        let body = response.bytes().await.unwrap_or_default();
+        Self::from_status(status, &headers, &body)
+    }
+
+    /// A request the client refused to send because it breaks the API's rules.
+    pub(crate) fn invalid(errors: Vec<FieldError>) -> Self {
+        Error::Validation { errors, response: None }
+    }
+
+    /// A successful answer that could not be understood.
+    pub(crate) fn decode(
+        status: StatusCode,
+        request_id: Option<String>,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
+        Error::Decode { status: status.as_u16(), request_id, source: Arc::from(source.into()) }
+    }
+
+    pub(crate) fn configuration(message: impl Into<String>) -> Self {
+        Error::Configuration { message: message.into() }
+    }
+}
+
+impl From<reqwest::Error> for Error {
+    fn from(error: reqwest::Error) -> Self {
+        if error.is_timeout() {
+            Error::Timeout { source: Arc::new(error) }
+        } else {
+            Error::Transport { source: Arc::new(error) }
+        }
+    }
+}
+
+/// The `X-Request-Id` of a response.
+pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// `Retry-After` as delay-seconds, or as an HTTP date (the delay until then).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let delay = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(delay.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// The server's own words when it refused the request, else the client's findings.
+fn describe_validation(errors: &[FieldError], response: Option<&ErrorResponse>) -> String {
+    match response {
+        Some(response) => response.to_string(),
+        None => errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::HeaderValue;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        assert_eq!(retry_after(&headers(&[("retry-after", "7")])), Some(Duration::from_secs(7)));
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")])),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after(&headers(&[("retry-after", "soon")])), None);
+        assert_eq!(retry_after(&headers(&[])), None);
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_problem_still_gives_a_detail() {
+        let err = Error::from_status(
+            StatusCode::BAD_GATEWAY,
+            &headers(&[("x-request-id", "r1")]),
+            b"upstream down\n",
+        );
+        assert_eq!(err.detail(), Some("upstream down"));
+        assert_eq!(err.request_id(), Some("r1"));
+        assert!(err.is_retryable());
+        let err = Error::from_status(StatusCode::INTERNAL_SERVER_ERROR, &HeaderMap::new(), b"");
+        assert_eq!(err.detail(), Some("Internal Server Error"));
+        assert!(!err.is_retryable());
+        assert_eq!(err.to_string(), "server error: Internal Server Error (HTTP 500)");
+    }
+
+    #[test]
+    fn validation_display_names_the_fields() {
+        let err = Error::invalid(vec![FieldError::new("title", "must be 1 to 200 characters")]);
+        assert_eq!(err.to_string(), "invalid request: title must be 1 to 200 characters");
+        assert_eq!(err.status(), None);
+    }
+}

@@ -1,0 +1,298 @@
+//! `client.tasks()`: the logged-in user's tasks.
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+
+use futures::stream::{self, Stream, StreamExt as _, TryStreamExt as _};
+use reqwest::header::LINK;
+use reqwest::{Method, Response};
+use url::Url;
+
+use crate::client::{decode, Auth, Client};
+use crate::error::request_id;
+use crate::types::{ListQuery, NewTask, Task, TaskSort, TaskStatus, TaskUpdate};
+use crate::{Error, Result};
+
+/// The header with the number of tasks that match a listing, across all pages.
+const TOTAL_COUNT: &str = "x-total-count";
+
+/// The logged-in user's tasks; made by [`Client::tasks`]. Every call needs a session.
+///
+/// Requests are checked against the API's rules (lengths, page size) before they are sent, so
+/// a bad one fails with [`Error::Validation`] without a round trip.
+#[derive(Clone, Copy, Debug)]
+pub struct Tasks<'c> {
+    client: &'c Client,
+}
+
+impl<'c> Tasks<'c> {
+    pub(crate) fn new(client: &'c Client) -> Self {
+        Self { client }
+    }
+
+    /// Creates a task (`POST /tasks/`); its title is sent trimmed.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
+    /// use tasklane::{NewTask, TaskStatus};
+    ///
+    /// let task = client
+    ///     .tasks()
+    ///     .create(NewTask::new("ship 1.0").description("tag, publish, announce").status(TaskStatus::InProgress))
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn create(&self, task: NewTask) -> Result<Task> {
+        let task = task.validate().map_err(Error::invalid)?;
+        let request = self.client.json_request(Method::POST, self.client.endpoint("tasks/"), &task);
+        decode(self.client.send(request, Auth::Bearer).await?).await
+    }
+
+    /// Starts a listing (`GET /tasks/`): set filters and paging on the returned builder, then
+    /// `.await` it for one [`Page`] or call [`ListTasks::stream`] for every task.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
+    /// use tasklane::{TaskSort, TaskStatus};
+    ///
+    /// let page = client.tasks().list().status(TaskStatus::Done).sort(TaskSort::Title).limit(20).await?;
+    /// println!("{} of {:?} done tasks", page.items.len(), page.total);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn list(&self) -> ListTasks<'c> {
+        ListTasks { client: self.client, query: ListQuery::default() }
+    }
+
+    /// The page after `page`, following its `next` link; `None` on the last page.
+    pub async fn next_page(&self, page: &Page<Task>) -> Result<Option<Page<Task>>> {
+        match &page.next {
+            Some(next) => fetch_page(self.client, next.clone()).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// One task (`GET /tasks/{id}`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when there is no such task, or it belongs to somebody else.
+    pub async fn get(&self, id: i64) -> Result<Task> {
+        self.client.get_json(self.url(id), Auth::Bearer).await
+    }
+
+    /// Changes the fields that `update` sets and keeps the others (`PUT /tasks/{id}`).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
+    /// use tasklane::{TaskStatus, TaskUpdate};
+    ///
+    /// let task = client.tasks().update(7, TaskUpdate::new().status(TaskStatus::Done).clear_description()).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn update(&self, id: i64, update: TaskUpdate) -> Result<Task> {
+        self.change(Method::PUT, id, update).await
+    }
+
+    /// The same as [`update`](Tasks::update), sent as `PATCH /tasks/{id}`.
+    pub async fn patch(&self, id: i64, update: TaskUpdate) -> Result<Task> {
+        self.change(Method::PATCH, id, update).await
+    }
+
+    async fn change(&self, method: Method, id: i64, update: TaskUpdate) -> Result<Task> {
+        let update = update.validate().map_err(Error::invalid)?;
+        let request = self.client.json_request(method, self.url(id), &update);
+        decode(self.client.send(request, Auth::Bearer).await?).await
+    }
+
+    /// Deletes a task (`DELETE /tasks/{id}`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when there is no such task, or it belongs to somebody else. A
+    /// DELETE retried after a lost answer also finds the task already gone.
+    pub async fn delete(&self, id: i64) -> Result<()> {
+        let request = self.client.request(Method::DELETE, self.url(id), None);
+        self.client.send(request, Auth::Bearer).await.map(drop)
+    }
+
+    fn url(&self, id: i64) -> Url {
+        self.client.endpoint(&format!("tasks/{id}"))
+    }
+}
+
+/// A listing of tasks being set up; made by [`Tasks::list`].
+///
+/// `.await` it (or call [`send`](ListTasks::send)) for the first page, or turn it into a
+/// [`stream`](ListTasks::stream) of every matching task.
+#[derive(Clone, Debug)]
+#[must_use = "a listing does nothing until it is awaited or streamed"]
+pub struct ListTasks<'c> {
+    client: &'c Client,
+    query: ListQuery,
+}
+
+impl<'c> ListTasks<'c> {
+    /// Only tasks with this status.
+    pub fn status(mut self, status: TaskStatus) -> Self {
+        self.query.status = Some(status);
+        self
+    }
+
+    /// Tasks per page, 1 to 100. Default: 50.
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.query.limit = Some(limit);
+        self
+    }
+
+    /// Tasks to skip. Default: 0.
+    pub fn offset(mut self, offset: u64) -> Self {
+        self.query.offset = Some(offset);
+        self
+    }
+
+    /// The order. Default: newest first ([`TaskSort::CreatedAtDesc`]).
+    pub fn sort(mut self, sort: TaskSort) -> Self {
+        self.query.sort = Some(sort);
+        self
+    }
+
+    /// Replaces every setting with those of `query`.
+    pub fn query(mut self, query: ListQuery) -> Self {
+        self.query = query;
+        self
+    }
+
+    /// Fetches the page the query describes.
+    pub async fn send(self) -> Result<Page<Task>> {
+        fetch_page(self.client, self.url()?).await
+    }
+
+    /// Every task the query matches, from its offset on, fetched a page at a time by following
+    /// the `next` links. The stream ends after the last page, or after the first error.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
+    /// use futures::TryStreamExt as _;
+    /// use tasklane::TaskStatus;
+    ///
+    /// let mut pending = client.tasks().list().status(TaskStatus::Pending).limit(100).stream();
+    /// while let Some(task) = pending.try_next().await? {
+    ///     println!("#{} {}", task.id, task.title);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stream(self) -> impl Stream<Item = Result<Task>> + Send + Unpin + 'static {
+        let client = self.client.clone();
+        stream::try_unfold(Some(self.url()), move |next| {
+            let client = client.clone();
+            async move {
+                let Some(url): Option<Result<Url>> = next else { return Ok(None) };
+                let page = fetch_page(&client, url?).await?;
+                // An empty page ends the stream even if it links further, so a server that
+                // keeps linking cannot make it loop.
+                let next = if page.items.is_empty() { None } else { page.next.map(Ok) };
+                Ok::<_, Error>(Some((stream::iter(page.items.into_iter().map(Ok)), next)))
+            }
+        })
+        .try_flatten()
+        .boxed()
+    }
+
+    fn url(&self) -> Result<Url> {
+        self.query.validate().map_err(Error::invalid)?;
+        let mut url = self.client.endpoint("tasks/");
+        {
+            let mut pairs = url.query_pairs_mut();
+            let ListQuery { status, limit, offset, sort } = &self.query;
+            if let Some(status) = status {
+                pairs.append_pair("status", status.as_str());
+            }
+            if let Some(limit) = limit {
+                pairs.append_pair("limit", &limit.to_string());
+            }
+            if let Some(offset) = offset {
+                pairs.append_pair("offset", &offset.to_string());
+            }
+            if let Some(sort) = sort {
+                pairs.append_pair("sort", sort.as_str());
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        Ok(url)
+    }
+}
+
+impl<'c> IntoFuture for ListTasks<'c> {
+    type Output = Result<Page<Task>>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'c>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.send())
+    }
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Page<T> {
+    /// The items of this page, in the listing's order.
+    pub items: Vec<T>,
+    /// How many items match the listing across all pages (`X-Total-Count`), if the server
+    /// said.
+    pub total: Option<u64>,
+    /// The next page (`Link: <...>; rel="next"`), resolved against the request's URL; `None`
+    /// on the last page.
+    pub next: Option<Url>,
+    /// The previous page (`rel="prev"`); `None` on the first page.
+    pub prev: Option<Url>,
+}
+
+impl<T> IntoIterator for Page<T> {
+    type Item = T;
+    type IntoIter = std::vec::IntoIter<T>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.into_iter()
+    }
+}
+
+async fn fetch_page(client: &Client, url: Url) -> Result<Page<Task>> {
+    let response = client.send(client.request(Method::GET, url, None), Auth::Bearer).await?;
+    let (total, next, prev) = page_links(client, &response)?;
+    let items = decode(response).await?;
+    Ok(Page { items, total, next, prev })
+}
+
+type PageLinks = (Option<u64>, Option<Url>, Option<Url>);
+
+/// The total, next and previous page of a listing's response.
+fn page_links(client: &Client, response: &Response) -> Result<PageLinks> {
+    let total =
+        response.headers().get(TOTAL_COUNT).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+    Ok((total, link_target(client, response, "next")?, link_target(client, response, "prev")?))
+}
+
+/// The `rel` link of a response, resolved against the URL that was requested.
+///
+/// A link to another origin is an error rather than a page to follow: the client would send
+/// it the access token.
+fn link_target(client: &Client, response: &Response, rel: &str) -> Result<Option<Url>> {
+    let headers = response.headers();
+    let values = headers.get_all(LINK).iter().filter_map(|v| v.to_str().ok());
+    let Some(target) = crate::link::find(values, rel) else { return Ok(None) };
+    let invalid = |why: String| Error::decode(response.status(), request_id(headers), why);
+    let url = response
+        .url()
+        .join(target)
+        .map_err(|err| invalid(format!("bad Link rel=\"{rel}\" `{target}`: {err}")))?;
+    if !client.is_same_origin(&url) {
+        return Err(invalid(format!("Link rel=\"{rel}\" leads away from the API's origin, to `{url}`")));
+    }
+    Ok(Some(url))
+}

@@ -1,0 +1,436 @@
+//! The session: proactive and reactive refresh, single flight, rotation, and the ends of a
+//! session.
+#![cfg(feature = "client")]
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use common::*;
+use serde_json::json;
+use tasklane::{Error, MemoryTokenStore, RetryPolicy, Tokens};
+use wiremock::matchers::{body_json, header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+/// `GET /tasks/1` answered 200 for `Bearer {token}`, expected `times` times.
+async fn mount_task_for(server: &MockServer, token: &str, times: impl Into<wiremock::Times>) {
+    Mock::given(method("GET"))
+        .and(path("/tasks/1"))
+        .and(header("authorization", format!("Bearer {token}").as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(task(1, "one")))
+        .expect(times)
+        .mount(server)
+        .await;
+}
+
+/// `GET /tasks/1` answered 401 for `Bearer {token}`.
+async fn mount_refused(server: &MockServer, token: &str, times: impl Into<wiremock::Times>) {
+    Mock::given(method("GET"))
+        .and(path("/tasks/1"))
+        .and(header("authorization", format!("Bearer {token}").as_str()))
+        .respond_with(problem(401, "token expired"))
+        .expect(times)
+        .mount(server)
+        .await;
+}
+
+/// A refresh that takes a while, so that concurrent callers pile up behind it.
+async fn mount_slow_refresh(server: &MockServer, refresh: &str, access: &str, next: &str) {
+    Mock::given(method("POST"))
+        .and(path("/auth/refresh"))
+        .and(body_json(json!({"refresh_token": refresh})))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(pair(access, next))
+                .set_delay(Duration::from_millis(100)),
+        )
+        .expect(1)
+        .mount(server)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_calls_with_an_expired_token_refresh_once() {
+    let server = MockServer::start().await;
+    mount_slow_refresh(&server, "r0", "a1", "r1").await;
+    mount_task_for(&server, "a0", 0).await;
+    mount_task_for(&server, "a1", 100).await;
+    let store = MemoryTokenStore::new();
+    let client = builder(&server).tokens(expired("a0", "r0")).token_store(store.clone()).build().unwrap();
+
+    let results = concurrently(100, || {
+        let client = client.clone();
+        async move { client.tasks().get(1).await }
+    })
+    .await;
+
+    for result in results {
+        assert_eq!(result.unwrap().id, 1);
+    }
+    assert_eq!(received(&server, "/auth/refresh").await, 1);
+    assert_eq!(client.tokens().unwrap().access_token().expose(), "a1");
+    assert_eq!(store.get().unwrap().refresh_token().expose(), "r1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_calls_refused_with_401_refresh_once() {
+    let server = MockServer::start().await;
+    mount_slow_refresh(&server, "r0", "a1", "r1").await;
+    mount_refused(&server, "a0", 1..=100).await;
+    mount_task_for(&server, "a1", 100).await;
+    // Valid by the clock: only the server's 401 says the token is no good.
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+
+    let results = concurrently(100, || {
+        let client = client.clone();
+        async move { client.tasks().get(1).await }
+    })
+    .await;
+
+    for result in results {
+        assert_eq!(result.unwrap().id, 1);
+    }
+    assert_eq!(received(&server, "/auth/refresh").await, 1);
+}
+
+#[tokio::test]
+async fn a_401_that_arrives_after_another_refresh_reuses_its_tokens() {
+    let server = MockServer::start().await;
+    mount_refresh(&server, "r0", "a1", "r1", 1).await;
+    // Task 1's refusal is slow: by the time it arrives, task 2's call has refreshed.
+    Mock::given(path("/tasks/1"))
+        .and(header("authorization", "Bearer a0"))
+        .respond_with(problem(401, "token expired").set_delay(Duration::from_millis(300)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/tasks/2"))
+        .and(header("authorization", "Bearer a0"))
+        .respond_with(problem(401, "expired"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    for id in [1, 2] {
+        Mock::given(path(format!("/tasks/{id}")))
+            .and(header("authorization", "Bearer a1"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(task(id, "t")))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { client.tasks().get(1).await }
+    });
+    eventually(|| async { received(&server, "/tasks/1").await == 1 }).await;
+    client.tasks().get(2).await.unwrap();
+    slow.await.unwrap().unwrap();
+    assert_eq!(received(&server, "/auth/refresh").await, 1);
+}
+
+#[tokio::test]
+async fn the_jwt_exp_claim_drives_the_proactive_refresh() {
+    let server = MockServer::start().await;
+    let stale = jwt(json!({"sub": "1", "exp": Utc::now().timestamp() - 5}));
+    mount_refresh(&server, "r0", "a1", "r1", 1).await;
+    mount_task_for(&server, &stale, 0).await;
+    mount_task_for(&server, "a1", 1).await;
+    let client = builder(&server).tokens(Tokens::new(stale.as_str(), "r0")).build().unwrap();
+
+    client.tasks().get(1).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_token_about_to_expire_is_refreshed_first_and_a_fresh_one_is_not() {
+    let server = MockServer::start().await;
+    mount_refresh(&server, "r0", "a1", "r1", 1).await;
+    mount_task_for(&server, "a1", 2).await;
+    // Expires in 10 s, inside the default 30 s skew.
+    let soon = Tokens::new("a0", "r0").with_expires_at(Utc::now() + TimeDelta::seconds(10));
+    let client = builder(&server).tokens(soon).build().unwrap();
+
+    client.tasks().get(1).await.unwrap();
+    // The refreshed token is good for 900 s: no second refresh.
+    client.tasks().get(1).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_request_is_replayed_once_and_a_second_401_is_returned() {
+    let server = MockServer::start().await;
+    mount_refresh(&server, "r0", "a1", "r1", 1).await;
+    mount_refused(&server, "a0", 1).await;
+    mount_refused(&server, "a1", 1).await;
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+
+    let err = client.tasks().get(1).await.unwrap_err();
+
+    let Error::Unauthorized { response } = &err else { panic!("{err:?}") };
+    assert_eq!(response.detail, "token expired");
+    assert_eq!(err.request_id(), Some("req-401"));
+    // The session itself is not over: the refresh worked.
+    assert_eq!(client.tokens().unwrap().refresh_token().expose(), "r1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rejected_refresh_ends_the_session_for_every_waiting_call() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/auth/refresh"))
+        .respond_with(problem(401, "refresh token reused").set_delay(Duration::from_millis(100)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    mount_refused(&server, "a0", 1..=20).await;
+    let store = MemoryTokenStore::from(fresh("a0", "r0"));
+    let client = builder(&server).tokens(fresh("a0", "r0")).token_store(store.clone()).build().unwrap();
+
+    let results = concurrently(20, || {
+        let client = client.clone();
+        async move { client.tasks().get(1).await }
+    })
+    .await;
+
+    for result in results {
+        let err = result.unwrap_err();
+        let Error::SessionExpired { response: Some(response) } = &err else { panic!("{err:?}") };
+        assert_eq!(response.detail, "refresh token reused");
+        assert!(!err.is_retryable());
+    }
+    assert!(client.tokens().is_none());
+    assert!(store.get().is_none(), "the store is cleared");
+    assert!(matches!(client.refresh().await, Err(Error::SessionExpired { response: None })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_refresh_keeps_the_tokens_and_is_retryable() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/auth/refresh"))
+        .respond_with(problem(503, "database unavailable").set_delay(Duration::from_millis(100)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let store = RecordingStore::default();
+    let client = builder(&server)
+        .tokens(expired("a0", "r0"))
+        .token_store(store.clone())
+        .retry_policy(RetryPolicy::disabled())
+        .build()
+        .unwrap();
+
+    let results = concurrently(10, || {
+        let client = client.clone();
+        async move { client.tasks().get(1).await }
+    })
+    .await;
+
+    for result in results {
+        let err = result.unwrap_err();
+        assert!(matches!(err, Error::Server { .. }), "{err:?}");
+        assert!(err.is_retryable());
+        assert_eq!(err.detail(), Some("database unavailable"));
+    }
+    assert_eq!(client.tokens().unwrap().refresh_token().expose(), "r0");
+    assert_eq!(store.events(), [], "the store is neither saved nor cleared");
+}
+
+#[tokio::test]
+async fn a_retried_request_gets_through_a_refresh_that_failed_once() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/auth/refresh"))
+        .respond_with(problem(502, "bad gateway"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    mount_refresh(&server, "r0", "a1", "r1", 1).await;
+    mount_task_for(&server, "a1", 1).await;
+    let client = builder(&server).tokens(expired("a0", "r0")).build().unwrap();
+
+    assert_eq!(client.tasks().get(1).await.unwrap().id, 1);
+}
+
+#[tokio::test]
+async fn a_token_inside_the_skew_is_still_used_when_its_refresh_fails() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/auth/refresh"))
+        .respond_with(problem(503, "redis unavailable"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    mount_task_for(&server, "a0", 1).await;
+    let soon = Tokens::new("a0", "r0").with_expires_at(Utc::now() + TimeDelta::seconds(10));
+    let client = builder(&server).tokens(soon).retry_policy(RetryPolicy::disabled()).build().unwrap();
+
+    client.tasks().get(1).await.unwrap();
+    assert_eq!(client.tokens().unwrap().access_token().expose(), "a0");
+}
+
+#[tokio::test]
+async fn rotated_tokens_are_used_and_stored_in_order() {
+    let server = MockServer::start().await;
+    mount_refresh(&server, "r0", "a1", "r1", 1).await;
+    mount_refresh(&server, "r1", "a2", "r2", 1).await;
+    let store = RecordingStore::default();
+    let client = builder(&server).tokens(fresh("a0", "r0")).token_store(store.clone()).build().unwrap();
+
+    assert_eq!(client.refresh().await.unwrap().refresh_token().expose(), "r1");
+    assert_eq!(client.refresh().await.unwrap().refresh_token().expose(), "r2");
+
+    assert_eq!(store.events(), [StoreEvent::Save("r1".into()), StoreEvent::Save("r2".into())]);
+    assert_eq!(client.tokens().unwrap().access_token().expose(), "a2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_explicit_refreshes_are_one() {
+    let server = MockServer::start().await;
+    mount_slow_refresh(&server, "r0", "a1", "r1").await;
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+
+    let results = concurrently(10, || {
+        let client = client.clone();
+        async move { client.refresh().await }
+    })
+    .await;
+
+    for result in results {
+        assert_eq!(result.unwrap().access_token().expose(), "a1");
+    }
+    assert_eq!(received(&server, "/auth/refresh").await, 1);
+}
+
+#[tokio::test]
+async fn a_refresh_completes_even_when_its_caller_gives_up() {
+    let server = MockServer::start().await;
+    mount_slow_refresh(&server, "r0", "a1", "r1").await;
+    mount_task_for(&server, "a1", 1).await;
+    let store = MemoryTokenStore::new();
+    let client = builder(&server).tokens(expired("a0", "r0")).token_store(store.clone()).build().unwrap();
+
+    // The caller is dropped while the refresh is on the wire, after the server has consumed r0.
+    let gave_up = tokio::time::timeout(Duration::from_millis(20), client.tasks().get(1)).await;
+    assert!(gave_up.is_err());
+
+    // The rotated tokens are kept, so the next call needs no refresh (which would reuse r0).
+    eventually(|| async { store.get().is_some() }).await;
+    assert_eq!(store.get().unwrap().refresh_token().expose(), "r1");
+    client.tasks().get(1).await.unwrap();
+}
+
+#[tokio::test]
+async fn auth_routes_and_probes_never_refresh_nor_send_the_token() {
+    let server = MockServer::start().await;
+    mount_refresh(&server, "r0", "a1", "r1", 0).await;
+    let routes = [
+        ("/auth/login", 401),
+        ("/auth/register", 409),
+        ("/auth/logout", 500),
+        ("/health", 503),
+        ("/ready", 503),
+    ];
+    for (route, status) in routes {
+        Mock::given(path(route)).respond_with(problem(status, "no")).expect(1).mount(&server).await;
+    }
+    // An expired session that any authenticated call would refresh first.
+    let client = builder(&server).tokens(expired("a0", "r0")).build().unwrap();
+
+    assert!(matches!(client.login("ada", "wrong password").await, Err(Error::Unauthorized { .. })));
+    assert!(matches!(client.register("ada", "long enough").await, Err(Error::Conflict { .. })));
+    assert!(matches!(client.logout().await, Err(Error::Server { .. })));
+    assert!(matches!(client.health().await, Err(Error::Server { .. })));
+    assert!(matches!(client.ready().await, Err(Error::Server { .. })));
+
+    for request in server.received_requests().await.unwrap() {
+        assert!(!request.headers.contains_key("authorization"), "{}", request.url);
+    }
+    // The failed logout kept the session.
+    assert_eq!(client.tokens().unwrap().refresh_token().expose(), "r0");
+}
+
+#[tokio::test]
+async fn me_is_an_ordinary_authenticated_call() {
+    let server = MockServer::start().await;
+    mount_refresh(&server, "r0", "a1", "r1", 1).await;
+    Mock::given(method("GET"))
+        .and(path("/auth/me"))
+        .and(header("authorization", "Bearer a1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": 1, "username": "ada", "created_at": "2026-11-26T17:12:54Z"
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = builder(&server).tokens(expired("a0", "r0")).build().unwrap();
+
+    assert_eq!(client.me().await.unwrap().username, "ada");
+}
+
+#[tokio::test]
+async fn login_and_register_start_a_stored_session() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/auth/register"))
+        .and(body_json(json!({"username": "ada", "password": "correct horse"})))
+        .respond_with(ResponseTemplate::new(201).set_body_json(pair("a1", "r1")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/auth/login"))
+        .and(body_json(json!({"username": "ada", "password": "correct horse"})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(pair("a2", "r2")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    mount_task_for(&server, "a2", 1).await;
+    let store = RecordingStore::default();
+    let client = builder(&server).token_store(store.clone()).build().unwrap();
+
+    let tokens = client.register("ada", "correct horse").await.unwrap();
+    let left = tokens.expires_at().unwrap() - Utc::now();
+    assert!(left > TimeDelta::seconds(890) && left <= TimeDelta::seconds(900), "{left}");
+    client.login("ada", "correct horse").await.unwrap();
+    client.tasks().get(1).await.unwrap();
+
+    assert_eq!(store.events(), [StoreEvent::Save("r1".into()), StoreEvent::Save("r2".into())]);
+}
+
+#[tokio::test]
+async fn logout_revokes_the_refresh_token_and_clears_the_store() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/auth/logout"))
+        .and(body_json(json!({"refresh_token": "r0"})))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let store = RecordingStore::default();
+    let client = builder(&server).tokens(fresh("a0", "r0")).token_store(store.clone()).build().unwrap();
+
+    client.logout().await.unwrap();
+    assert!(client.tokens().is_none());
+    // Without a session there is nothing to revoke: no second request.
+    client.logout().await.unwrap();
+    assert_eq!(store.events(), [StoreEvent::Clear, StoreEvent::Clear]);
+}
+
+#[tokio::test]
+async fn without_a_session_requests_go_out_without_a_token() {
+    let server = MockServer::start().await;
+    mount_refresh(&server, "r0", "a1", "r1", 0).await;
+    Mock::given(path("/tasks/1")).respond_with(problem(401, "missing token")).expect(1).mount(&server).await;
+    let client = builder(&server).build().unwrap();
+
+    let err = client.tasks().get(1).await.unwrap_err();
+
+    assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
+    let requests = server.received_requests().await.unwrap();
+    assert!(!requests[0].headers.contains_key("authorization"));
+}

@@ -1,0 +1,196 @@
+//! Which requests are retried, how often, and how long the client waits.
+#![cfg(feature = "client")]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use tasklane::{Client, Error, NewTask, RetryPolicy, TaskUpdate};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+/// Answers `failure` to the first `failures` matching requests, then `success`.
+async fn mount_flaky(
+    server: &MockServer,
+    http_method: &str,
+    route: &str,
+    failure: ResponseTemplate,
+    failures: u64,
+    success: ResponseTemplate,
+) {
+    Mock::given(method(http_method))
+        .and(path(route))
+        .respond_with(failure)
+        .up_to_n_times(failures)
+        .with_priority(1)
+        .expect(failures)
+        .mount(server)
+        .await;
+    Mock::given(method(http_method)).and(path(route)).respond_with(success).expect(1).mount(server).await;
+}
+
+fn ok_task() -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(task(1, "one"))
+}
+
+#[tokio::test]
+async fn gets_are_retried_on_502_503_504_and_429() {
+    for status in [502, 503, 504, 429] {
+        let server = MockServer::start().await;
+        mount_flaky(&server, "GET", "/tasks/1", problem(status, "busy"), 2, ok_task()).await;
+        let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+
+        assert_eq!(client.tasks().get(1).await.unwrap().id, 1, "{status}");
+    }
+}
+
+#[tokio::test]
+async fn put_patch_and_delete_are_retried() {
+    let server = MockServer::start().await;
+    mount_flaky(&server, "PUT", "/tasks/1", problem(503, "busy"), 1, ok_task()).await;
+    mount_flaky(&server, "PATCH", "/tasks/1", problem(503, "busy"), 1, ok_task()).await;
+    mount_flaky(&server, "DELETE", "/tasks/1", problem(503, "busy"), 1, ResponseTemplate::new(204)).await;
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+
+    client.tasks().update(1, TaskUpdate::new().title("x")).await.unwrap();
+    client.tasks().patch(1, TaskUpdate::new().title("x")).await.unwrap();
+    client.tasks().delete(1).await.unwrap();
+}
+
+#[tokio::test]
+async fn retries_stop_after_the_last_attempt() {
+    let server = MockServer::start().await;
+    Mock::given(path("/tasks/1")).respond_with(problem(503, "down")).expect(4).mount(&server).await;
+    let client = builder(&server)
+        .tokens(fresh("a0", "r0"))
+        .retry_policy(fast_retries().max_attempts(4))
+        .build()
+        .unwrap();
+
+    let err = client.tasks().get(1).await.unwrap_err();
+
+    assert_eq!(err.status(), Some(503));
+    assert!(err.is_retryable(), "the caller may still try later");
+}
+
+#[tokio::test]
+async fn a_disabled_policy_sends_once() {
+    let server = MockServer::start().await;
+    Mock::given(path("/tasks/1")).respond_with(problem(503, "down")).expect(1).mount(&server).await;
+    let client =
+        builder(&server).tokens(fresh("a0", "r0")).retry_policy(RetryPolicy::disabled()).build().unwrap();
+
+    client.tasks().get(1).await.unwrap_err();
+}
+
+#[tokio::test]
+async fn a_500_is_not_retried() {
+    let server = MockServer::start().await;
+    Mock::given(path("/tasks/1")).respond_with(problem(500, "bug")).expect(1).mount(&server).await;
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+
+    assert!(!client.tasks().get(1).await.unwrap_err().is_retryable());
+}
+
+#[tokio::test]
+async fn post_is_not_retried_by_default() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/tasks/"))
+        .respond_with(problem(503, "down"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/auth/login"))
+        .respond_with(problem(429, "slow down"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+
+    assert_eq!(client.tasks().create(NewTask::new("once")).await.unwrap_err().status(), Some(503));
+    assert_eq!(client.login("ada", "password1").await.unwrap_err().status(), Some(429));
+}
+
+#[tokio::test]
+async fn post_is_retried_when_the_caller_opts_in() {
+    let server = MockServer::start().await;
+    let created = ResponseTemplate::new(201).set_body_json(task(1, "twice"));
+    mount_flaky(&server, "POST", "/tasks/", problem(503, "down"), 1, created).await;
+    let client = builder(&server)
+        .tokens(fresh("a0", "r0"))
+        .retry_policy(fast_retries().retry_non_idempotent(true))
+        .build()
+        .unwrap();
+
+    client.tasks().create(NewTask::new("twice")).await.unwrap();
+}
+
+// Paused time: the client's sleep returns at once while the clock jumps, so the test checks
+// the length of the wait without waiting. No timeouts are set, since paused time would fire
+// them while the client waits for the mock server's answer.
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_honoured() {
+    let server = MockServer::start().await;
+    mount_flaky(
+        &server,
+        "GET",
+        "/tasks/1",
+        problem(429, "slow down").insert_header("retry-after", "3"),
+        1,
+        ok_task(),
+    )
+    .await;
+    let client = Client::builder(server.uri())
+        .tokens(fresh("a0", "r0"))
+        .timeout(None)
+        .connect_timeout(None)
+        .build()
+        .unwrap();
+
+    let start = tokio::time::Instant::now();
+    client.tasks().get(1).await.unwrap();
+
+    assert!(start.elapsed() >= Duration::from_secs(3), "{:?}", start.elapsed());
+}
+
+#[tokio::test]
+async fn a_retry_after_beyond_the_longest_delay_is_returned_to_the_caller() {
+    let server = MockServer::start().await;
+    Mock::given(path("/tasks/1"))
+        .respond_with(problem(429, "slow down").insert_header("retry-after", "120"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+
+    let err = client.tasks().get(1).await.unwrap_err();
+
+    assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(120)));
+}
+
+#[tokio::test]
+async fn dropped_connections_are_retried() {
+    // A server that accepts connections and closes them without answering.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    let client = Client::builder(format!("http://{address}")).retry_policy(fast_retries()).build().unwrap();
+
+    let err = client.tasks().get(1).await.unwrap_err();
+
+    assert!(matches!(err, Error::Transport { .. }), "{err:?}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}

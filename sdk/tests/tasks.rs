@@ -1,0 +1,234 @@
+//! The tasks handle: requests on the wire, pages, links and the stream.
+#![cfg(feature = "client")]
+
+mod common;
+
+use common::*;
+use futures::TryStreamExt as _;
+use serde_json::{json, Value};
+use tasklane::{Error, NewTask, TaskSort, TaskStatus, TaskUpdate};
+use wiremock::matchers::{body_json, header, method, path, query_param, query_param_is_missing};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn tasks(ids: std::ops::RangeInclusive<i64>) -> Value {
+    ids.map(|id| task(id, &format!("task {id}"))).collect()
+}
+
+#[tokio::test]
+async fn create_sends_the_trimmed_task_with_the_token() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/tasks/"))
+        .and(header("authorization", "Bearer a0"))
+        .and(header("content-type", "application/json"))
+        .and(body_json(json!({"title": "write docs", "description": "all", "status": "in_progress"})))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .insert_header("location", "/tasks/7")
+                .set_body_json(task(7, "write docs")),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+
+    let new = NewTask::new("  write docs ").description("all").status(TaskStatus::InProgress);
+    let created = client.tasks().create(new).await.unwrap();
+
+    assert_eq!(created.id, 7);
+}
+
+#[tokio::test]
+async fn get_update_patch_and_delete_use_their_methods_and_bodies() {
+    let server = MockServer::start().await;
+    let answer = || ResponseTemplate::new(200).set_body_json(task(5, "five"));
+    Mock::given(method("GET")).and(path("/tasks/5")).respond_with(answer()).expect(1).mount(&server).await;
+    Mock::given(method("PUT"))
+        .and(path("/tasks/5"))
+        .and(body_json(json!({"title": "five", "description": null})))
+        .respond_with(answer())
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path("/tasks/5"))
+        .and(body_json(json!({"status": "done"})))
+        .respond_with(answer())
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path("/tasks/5"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+    let tasks = client.tasks();
+
+    assert_eq!(tasks.get(5).await.unwrap().title, "five");
+    tasks.update(5, TaskUpdate::new().title(" five ").clear_description()).await.unwrap();
+    tasks.patch(5, TaskUpdate::new().status(TaskStatus::Done)).await.unwrap();
+    tasks.delete(5).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_task_is_not_found() {
+    let server = MockServer::start().await;
+    Mock::given(path("/tasks/9")).respond_with(problem(404, "task 9 not found")).mount(&server).await;
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+
+    let err = client.tasks().delete(9).await.unwrap_err();
+
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    assert_eq!(err.detail(), Some("task 9 not found"));
+}
+
+#[tokio::test]
+async fn list_sends_the_query_and_reads_the_total_and_links() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/tasks/"))
+        .and(query_param("status", "done"))
+        .and(query_param("limit", "2"))
+        .and(query_param("offset", "4"))
+        .and(query_param("sort", "-title"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("x-total-count", "9")
+                .insert_header(
+                    "link",
+                    r#"</tasks/?status=done&limit=2&offset=6&sort=-title>; rel="next", </tasks/?status=done&limit=2&offset=2&sort=-title>; rel="prev""#,
+                )
+                .set_body_json(tasks(5..=6)),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+
+    let page = client
+        .tasks()
+        .list()
+        .status(TaskStatus::Done)
+        .limit(2)
+        .offset(4)
+        .sort(TaskSort::TitleDesc)
+        .await
+        .unwrap();
+
+    assert_eq!(page.items.iter().map(|t| t.id).collect::<Vec<_>>(), [5, 6]);
+    assert_eq!(page.total, Some(9));
+    let uri = server.uri();
+    assert_eq!(page.next.unwrap().as_str(), format!("{uri}/tasks/?status=done&limit=2&offset=6&sort=-title"));
+    assert_eq!(page.prev.unwrap().as_str(), format!("{uri}/tasks/?status=done&limit=2&offset=2&sort=-title"));
+}
+
+#[tokio::test]
+async fn a_plain_list_sends_no_query_and_the_last_page_has_no_next() {
+    let server = MockServer::start().await;
+    Mock::given(path("/tasks/"))
+        .and(query_param_is_missing("limit"))
+        .respond_with(
+            ResponseTemplate::new(200).insert_header("x-total-count", "1").set_body_json(tasks(1..=1)),
+        )
+        .expect(2)
+        .mount(&server)
+        .await;
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+
+    let page = client.tasks().list().await.unwrap();
+
+    assert_eq!((page.total, page.next.clone()), (Some(1), None));
+    assert_eq!(client.tasks().next_page(&page).await.unwrap(), None);
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests[0].url.query(), None);
+    // The page also iterates.
+    let page = client.tasks().list().send().await.unwrap();
+    assert_eq!(page.into_iter().count(), 1);
+}
+
+#[tokio::test]
+async fn a_relative_link_resolves_against_the_request_url() {
+    let server = MockServer::start().await;
+    Mock::given(path("/tasks/"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("link", r#"<?limit=1&offset=1>; rel="next""#)
+                .set_body_json(tasks(1..=1)),
+        )
+        .mount(&server)
+        .await;
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+
+    let page = client.tasks().list().limit(1).await.unwrap();
+
+    assert_eq!(page.next.unwrap().as_str(), format!("{}/tasks/?limit=1&offset=1", server.uri()));
+    assert_eq!(page.total, None, "no X-Total-Count, no total");
+}
+
+#[tokio::test]
+async fn the_stream_follows_every_page_in_order() {
+    let server = MockServer::start().await;
+    let pages = [("0", 1..=2, Some("2")), ("2", 3..=4, Some("4")), ("4", 5..=5, None)];
+    for (offset, ids, next) in pages {
+        let mut answer =
+            ResponseTemplate::new(200).insert_header("x-total-count", "5").set_body_json(tasks(ids));
+        if let Some(next) = next {
+            answer = answer
+                .insert_header("link", format!(r#"</tasks/?limit=2&offset={next}>; rel="next""#).as_str());
+        }
+        Mock::given(path("/tasks/"))
+            .and(query_param("limit", "2"))
+            .and(query_param("offset", offset))
+            .respond_with(answer)
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+
+    let all: Vec<_> = client.tasks().list().limit(2).offset(0).stream().try_collect().await.unwrap();
+
+    assert_eq!(all.iter().map(|t| t.id).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+}
+
+#[tokio::test]
+async fn the_stream_reports_a_bad_query_and_stops_on_an_empty_page() {
+    let server = MockServer::start().await;
+    // An empty page that still links onwards: the stream must not loop on it.
+    Mock::given(path("/tasks/"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("link", r#"</tasks/>; rel="next""#)
+                .set_body_json(json!([])),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+
+    let bad: Result<Vec<_>, _> = client.tasks().list().limit(0).stream().try_collect().await;
+    assert!(matches!(bad, Err(Error::Validation { .. })));
+    let none: Vec<_> = client.tasks().list().stream().try_collect().await.unwrap();
+    assert!(none.is_empty());
+}
+
+#[tokio::test]
+async fn a_link_to_another_origin_is_refused() {
+    let server = MockServer::start().await;
+    Mock::given(path("/tasks/"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("link", r#"<https://elsewhere.example/tasks/?offset=1>; rel="next""#)
+                .set_body_json(tasks(1..=1)),
+        )
+        .mount(&server)
+        .await;
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+
+    let err = client.tasks().list().await.unwrap_err();
+
+    assert!(matches!(err, Error::Decode { .. }), "{err:?}");
+    assert!(std::error::Error::source(&err).unwrap().to_string().contains("elsewhere.example"));
+}
