@@ -57,6 +57,9 @@ pub struct Tokens {
     access_token: Secret,
     refresh_token: Secret,
     expires_at: Option<DateTime<Utc>>,
+    /// When the access token was issued (JWT `iat`), which bounds the refresh skew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    issued_at: Option<DateTime<Utc>>,
 }
 
 impl Tokens {
@@ -67,8 +70,9 @@ impl Tokens {
     /// only when the server refuses it.
     pub fn new(access_token: impl Into<Secret>, refresh_token: impl Into<Secret>) -> Self {
         let access_token = access_token.into();
-        let expires_at = jwt_expiry(access_token.expose());
-        Self { access_token, refresh_token: refresh_token.into(), expires_at }
+        let expires_at = jwt_claim_time(access_token.expose(), "exp");
+        let issued_at = jwt_claim_time(access_token.expose(), "iat");
+        Self { access_token, refresh_token: refresh_token.into(), expires_at, issued_at }
     }
 
     /// Sets when the access token expires, replacing what was read from the token.
@@ -93,8 +97,15 @@ impl Tokens {
     }
 
     /// Whether the access token expires within `margin` of `now` (or already has).
+    ///
+    /// The margin is at most half the token's lifetime when that is known, so a server with
+    /// access tokens shorter than the client's skew still gets a refresh per half-lifetime,
+    /// not one before every request.
     pub(crate) fn expires_within(&self, margin: Duration, now: DateTime<Utc>) -> bool {
-        let margin = TimeDelta::from_std(margin).unwrap_or(TimeDelta::MAX);
+        let mut margin = TimeDelta::from_std(margin).unwrap_or(TimeDelta::MAX);
+        if let (Some(issued), Some(expires)) = (self.issued_at, self.expires_at) {
+            margin = margin.min((expires - issued) / 2);
+        }
         self.expires_at.is_some_and(|at| at.signed_duration_since(now) <= margin)
     }
 }
@@ -116,8 +127,8 @@ impl From<TokenPair> for Tokens {
     }
 }
 
-/// The `exp` claim of a JWT, read without verifying the token.
-fn jwt_expiry(token: &str) -> Option<DateTime<Utc>> {
+/// A time claim (`exp`, `iat`) of a JWT, read without verifying the token.
+fn jwt_claim_time(token: &str, claim: &str) -> Option<DateTime<Utc>> {
     let mut parts = token.split('.');
     let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() {
@@ -126,8 +137,8 @@ fn jwt_expiry(token: &str) -> Option<DateTime<Utc>> {
     let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
     let claims: serde_json::Value = serde_json::from_slice(&json).ok()?;
     // NumericDate may have a fraction; whole seconds are precise enough for a refresh deadline.
-    let exp = claims.get("exp")?.as_f64()?;
-    DateTime::from_timestamp(exp as i64, 0)
+    let seconds = claims.get(claim)?.as_f64()?;
+    DateTime::from_timestamp(seconds as i64, 0)
 }
 
 /// Where a client keeps its tokens beyond its own memory: a file, a keychain, a database.
@@ -504,12 +515,12 @@ mod tests {
     #[test]
     fn reads_exp_from_a_jwt() {
         let at = |s| DateTime::from_timestamp(s, 0);
-        assert_eq!(jwt_expiry(&jwt(r#"{"sub":"1","exp":1700000000}"#)), at(1_700_000_000));
-        assert_eq!(jwt_expiry(&jwt(r#"{"exp":1700000000.75}"#)), at(1_700_000_000));
-        assert_eq!(jwt_expiry(&jwt(r#"{"sub":"1"}"#)), None);
-        assert_eq!(jwt_expiry("opaque-token"), None);
-        assert_eq!(jwt_expiry("a.!!!.c"), None);
-        assert_eq!(jwt_expiry("a.b.c.d"), None);
+        assert_eq!(jwt_claim_time(&jwt(r#"{"sub":"1","exp":1700000000}"#), "exp"), at(1_700_000_000));
+        assert_eq!(jwt_claim_time(&jwt(r#"{"exp":1700000000.75}"#), "exp"), at(1_700_000_000));
+        assert_eq!(jwt_claim_time(&jwt(r#"{"sub":"1"}"#), "exp"), None);
+        assert_eq!(jwt_claim_time("opaque-token", "exp"), None);
+        assert_eq!(jwt_claim_time("a.!!!.c", "exp"), None);
+        assert_eq!(jwt_claim_time("a.b.c.d", "exp"), None);
     }
 
     #[test]
@@ -536,6 +547,11 @@ mod tests {
         assert!(tokens.expires_within(Duration::from_secs(30), now));
         assert!(!tokens.expires_within(Duration::from_secs(10), now));
         assert!(!Tokens::new("a", "r").expires_within(Duration::from_secs(3600), now));
+        // A 4 s token under a 30 s skew is refreshed at half-life, not at once.
+        let iat = now.timestamp();
+        let short = Tokens::new(jwt(&format!(r#"{{"iat":{iat},"exp":{}}}"#, iat + 4)), "r");
+        assert!(!short.expires_within(Duration::from_secs(30), now));
+        assert!(short.expires_within(Duration::from_secs(30), now + TimeDelta::seconds(2)));
     }
 
     #[test]

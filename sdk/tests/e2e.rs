@@ -1,0 +1,229 @@
+//! The SDK against the real server: started in-process on a random port, on SQLite, with short
+//! token lifetimes, so every method and an access-token expiry mid-workload run for real.
+#![cfg(feature = "client")]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::TryStreamExt as _;
+use tasklane::{Client, Error, MemoryTokenStore, NewTask, TaskSort, TaskStatus, TaskUpdate};
+
+/// A server on 127.0.0.1:<random port> and the number of `/auth/refresh` calls it served.
+struct Server {
+    url: String,
+    refreshes: Arc<AtomicUsize>,
+    shutdown: rocket::Shutdown,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start(access_ttl: Duration, configure: impl FnOnce(&mut tasklane_server::Config)) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = tasklane_server::Config::sqlite(dir.path().join("tasklane.db"));
+        config.access_token_ttl = access_ttl;
+        config.rate_limits = tasklane_server::limits::LimitSettings::off();
+        configure(&mut config);
+        let figment = tasklane_server::rocket_figment().merge(("port", 0)).merge(("log_level", "off"));
+        let refreshes = Arc::new(AtomicUsize::new(0));
+        let counted = refreshes.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let tx = std::sync::Mutex::new(Some(tx));
+        let rocket = tasklane_server::build_with(config, figment)
+            .await
+            .unwrap()
+            .attach(rocket::fairing::AdHoc::on_response("count refreshes", move |req, res| {
+                let counted = counted.clone();
+                Box::pin(async move {
+                    if req.uri().path() == "/auth/refresh" && res.status().code == 200 {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            }))
+            .attach(rocket::fairing::AdHoc::on_liftoff("port", move |rocket| {
+                Box::pin(async move {
+                    if let Some(tx) = tx.lock().unwrap().take() {
+                        let _ = tx.send((rocket.config().port, rocket.shutdown()));
+                    }
+                })
+            }));
+        tokio::spawn(rocket.launch());
+        let (port, shutdown) = rx.await.unwrap();
+        Server { url: format!("http://127.0.0.1:{port}"), refreshes, shutdown, _dir: dir }
+    }
+
+    fn refreshes(&self) -> usize {
+        self.refreshes.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.clone().notify();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sdk_method_against_the_server() {
+    let server = Server::start(Duration::from_secs(900), |_| {}).await;
+    let store = MemoryTokenStore::new();
+    let client = Client::builder(&server.url).token_store(store.clone()).build().unwrap();
+
+    assert_eq!(client.health().await.unwrap().status, "ok");
+    assert_eq!(client.ready().await.unwrap().checks["database"], "ok");
+
+    let tokens = client.register("e2e-user", "correct horse").await.unwrap();
+    assert_eq!(store.get(), Some(tokens.clone()));
+    let me = client.me().await.unwrap();
+    assert_eq!(me.username, "e2e-user");
+
+    // Errors come back typed, with the server's detail and request id.
+    let conflict = client.register("E2E-USER", "correct horse").await.unwrap_err();
+    assert!(matches!(conflict, Error::Conflict { .. }), "{conflict:?}");
+    assert_eq!(conflict.status(), Some(409));
+    assert!(conflict.detail().unwrap().contains("taken"));
+    assert!(conflict.request_id().is_some_and(|id| !id.is_empty()));
+
+    let tasks = client.tasks();
+    let a = tasks.create(NewTask::new("  alpha ").description("first")).await.unwrap();
+    assert_eq!(a.title, "alpha");
+    assert_eq!(a.user_id, me.id);
+    let b = tasks.create(NewTask::new("beta").status(TaskStatus::Done)).await.unwrap();
+    let c = tasks.create(NewTask::new("gamma")).await.unwrap();
+    assert_eq!(tasks.get(a.id).await.unwrap(), a);
+
+    let page = tasks.list().sort(TaskSort::CreatedAt).limit(2).await.unwrap();
+    assert_eq!(page.items.iter().map(|t| t.id).collect::<Vec<_>>(), vec![a.id, b.id]);
+    assert_eq!(page.total, Some(3));
+    assert!(page.next.is_some());
+    let second = tasks.next_page(&page).await.unwrap().expect("a second page");
+    assert_eq!(second.items.iter().map(|t| t.id).collect::<Vec<_>>(), vec![c.id]);
+    assert!(tasks.next_page(&second).await.unwrap().is_none());
+    let done = tasks.list().status(TaskStatus::Done).await.unwrap();
+    assert_eq!(done.items, vec![b.clone()]);
+    let titles: Vec<String> = tasks
+        .list()
+        .sort(TaskSort::TitleDesc)
+        .limit(1)
+        .stream()
+        .map_ok(|t| t.title)
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(titles, vec!["gamma", "beta", "alpha"]);
+
+    let updated = tasks.update(a.id, TaskUpdate::new().status(TaskStatus::InProgress)).await.unwrap();
+    assert_eq!((updated.status, updated.description.as_deref()), (TaskStatus::InProgress, Some("first")));
+    let patched = tasks.patch(a.id, TaskUpdate::new().clear_description().title("alpha 2")).await.unwrap();
+    assert_eq!((patched.title.as_str(), patched.description), ("alpha 2", None));
+    assert!(patched.updated_at > a.updated_at);
+
+    tasks.delete(c.id).await.unwrap();
+    let missing = tasks.get(c.id).await.unwrap_err();
+    assert!(matches!(missing, Error::NotFound { .. }), "{missing:?}");
+    assert!(matches!(tasks.delete(c.id).await.unwrap_err(), Error::NotFound { .. }));
+
+    // Invalid input is refused before it is sent, by the rules the server applies.
+    let invalid = tasks.create(NewTask::new("")).await.unwrap_err();
+    assert!(matches!(invalid, Error::Validation { .. }), "{invalid:?}");
+
+    // An explicit refresh rotates the refresh token and hands it to the store.
+    let rotated = client.refresh().await.unwrap();
+    assert_ne!(rotated.refresh_token(), tokens.refresh_token());
+    assert_eq!(store.get(), Some(rotated.clone()));
+    assert_eq!(server.refreshes(), 1);
+
+    // Another client logs in as the same user: a second session.
+    let other = Client::new(&server.url).unwrap();
+    other.login("e2e-user", "correct horse").await.unwrap();
+    assert_eq!(other.tasks().list().await.unwrap().total, Some(2));
+    let bad = Client::new(&server.url).unwrap().login("e2e-user", "wrong password").await.unwrap_err();
+    assert!(matches!(bad, Error::Unauthorized { .. }), "{bad:?}");
+
+    client.logout().await.unwrap();
+    assert_eq!(store.get(), None);
+    assert!(client.tokens().is_none());
+    let after = client.tasks().list().await.unwrap_err();
+    assert!(matches!(after, Error::Unauthorized { .. }), "{after:?}");
+    // The other session is untouched.
+    assert_eq!(other.me().await.unwrap().id, me.id);
+}
+
+/// Access tokens living 2 s under a workload of 4 s: the client refreshes on its own, once per
+/// expiry however many calls are in flight, and no call fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn access_token_expiry_in_the_middle_of_a_workload() {
+    let server = Server::start(Duration::from_secs(2), |_| {}).await;
+    let store = MemoryTokenStore::new();
+    let client = Client::builder(&server.url).token_store(store.clone()).build().unwrap();
+    client.register("busy", "correct horse").await.unwrap();
+    let first = store.get().unwrap();
+
+    let started = std::time::Instant::now();
+    let workers = (0..16).map(|w| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut calls = 0;
+            while started.elapsed() < Duration::from_secs(4) {
+                let task = client.tasks().create(NewTask::new(format!("w{w}-{calls}"))).await?;
+                client.tasks().get(task.id).await?;
+                calls += 2;
+            }
+            Ok::<_, Error>(calls)
+        })
+    });
+    let mut calls = 0;
+    for worker in workers {
+        calls += worker.await.unwrap().expect("no call fails across the expiries");
+    }
+    assert!(calls > 32, "the workload ran: {calls} calls");
+
+    // The token lives 2 s and the client refreshes at half-life: about one refresh a second,
+    // never one per call.
+    let refreshes = server.refreshes();
+    assert!((2..=8).contains(&refreshes), "{refreshes} refreshes for {calls} calls");
+    let last = store.get().unwrap();
+    assert_ne!(last.refresh_token(), first.refresh_token(), "rotated tokens reached the store");
+    assert_eq!(client.tokens(), Some(last));
+}
+
+/// A session the server no longer knows (logged out elsewhere) ends with `SessionExpired`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_session_ends_with_session_expired() {
+    let server = Server::start(Duration::from_secs(1), |_| {}).await;
+    let store = MemoryTokenStore::new();
+    let client = Client::builder(&server.url).token_store(store.clone()).build().unwrap();
+    let tokens = client.register("revoked", "correct horse").await.unwrap();
+    // Logged out from elsewhere with the same refresh token.
+    let elsewhere = Client::builder(&server.url).tokens(tokens).build().unwrap();
+    elsewhere.logout().await.unwrap();
+    // Once the access token is stale, the refresh is refused.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let err = client.me().await.unwrap_err();
+    assert!(matches!(err, Error::SessionExpired { .. }), "{err:?}");
+    assert_eq!(store.get(), None);
+    assert!(client.tokens().is_none());
+}
+
+/// The server's rate limit surfaces as `RateLimited` with its `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_surface_as_rate_limited() {
+    let server = Server::start(Duration::from_secs(900), |config| {
+        config.rate_limits = tasklane_server::limits::LimitSettings {
+            per_account: std::num::NonZeroU32::new(2),
+            per_address: None,
+        };
+    })
+    .await;
+    let client =
+        Client::builder(&server.url).retry_policy(tasklane::RetryPolicy::disabled()).build().unwrap();
+    client.register("limited", "correct horse").await.unwrap();
+    client.login("limited", "correct horse").await.unwrap();
+    client.login("limited", "correct horse").await.unwrap();
+    let err = client.login("limited", "correct horse").await.unwrap_err();
+    assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
+    assert_eq!(err.status(), Some(429));
+    let wait = err.retry_after().expect("Retry-After");
+    assert!(wait >= Duration::from_secs(1) && wait <= Duration::from_secs(30), "{wait:?}");
+    assert!(err.is_retryable());
+}
