@@ -1,0 +1,335 @@
+//! Every example, run as built against a real server: started in-process on a random port, on
+//! a fresh SQLite database, so a broken example fails the tests.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rocket::fairing::AdHoc;
+use tasklane_server::limits::LimitSettings;
+use tasklane_server::Config;
+
+/// The server on 127.0.0.1:<random port>, served by a runtime on its own thread, and what it
+/// saw: successful refreshes and the `User-Agent` of every request.
+struct Server {
+    url: String,
+    refreshes: Arc<AtomicUsize>,
+    user_agents: Arc<Mutex<Vec<String>>>,
+    shutdown: rocket::Shutdown,
+    thread: Option<JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(access_token_ttl: Duration) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::sqlite(dir.path().join("tasklane.db"));
+        config.access_token_ttl = access_token_ttl;
+        // Every example logs in from the same address, again and again.
+        config.rate_limits = LimitSettings::off();
+        let figment = tasklane_server::rocket_figment()
+            .merge(("address", "127.0.0.1"))
+            .merge(("port", 0))
+            .merge(("log_level", "off"))
+            .merge(("shutdown.grace", 1))
+            .merge(("shutdown.mercy", 1));
+
+        let refreshes = Arc::new(AtomicUsize::new(0));
+        let user_agents = Arc::new(Mutex::new(Vec::new()));
+        let (counted, seen) = (refreshes.clone(), user_agents.clone());
+        let (started, liftoff) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async move {
+                let rocket = tasklane_server::build_with(config, figment)
+                    .await
+                    .unwrap()
+                    .attach(AdHoc::on_request("user agents", move |req, _| {
+                        if let Some(agent) = req.headers().get_one("User-Agent") {
+                            seen.lock().unwrap().push(agent.to_owned());
+                        }
+                        Box::pin(async {})
+                    }))
+                    .attach(AdHoc::on_response("refreshes", move |req, res| {
+                        if req.uri().path() == "/auth/refresh" && res.status().code == 200 {
+                            counted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Box::pin(async {})
+                    }))
+                    .attach(AdHoc::on_liftoff("port", move |rocket| {
+                        let _ = started.send((rocket.config().port, rocket.shutdown()));
+                        Box::pin(async {})
+                    }));
+                let _ = rocket.launch().await;
+            });
+        });
+        let (port, shutdown) = liftoff.recv_timeout(Duration::from_secs(60)).expect("the server starts");
+        Server {
+            url: format!("http://127.0.0.1:{port}"),
+            refreshes,
+            user_agents,
+            shutdown,
+            thread: Some(thread),
+            _dir: dir,
+        }
+    }
+
+    fn refreshes(&self) -> usize {
+        self.refreshes.load(Ordering::SeqCst)
+    }
+
+    /// Runs the example `bin` against this server with `args`, without a terminal on stdin and
+    /// with none of the developer's own Tasklane settings.
+    fn run(&self, bin: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut command = Command::new(bin);
+        command.args(args).stdin(Stdio::null()).env("TASKLANE_URL", &self.url).env("NO_PROXY", "127.0.0.1");
+        for var in ["TASKLANE_USER", "TASKLANE_PASSWORD", "TASKLANE_CONFIG_DIR", "TASKLANE_PROXY"] {
+            command.env_remove(var);
+        }
+        command.envs(env.iter().copied());
+        let output = command.output().unwrap_or_else(|e| panic!("run {bin}: {e}"));
+        Run {
+            what: format!("{} {}", Path::new(bin).file_name().unwrap().to_string_lossy(), args.join(" ")),
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.clone().notify();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One finished run of an example.
+#[derive(Debug)]
+struct Run {
+    what: String,
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// Asserts the exit status, and returns stdout.
+    #[track_caller]
+    fn exits(&self, code: i32) -> &str {
+        assert_eq!(self.code, Some(code), "`{}` exited with {:?}\n{self:#?}", self.what, self.code);
+        &self.stdout
+    }
+
+    #[track_caller]
+    fn ok(&self) -> &str {
+        self.exits(0)
+    }
+}
+
+const QUICKSTART: &str = env!("CARGO_BIN_EXE_quickstart");
+const TASKCTL: &str = env!("CARGO_BIN_EXE_taskctl");
+const CONCURRENT: &str = env!("CARGO_BIN_EXE_concurrent");
+const CUSTOM_CLIENT: &str = env!("CARGO_BIN_EXE_custom_client");
+
+#[test]
+fn quickstart_registers_then_logs_in_on_the_next_run() {
+    let server = Server::start(Duration::from_secs(900));
+    for first in [true, false] {
+        let run = server.run(QUICKSTART, &[], &[]);
+        let out = run.ok();
+        let greeting = if first { "registered quickstart-demo" } else { "logged in as quickstart-demo" };
+        assert!(out.contains(greeting), "{run:#?}");
+        for step in
+            ["created  #", "listed   1 pending task(s) of 1", "updated  #", "is now done", "deleted  #"]
+        {
+            assert!(out.contains(step), "{step:?} missing: {run:#?}");
+        }
+        assert!(out.ends_with("logged out\n"), "{run:#?}");
+    }
+}
+
+#[test]
+fn quickstart_says_when_no_server_answers() {
+    // A port that was free a moment ago, and on which nothing listens now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let output = Command::new(QUICKSTART)
+        .stdin(Stdio::null())
+        .env("TASKLANE_URL", &url)
+        .env("NO_PROXY", "127.0.0.1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("quickstart: the request could not be completed: "), "{stderr}");
+    assert!(stderr.contains(&format!("is a server running at {url}?")), "{stderr}");
+}
+
+/// The task number in taskctl's `added #N: title`.
+fn added_id(out: &str) -> String {
+    let rest = out.strip_prefix("added #").unwrap_or_else(|| panic!("{out:?}"));
+    rest.split(':').next().unwrap().to_owned()
+}
+
+#[test]
+fn taskctl_keeps_its_session_between_runs() {
+    // Access tokens of 3 s, so that later runs resume the session with a refresh.
+    let server = Server::start(Duration::from_secs(3));
+    let config = tempfile::tempdir().unwrap();
+    let config_dir = config.path().join("tasklane");
+    let session = config_dir.join("session.json");
+    let env = [("TASKLANE_CONFIG_DIR", config_dir.to_str().unwrap())];
+    let taskctl = |args: &[&str]| server.run(TASKCTL, args, &env);
+
+    // Not logged in yet.
+    let run = taskctl(&["whoami"]);
+    run.exits(1);
+    assert_eq!(run.stderr, "taskctl: not logged in: run `taskctl login`\n");
+
+    // Without a terminal, what is missing cannot be asked for: a usage error.
+    let run = taskctl(&["register", "--username", "ada"]);
+    run.exits(2);
+    assert!(run.stderr.contains("--password (or TASKLANE_PASSWORD) is required"), "{run:#?}");
+
+    let run = taskctl(&["register", "--username", "ada", "--password", "correct horse"]);
+    assert_eq!(run.ok(), "registered and logged in as ada\n");
+    let run = taskctl(&["register", "--username", "ADA", "--password", "correct horse"]);
+    run.exits(1);
+    assert!(run.stderr.contains("that username is taken"), "{run:#?}");
+
+    // Log out, and in again in one process; every later command is a new process.
+    assert_eq!(taskctl(&["logout"]).ok(), "logged out\n");
+    assert!(!session.exists(), "logout removes the session file");
+    let run = taskctl(&["login", "--username", "ada", "--password", "wrong password"]);
+    run.exits(1);
+    assert_eq!(run.stderr, "taskctl: wrong username or password\n");
+    let run = server.run(
+        TASKCTL,
+        &["login"],
+        &[env[0], ("TASKLANE_USER", "ada"), ("TASKLANE_PASSWORD", "correct horse")],
+    );
+    assert_eq!(run.ok(), "logged in as ada\n");
+
+    // The session file: only its owner may read it, and it names the server.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&session).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "session file mode {mode:o}");
+    }
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&session).unwrap()).unwrap();
+    assert_eq!(saved["server"], server.url.as_str());
+
+    let first = added_id(taskctl(&["add", "Write the docs", "--description", "all of them"]).ok());
+    let second = added_id(taskctl(&["add", "Ship it"]).ok());
+    let out = taskctl(&["ls"]).ok().to_owned();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].contains(&format!("#{first}"))
+            && lines[0].contains("pending")
+            && lines[0].ends_with("Write the docs")
+    );
+    assert!(lines[1].ends_with("all of them"), "{out}");
+    assert!(lines[2].contains(&format!("#{second}")) && lines[2].ends_with("Ship it"), "{out}");
+
+    assert_eq!(taskctl(&["done", &first]).ok(), format!("done #{first}: Write the docs\n"));
+    let done = taskctl(&["ls", "--status", "done"]).ok().to_owned();
+    assert!(done.contains("Write the docs") && !done.contains("Ship it"), "{done}");
+    let pending = taskctl(&["ls", "--status", "pending"]).ok().to_owned();
+    assert!(pending.contains("Ship it") && !pending.contains("Write the docs"), "{pending}");
+    taskctl(&["ls", "--status", "someday"]).exits(2);
+
+    // Let the access token expire: the next run refreshes, and saves the rotated refresh token
+    // for the run after it (reusing the old one would end the session).
+    let read_session =
+        || -> serde_json::Value { serde_json::from_slice(&std::fs::read(&session).unwrap()).unwrap() };
+    let before = read_session()["tokens"]["refresh_token"].clone();
+    let refreshes = server.refreshes();
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(taskctl(&["whoami"]).ok(), format!("ada (user #1) at {}\n", server.url));
+    assert!(server.refreshes() > refreshes, "the expired access token was refreshed");
+    assert_ne!(read_session()["tokens"]["refresh_token"], before, "the rotated refresh token was saved");
+    std::thread::sleep(Duration::from_millis(3500));
+    assert!(taskctl(&["ls"]).ok().contains("Ship it"));
+
+    assert_eq!(taskctl(&["rm", &second]).ok(), format!("removed #{second}\n"));
+    let run = taskctl(&["rm", &second]);
+    run.exits(1);
+    assert_eq!(run.stderr, format!("taskctl: no task #{second}\n"));
+
+    // A session belongs to its server: pointed elsewhere, taskctl neither uses nor removes it.
+    let elsewhere = server.url.replace("127.0.0.1", "localhost");
+    let run = server.run(TASKCTL, &["whoami"], &[env[0], ("TASKLANE_URL", &elsewhere)]);
+    run.exits(1);
+    assert!(run.stderr.contains("not logged in"), "{run:#?}");
+    assert_eq!(
+        server.run(TASKCTL, &["logout"], &[env[0], ("TASKLANE_URL", &elsewhere)]).ok(),
+        "not logged in\n"
+    );
+    assert!(session.exists());
+
+    assert_eq!(taskctl(&["logout"]).ok(), "logged out\n");
+    let run = taskctl(&["add", "One more thing"]);
+    run.exits(1);
+    assert_eq!(run.stderr, "taskctl: not logged in: run `taskctl login`\n");
+
+    taskctl(&["frobnicate"]).exits(2);
+}
+
+#[test]
+fn taskctl_ls_pages_through_every_task() {
+    let server = Server::start(Duration::from_secs(900));
+    let config = tempfile::tempdir().unwrap();
+    let env = [("TASKLANE_CONFIG_DIR", config.path().to_str().unwrap())];
+    server.run(TASKCTL, &["register", "-u", "grace", "--password", "correct horse"], &env).ok();
+
+    // More tasks than fit on one page (100), made through the SDK in a session of its own.
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let client = tasklane::Client::new(&server.url).unwrap();
+        client.login("grace", "correct horse").await.unwrap();
+        for n in 1..=120 {
+            client.tasks().create(tasklane::NewTask::new(format!("task {n:03}"))).await.unwrap();
+        }
+    });
+    let out = server.run(TASKCTL, &["ls"], &env).ok().to_owned();
+    let titles: Vec<&str> = out.lines().map(|line| line.rsplit("  ").next().unwrap()).collect();
+    let expected: Vec<String> = (1..=120).map(|n| format!("task {n:03}")).collect();
+    assert_eq!(titles, expected, "oldest first, all pages");
+}
+
+#[test]
+fn concurrent_workers_share_one_refresh() {
+    // Tokens of 10 s. The client refreshes ahead of expiry by its skew, at most half the
+    // lifetime: the 50 workers create their tasks well within the first 5 s (no refresh yet),
+    // then wait out the rest.
+    let server = Server::start(Duration::from_secs(10));
+    let run = server.run(CONCURRENT, &[], &[]);
+    let out = run.ok();
+    assert!(out.contains("50 workers finished and deleted their tasks after the expiry"), "{run:#?}");
+    assert!(out.contains("token refreshes: 1\n"), "{run:#?}");
+    assert_eq!(server.refreshes(), 1, "refreshes the server made");
+}
+
+#[test]
+fn custom_client_sends_its_own_user_agent() {
+    let server = Server::start(Duration::from_secs(900));
+    let run = server.run(CUSTOM_CLIENT, &[], &[]);
+    let out = run.ok();
+    assert!(
+        out.contains(&format!("{} is ok (asked as tasklane-custom-client-example/", server.url)),
+        "{run:#?}"
+    );
+    assert!(out.contains("logged in as custom-client-demo (user #1) through the custom client"), "{run:#?}");
+    let agents = server.user_agents.lock().unwrap();
+    assert!(
+        !agents.is_empty() && agents.iter().all(|a| a.starts_with("tasklane-custom-client-example/")),
+        "{agents:?}"
+    );
+}
