@@ -1,0 +1,285 @@
+#!/usr/bin/env python3
+"""Tasklane load benchmark: one command, bounded in time, one table.
+
+    python3 bench/run.py            # or: DURATION=5 REPEAT=3 python3 bench/run.py
+
+It builds the server in release mode, starts PostgreSQL + Redis on 127.0.0.1 (own ports and
+data dir, PostgreSQL with its durable defaults), then for each backend (PostgreSQL + Redis, and
+the SQLite default) starts the server, seeds a user with 20 tasks, and drives the scenarios with
+wrk at CONNECTIONS connections:
+
+  1 list      GET /tasks/ of a user with 20 tasks
+  2 create    POST /tasks/
+  3 update    PUT /tasks/{id}
+  4 login     POST /auth/login
+  5 storm     scenario 1 while a login storm runs at full concurrency beside it
+  6 refresh   POST /auth/refresh (rotation off: wrk repeats one body on every connection)
+
+plus pgbench running the server's own list query (prepared, same concurrency) as a floor.
+Each scenario runs REPEAT times; the table shows medians (rps, p50, p99), the sum of errors and
+the peak RSS of the server during the scenario (VmHWM, reset before each run). Everything it
+starts, it stops.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA = ROOT / "bench" / "lua"
+DURATION = int(os.environ.get("DURATION", "10"))
+REPEAT = int(os.environ.get("REPEAT", "3"))
+CONNECTIONS = int(os.environ.get("CONNECTIONS", "64"))
+THREADS = int(os.environ.get("THREADS", "2"))
+PG_PORT = int(os.environ.get("BENCH_PG_PORT", "55442"))
+REDIS_PORT = int(os.environ.get("BENCH_REDIS_PORT", "56389"))
+SERVER_PORT = int(os.environ.get("BENCH_SERVER_PORT", "8790"))
+SERVER_LOG = os.environ.get("BENCH_RUST_LOG", "info")
+BACKENDS = os.environ.get("BACKENDS", "postgres,sqlite").split(",")
+SECRET = "bench-secret-0123456789abcdef0123456789"
+PASSWORD = "correct horse battery"
+# The exact statement the server sends for a default listing (server/src/store/sql.rs).
+LIST_SQL = (
+    "SELECT id, user_id, title, description, status, created_at, updated_at, COUNT(*) OVER () AS total "
+    "FROM tasks WHERE user_id = $1 AND (CAST($2 AS TEXT) IS NULL OR status = $2) "
+    "ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
+)
+
+
+def log(*args):
+    print("bench:", *args, file=sys.stderr, flush=True)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, text=True, **kw)
+
+
+def http(method, path, body=None, token=None):
+    req = urllib.request.Request(f"http://127.0.0.1:{SERVER_PORT}{path}", method=method)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    data = json.dumps(body).encode() if body is not None else None
+    with urllib.request.urlopen(req, data=data, timeout=30) as res:
+        text = res.read()
+        return json.loads(text) if text else None
+
+
+class Server:
+    def __init__(self, env, log_path):
+        self.log = open(log_path, "w")
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "ROCKET_"))}
+        full_env.update(env)
+        self.proc = subprocess.Popen(
+            [str(ROOT / "target" / "release" / "tasklane-server")],
+            env=full_env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=env.get("BENCH_CWD", ROOT),
+        )
+        deadline = time.time() + 60
+        while True:
+            try:
+                http("GET", "/health")
+                return
+            except Exception:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    raise SystemExit(f"server did not start; see {log_path}")
+                time.sleep(0.1)
+
+    def rss_mb(self, field="VmRSS"):
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def reset_peak(self):
+        # Writing 5 to clear_refs resets VmHWM (peak RSS) to the current RSS.
+        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def parse_wrk(out):
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    pct = {}
+    for p, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
+        pct[p] = float(value) * UNITS[unit]
+    errors = 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    return {"rps": rps, "p50": pct.get("50"), "p99": pct.get("99"), "errors": errors}
+
+
+def wrk(script, env, connections=CONNECTIONS, background=False):
+    cmd = ["wrk", f"-t{THREADS}", f"-c{connections}", f"-d{DURATION}s", "--latency", "-s", str(LUA / script),
+           f"http://127.0.0.1:{SERVER_PORT}"]
+    full_env = dict(os.environ, BENCH_LUA_DIR=str(LUA), **env)
+    if background:
+        return subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, text=True)
+    return parse_wrk(run(cmd, env=full_env, capture_output=True).stdout)
+
+
+def median_of(runs):
+    def med(key):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        return statistics.median(values) if values else None
+    return {"rps": med("rps"), "p50": med("p50"), "p99": med("p99"),
+            "errors": sum(r["errors"] for r in runs), "rss": max(r.get("rss", 0) for r in runs)}
+
+
+def scenario(server, name, runner):
+    runs = []
+    for i in range(REPEAT):
+        server.reset_peak()
+        result = runner()
+        result["rss"] = server.rss_mb("VmHWM")
+        runs.append(result)
+        log(f"{name} run {i + 1}/{REPEAT}: {result['rps']:.0f} rps, p99 {result['p99']} ms, {result['errors']} errors")
+    return median_of(runs)
+
+
+def bench_backend(backend, work):
+    env = {
+        "SECRET_KEY": SECRET,
+        "ROCKET_ADDRESS": "127.0.0.1",
+        "ROCKET_PORT": str(SERVER_PORT),
+        "RATE_LIMIT_ACCOUNT_PER_MINUTE": "0",
+        "RATE_LIMIT_ADDRESS_PER_MINUTE": "0",
+        "REFRESH_TOKEN_ROTATION": "false",
+        "RUST_LOG": SERVER_LOG,
+    }
+    if backend == "postgres":
+        admin = f"postgres://postgres@127.0.0.1:{PG_PORT}/postgres"
+        run(["psql", admin, "-qc", "DROP DATABASE IF EXISTS tasklane_bench WITH (FORCE)"], capture_output=True)
+        run(["psql", admin, "-qc", "CREATE DATABASE tasklane_bench"], capture_output=True)
+        env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:{PG_PORT}/tasklane_bench"
+        env["REDIS_URL"] = f"redis://127.0.0.1:{REDIS_PORT}"
+        run(["redis-cli", "-p", str(REDIS_PORT), "flushall"], capture_output=True)
+    else:
+        env["DATABASE_URL"] = f"sqlite:{work}/bench.db"
+    server = Server(env, f"{work}/server-{backend}.log")
+    rows = {}
+    try:
+        time.sleep(1)
+        rows["idle RSS"] = {"rss": server.rss_mb()}
+        reader = http("POST", "/auth/register", {"username": "reader", "password": PASSWORD})
+        writer = http("POST", "/auth/register", {"username": "writer", "password": PASSWORD})
+        ids = [http("POST", "/tasks/", {"title": f"task {i}"}, reader["access_token"])["id"] for i in range(20)]
+        read_env = {"BENCH_TOKEN": reader["access_token"], "BENCH_TASK_IDS": ",".join(map(str, ids))}
+
+        rows["1 list"] = scenario(server, "list", lambda: wrk("list.lua", read_env))
+        rows["2 create"] = scenario(server, "create", lambda: wrk("create.lua", {"BENCH_TOKEN": writer["access_token"]}))
+        rows["3 update"] = scenario(server, "update", lambda: wrk("update.lua", read_env))
+        rows["4 login"] = scenario(server, "login", lambda: wrk("login.lua", {"BENCH_USER": "reader"}))
+
+        def storm():
+            logins = wrk("login.lua", {"BENCH_USER": "writer"}, background=True)
+            time.sleep(0.5)
+            listed = wrk("list.lua", read_env)
+            logins.wait()
+            return listed
+        rows["5 list + login storm"] = scenario(server, "storm", storm)
+        rows["6 refresh"] = scenario(server, "refresh", lambda: wrk("refresh.lua", {"BENCH_REFRESH": reader["refresh_token"]}))
+
+        if backend == "postgres":
+            rows["pgbench: list query"] = pgbench(env["DATABASE_URL"], reader)
+    finally:
+        server.stop()
+    return rows
+
+
+def pgbench(url, reader):
+    me = http("GET", "/auth/me", token=reader["access_token"])
+    script = Path(tempfile.mkstemp(suffix=".sql")[1])
+    # pgbench variables stand where the server binds parameters; -M prepared makes it a
+    # prepared statement, as sqlx's are.
+    sql = LIST_SQL.replace("$1", ":uid").replace("$2", "NULL").replace("$3", "50").replace("$4", "0")
+    script.write_text(f"\\set uid {me['id']}\n{sql};\n")
+    runs = []
+    for i in range(REPEAT):
+        out = run(["pgbench", "-n", "-M", "prepared", "-c", str(CONNECTIONS), "-j", str(THREADS), "-T", str(DURATION),
+                   "-f", str(script), url], capture_output=True).stdout
+        tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
+        avg = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))
+        failed = re.search(r"number of failed transactions: (\d+)", out)
+        runs.append({"rps": tps, "p50": None, "p99": None, "avg": avg, "errors": int(failed.group(1)) if failed else 0})
+        log(f"pgbench run {i + 1}/{REPEAT}: {tps:.0f} tps")
+    script.unlink()
+    result = median_of(runs)
+    result["rss"] = None
+    return result
+
+
+def main():
+    if not shutil.which("wrk"):
+        log("installing wrk")
+        run(["apt-get", "install", "-y", "-qq", "wrk"], capture_output=True)
+    log("building the server (release)")
+    run(["cargo", "build", "--release", "-q", "-p", "tasklane-server"], cwd=ROOT)
+    work = tempfile.mkdtemp(prefix="tasklane-bench-")
+    os.chmod(work, 0o755)  # PostgreSQL runs as its own user and must reach its data dir inside
+    services = dict(os.environ, TASKLANE_PG_PORT=str(PG_PORT), TASKLANE_REDIS_PORT=str(REDIS_PORT),
+                    TASKLANE_SERVICES_DIR=f"{work}/services", TASKLANE_PG_DURABLE="1")
+    results = {}
+    try:
+        if "postgres" in BACKENDS:
+            run([str(ROOT / "scripts" / "services.sh"), "start"], env=services, capture_output=True)
+        for backend in BACKENDS:
+            log(f"backend: {backend}")
+            results[backend] = bench_backend(backend, work)
+    finally:
+        if "postgres" in BACKENDS:
+            subprocess.run([str(ROOT / "scripts" / "services.sh"), "stop"], env=services, capture_output=True)
+    print_table(results)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(results):
+    print(f"\nwrk -t{THREADS} -c{CONNECTIONS} -d{DURATION}s, medians of {REPEAT} runs, nproc={os.cpu_count()}, "
+          f"server RUST_LOG={SERVER_LOG}")
+    print(f"| backend | scenario | rps | p50 ms | p99 ms | errors | peak RSS MB |")
+    print(f"| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for backend, rows in results.items():
+        name = "PostgreSQL + Redis" if backend == "postgres" else "SQLite"
+        for scenario, r in rows.items():
+            print(f"| {name} | {scenario} | {fmt(r.get('rps'), '.0f')} | {fmt(r.get('p50'), '.2f')} | "
+                  f"{fmt(r.get('p99'), '.2f')} | {fmt(r.get('errors'), 'd')} | {fmt(r.get('rss'), '.1f')} |")
+    pg = results.get("postgres", {})
+    if "1 list" in pg and "pgbench: list query" in pg:
+        share = pg["1 list"]["rps"] / pg["pgbench: list query"]["rps"]
+        print(f"\nPostgreSQL list: server at {share:.0%} of pgbench running its query alone.")
+    for backend, rows in results.items():
+        if "1 list" in rows and "5 list + login storm" in rows:
+            ratio = rows["5 list + login storm"]["p99"] / rows["1 list"]["p99"]
+            print(f"{backend}: list p99 under the login storm is {ratio:.1f}x its p99 alone.")
+
+
+if __name__ == "__main__":
+    main()
