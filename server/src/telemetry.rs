@@ -62,12 +62,21 @@ pub fn metrics_endpoint(state: &State<AppState>) -> (ContentType, String) {
     (ContentType::new("text", "plain").with_params(("version", "0.0.4")), prometheus().render())
 }
 
-/// Installs the log subscriber: `LOG_FORMAT=json` for one JSON object per line, else text.
-/// `RUST_LOG` filters (default `info`).
+/// The log filter when `RUST_LOG` is unset: our events at `info` (one line per request, in its
+/// span), Rocket's start-up report, but not Rocket's own per-request lines ("Matched",
+/// "Outcome", "Response succeeded", catcher and failed-guard notices), which repeat what the
+/// request span says several times over and cost a write each.
+pub const DEFAULT_LOG_FILTER: &str = "info,rocket::server=error,rocket::shield=warn,\
+     tasklane_server::auth::_=error,tasklane_server::tasks::_=error,tasklane_server::ops::_=error";
+
+/// Installs the log subscriber: `LOG_FORMAT=json` for one JSON object per line, else text
+/// (coloured only on a terminal). `RUST_LOG` filters (default [`DEFAULT_LOG_FILTER`]).
 pub fn init_logging() -> Result<(), String> {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stdout().is_terminal());
     match std::env::var("LOG_FORMAT").as_deref() {
         Ok("json") => builder.json().flatten_event(true).with_current_span(true).init(),
         Ok("text") | Err(_) => builder.init(),
