@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::str::FromStr;
 
 use rocket::data::{self, Data, FromData, ToByteUnit};
-use rocket::form::{self, FromFormField, ValueField};
+use rocket::form::{self, FromForm, ValueField};
 use rocket::Request;
 use rocket_okapi::gen::OpenApiGenerator;
 use rocket_okapi::okapi::openapi3::{MediaType, RequestBody};
@@ -21,8 +21,9 @@ use crate::error::ApiError;
 ///
 /// Up to 65,536 bytes are read; a larger body is 413. A `Content-Type` other than JSON is 415
 /// (a missing one is taken as JSON, as the service Tasklane replaces did). Bad syntax is 400;
-/// a well-formed body of the wrong shape (unknown field, wrong type, bad enum value) is 422 and
-/// names the field.
+/// a well-formed body of the wrong shape (not an object, unknown field, wrong type, bad enum
+/// value, a nested object or array: every body of this API is a flat object) is 422 and names
+/// the field.
 pub struct JsonBody<T>(pub T);
 
 #[rocket::async_trait]
@@ -55,24 +56,35 @@ async fn parse<T: DeserializeOwned>(req: &Request<'_>, data: Data<'_>) -> Result
     if !bytes.is_complete() {
         return Err(ApiError::PayloadTooLarge);
     }
-    let de = &mut serde_json::Deserializer::from_slice(&bytes);
-    let value = serde_path_to_error::deserialize(de).map_err(|err| {
-        let field = err.path().to_string();
-        let inner = err.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                let field = match field.as_str() {
-                    "." => named_field(&inner.to_string()).unwrap_or_else(|| "body".to_owned()),
-                    _ => field,
-                };
-                ApiError::invalid(field, strip_position(&inner.to_string()))
-            }
-            serde_json::error::Category::Eof if bytes.is_empty() => {
-                ApiError::BadRequest("the request body is empty; expected a JSON object".to_owned())
-            }
-            _ => ApiError::BadRequest(format!("malformed JSON: {inner}")),
+    // Syntax first, shape second: JSON that does not parse is 400, and well-formed JSON of the
+    // wrong shape is 422 naming the field. Deserializing straight from the bytes would mix the
+    // two: serde_json reports some type errors (a number or null where an enum belongs) as
+    // syntax errors.
+    let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|err| {
+        if err.classify() == serde_json::error::Category::Eof && bytes.is_empty() {
+            ApiError::BadRequest("the request body is empty; expected a JSON object".to_owned())
+        } else {
+            ApiError::BadRequest(format!("malformed JSON: {err}"))
         }
     })?;
+    // Every body of this API is a flat object of strings, numbers and nulls. serde is more
+    // lenient than that: a struct can be read from an array (`[]` is an empty update) and an
+    // enum from a one-key object (`{"done": null}` is `done`).
+    let Some(object) = json.as_object() else {
+        return Err(ApiError::invalid("body", "must be a JSON object"));
+    };
+    let nested = object.iter().find(|(_, v)| v.is_object() || v.is_array()).map(|(k, _)| k.clone());
+    let value = serde_path_to_error::deserialize(json).map_err(|err| {
+        let field = match err.path().to_string().as_str() {
+            "." => named_field(&err.inner().to_string()).unwrap_or_else(|| "body".to_owned()),
+            path => path.to_owned(),
+        };
+        ApiError::invalid(field, err.into_inner().to_string())
+    })?;
+    // Checked after the shape, so an unknown or mistyped field is reported as such first.
+    if let Some(field) = nested {
+        return Err(ApiError::invalid(field, "must be a string, a number, a boolean or null"));
+    }
     Ok(value)
 }
 
@@ -81,13 +93,6 @@ async fn parse<T: DeserializeOwned>(req: &Request<'_>, data: Data<'_>) -> Result
 fn named_field(message: &str) -> Option<String> {
     let rest = message.strip_prefix("unknown field `").or_else(|| message.strip_prefix("missing field `"))?;
     Some(rest.split('`').next()?.to_owned())
-}
-
-fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_owned(),
-        None => message.to_owned(),
-    }
 }
 
 impl<'r, T: DeserializeOwned + JsonSchema> OpenApiFromData<'r> for JsonBody<T> {
@@ -103,8 +108,12 @@ impl<'r, T: DeserializeOwned + JsonSchema> OpenApiFromData<'r> for JsonBody<T> {
 
 /// A query parameter kept as its raw text, so the handler can answer a bad value with a 422
 /// that names the parameter. Documented in OpenAPI with the schema of `T`.
+///
+/// Given more than once (`?status=done&status=pending`) it is an error too, where Rocket's own
+/// `Option<T>` would quietly read a repeated parameter as absent.
 pub struct QueryParam<T> {
     raw: String,
+    repeated: bool,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -114,24 +123,46 @@ where
 {
     /// Parses the value; the error names `name` and says what was expected.
     pub fn parse(&self, name: &str) -> Result<T, tasklane::types::FieldError> {
+        if self.repeated {
+            return Err(tasklane::types::FieldError::new(name, "given more than once"));
+        }
         self.raw.parse().map_err(|e: T::Err| tasklane::types::FieldError::new(name, e.to_string()))
     }
 }
 
 #[rocket::async_trait]
-impl<'v, T: Send> FromFormField<'v> for QueryParam<T> {
-    fn from_value(field: ValueField<'v>) -> form::Result<'v, Self> {
-        Ok(Self { raw: field.value.to_owned(), _type: PhantomData })
+impl<'v, T: Send> FromForm<'v> for QueryParam<T> {
+    type Context = Vec<&'v str>;
+
+    fn init(_: form::Options) -> Self::Context {
+        Vec::new()
     }
 
-    async fn from_data(_field: form::DataField<'v, '_>) -> form::Result<'v, Self> {
-        Err(form::Error::validation("query parameters only").into())
+    fn push_value(values: &mut Self::Context, field: ValueField<'v>) {
+        values.push(field.value);
+    }
+
+    async fn push_data(_: &mut Self::Context, _: form::DataField<'v, '_>) {
+        // Query parameters only: a form body never reaches a `QueryParam`.
+    }
+
+    fn finalize(values: Self::Context) -> form::Result<'v, Self> {
+        match values.first() {
+            Some(first) => {
+                Ok(Self { raw: (*first).to_owned(), repeated: values.len() > 1, _type: PhantomData })
+            }
+            None => Err(form::error::ErrorKind::Missing.into()),
+        }
     }
 }
 
 impl<T: JsonSchema> JsonSchema for QueryParam<T> {
     fn schema_name() -> String {
         T::schema_name()
+    }
+
+    fn schema_id() -> std::borrow::Cow<'static, str> {
+        T::schema_id()
     }
 
     fn json_schema(gen: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {

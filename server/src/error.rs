@@ -176,7 +176,12 @@ impl<'r> Responder<'r, 'static> for ApiError {
             }
             _ => {}
         }
-        res.ok()
+        let mut res = res.finalize();
+        if crate::routing::salvaged(req) {
+            // No fairing will see this response: give it the common headers here.
+            crate::routing::finish(req, &mut res);
+        }
+        Ok(res)
     }
 }
 
@@ -228,6 +233,15 @@ fn problem_catcher(status: Status, req: &Request<'_>) -> ApiError {
         .filter(|e| e.status() == status);
     if let Some(err) = stashed {
         return err;
+    }
+    if status == Status::BadRequest && crate::routing::salvaged(req) {
+        // Rocket could not parse the request line. With a path the app serves, the method is
+        // what it did not know (such as `QUERY`): that is a 405 like any other wrong method.
+        let allowed = crate::routing::allowed_methods(req);
+        if !allowed.is_empty() {
+            return ApiError::MethodNotAllowed(allowed);
+        }
+        return ApiError::BadRequest("unsupported method or malformed request target".into());
     }
     if status == Status::NotFound {
         let allowed = crate::routing::allowed_methods(req);

@@ -11,6 +11,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod limits;
+pub mod openapi;
 pub mod ops;
 pub mod responders;
 pub mod routing;
@@ -23,7 +24,6 @@ use std::path::Path;
 
 use rocket::figment::Figment;
 use rocket::response::Redirect;
-use rocket::shield::{Frame, Referrer, Shield};
 use rocket::{get, Build, Rocket};
 use rocket_okapi::okapi::openapi3::{Info, OpenApi};
 use rocket_okapi::settings::OpenApiSettings;
@@ -61,6 +61,9 @@ pub enum StartError {
     /// The key file could not be read or written.
     #[error("SECRET_KEY: {0}")]
     KeyFile(String),
+    /// The app itself could not be assembled (a bug, not a setting).
+    #[error("cannot start: {0}")]
+    Internal(String),
 }
 
 /// Builds the app on the environment's Rocket settings (`ROCKET_ADDRESS`, `ROCKET_PORT`, ...).
@@ -68,11 +71,28 @@ pub async fn build(config: Config) -> Result<Rocket<Build>, StartError> {
     build_with(config, rocket_figment()).await
 }
 
-/// Rocket's settings from `Rocket.toml` and `ROCKET_*`, with one safer default: no client-IP
-/// header is trusted (Rocket would trust `X-Real-IP`, which any client can forge to dodge the
+/// Seconds that requests in flight at shutdown (SIGTERM, SIGINT) may take to finish, while new
+/// connections are refused. Rocket's default is 2; a login waiting behind a queue of argon2
+/// hashes under load can need more. With [`SHUTDOWN_MERCY_SECS`] and Rocket's final second the
+/// process is gone within 8 s, inside the 10 s `docker stop` allows before SIGKILL.
+pub const SHUTDOWN_GRACE_SECS: u32 = 5;
+
+/// Seconds after the grace period for connections to close before they are cut (Rocket: 3).
+pub const SHUTDOWN_MERCY_SECS: u32 = 2;
+
+/// Rocket's settings from `Rocket.toml` and `ROCKET_*` (as `rocket::Config::figment()` reads
+/// them), with Tasklane's defaults beneath them: the shutdown periods above, and no client-IP
+/// header trusted (Rocket would trust `X-Real-IP`, which any client can forge to dodge the
 /// per-address rate limit) unless `ROCKET_IP_HEADER` names the one a trusted proxy sets.
 pub fn rocket_figment() -> Figment {
-    let figment = rocket::Config::figment();
+    use rocket::figment::providers::{Env, Format, Toml};
+    use rocket::figment::Profile;
+    let figment = Figment::from(rocket::Config::default())
+        .merge(("shutdown.grace", SHUTDOWN_GRACE_SECS))
+        .merge(("shutdown.mercy", SHUTDOWN_MERCY_SECS))
+        .merge(Toml::file(Env::var_or("ROCKET_CONFIG", "Rocket.toml")).nested())
+        .merge(Env::prefixed("ROCKET_").ignore(&["PROFILE"]).global())
+        .select(Profile::from_env_or("ROCKET_PROFILE", rocket::Config::DEFAULT_PROFILE));
     if std::env::var_os("ROCKET_IP_HEADER").is_some() {
         figment
     } else {
@@ -85,7 +105,7 @@ pub async fn build_with(config: Config, figment: Figment) -> Result<Rocket<Build
     let secret = resolve_secret(&config)?;
     let stores = store::open(&config).await?;
     let hasher = PasswordHasherPool::new(config.password_hash_concurrency);
-    hasher.warm_up().await.map_err(|e| StartError::KeyFile(format!("argon2 warm-up failed: {e}")))?;
+    hasher.warm_up().await.map_err(|e| StartError::Internal(format!("argon2 warm-up failed: {e}")))?;
     let limits = match &stores.redis {
         Some(pool) => limits::RateLimits::redis(config.rate_limits, pool.clone()),
         None => limits::RateLimits::local(config.rate_limits),
@@ -106,7 +126,7 @@ pub async fn build_with(config: Config, figment: Figment) -> Result<Rocket<Build
         specs.push((base, spec));
     }
     let mut spec: OpenApi = rocket_okapi::okapi::merge::marge_spec_list(&specs)
-        .map_err(|e| StartError::KeyFile(format!("OpenAPI merge failed: {e}")))?;
+        .map_err(|e| StartError::Internal(format!("OpenAPI merge failed: {e}")))?;
     spec.info = Info {
         title: "Tasklane API".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -118,6 +138,8 @@ pub async fn build_with(config: Config, figment: Figment) -> Result<Rocket<Build
         ),
         ..Default::default()
     };
+    let openapi_route =
+        openapi::route(&spec).map_err(|e| StartError::Internal(format!("OpenAPI document: {e}")))?;
     // Swagger UI's own "/" redirects relative to `/docs`, which lands outside it; ours is absolute.
     let swagger: Vec<rocket::Route> =
         make_swagger_ui(&SwaggerUIConfig { url: "/openapi.json".to_owned(), ..Default::default() })
@@ -131,12 +153,15 @@ pub async fn build_with(config: Config, figment: Figment) -> Result<Rocket<Build
         None => rocket,
     };
     Ok(rocket
-        .mount("/", vec![rocket_okapi::get_openapi_route(spec, &settings)])
+        .mount("/", vec![openapi_route])
         .mount("/docs", swagger)
         .mount("/", rocket::routes![docs_index, telemetry::metrics_endpoint])
         .register("/", error::catchers())
         .attach(routing::RequestFairing)
-        .attach(Shield::default().enable(Referrer::NoReferrer).enable(Frame::Deny))
+        // `routing::finish` sets the security headers (for requests Rocket could not parse
+        // too); an empty Shield keeps Rocket from attaching its default one, which would set
+        // them first and differently.
+        .attach(rocket::shield::Shield::new())
         .manage(state))
 }
 

@@ -132,31 +132,58 @@ impl Fairing for RequestFairing {
     }
 
     async fn on_request(&self, req: &mut Request<'_>, _: &mut Data<'_>) {
+        req.local_cache(|| Preprocessed(true));
         meta(req);
     }
 
     async fn on_response<'r>(&self, req: &'r Request<'_>, res: &mut Response<'r>) {
-        let meta = meta(req);
-        let latency = meta.started.elapsed();
-        res.set_header(Header::new("X-Request-Id", meta.id.clone()));
-        if !req.uri().path().starts_with("/docs") {
-            // API answers carry tokens and private data: never cached, never framed, no
-            // active content. (Swagger UI's pages need scripts and are left alone.)
-            if !res.headers().contains("Cache-Control") {
-                res.set_header(Header::new("Cache-Control", "no-store"));
-            }
-            res.set_header(Header::new(
-                "Content-Security-Policy",
-                "default-src 'none'; frame-ancestors 'none'",
-            ));
-        }
-        let status = res.status().code;
-        let route = req.route().map_or("unmatched", |r| r.uri.path());
-        crate::telemetry::record_request(req.method().as_str(), route, status, latency);
-        meta.span.record("status", status);
-        meta.span.record("latency_ms", latency.as_secs_f64() * 1000.0);
-        meta.span.in_scope(|| tracing::info!("response"));
+        finish(req, res);
     }
+}
+
+/// Marks a request that went through Rocket's request fairings, as every request Rocket could
+/// parse does. One it could not (an unknown method such as `QUERY`, or a malformed target) goes
+/// straight to the catcher with a stand-in request, skipping the fairings.
+struct Preprocessed(bool);
+
+/// Whether this request skipped the request fairings: Rocket could not parse it and handed the
+/// catcher a stand-in (the original path and headers, with `GET` for a method it does not
+/// know). Its response gets no fairings either, so the catcher calls [`finish`] itself.
+pub fn salvaged(req: &Request<'_>) -> bool {
+    !req.local_cache(|| Preprocessed(false)).0
+}
+
+/// The headers every response carries (request id, caching, security), and its log line and
+/// metrics. Called by [`RequestFairing`], or by the catcher for a [`salvaged`] request.
+pub fn finish(req: &Request<'_>, res: &mut Response<'_>) {
+    let meta = meta(req);
+    let latency = meta.started.elapsed();
+    res.set_header(Header::new("X-Request-Id", meta.id.clone()));
+    if !req.uri().path().starts_with("/docs") {
+        // API answers carry tokens and private data: never cached, never framed, no
+        // active content. (Swagger UI's pages need scripts and are left alone.)
+        if !res.headers().contains("Cache-Control") {
+            res.set_header(Header::new("Cache-Control", "no-store"));
+        }
+        res.set_header(Header::new("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"));
+    }
+    // What Rocket's Shield would add, set here so that salvaged requests get them too.
+    for (name, value) in [
+        ("X-Content-Type-Options", "nosniff"),
+        ("X-Frame-Options", "DENY"),
+        ("Referrer-Policy", "no-referrer"),
+        ("Permissions-Policy", "interest-cohort=()"),
+    ] {
+        if !res.headers().contains(name) {
+            res.set_header(Header::new(name, value));
+        }
+    }
+    let status = res.status().code;
+    let route = req.route().map_or("unmatched", |r| r.uri.path());
+    crate::telemetry::record_request(req.method().as_str(), route, status, latency);
+    meta.span.record("status", status);
+    meta.span.record("latency_ms", latency.as_secs_f64() * 1000.0);
+    meta.span.in_scope(|| tracing::info!("response"));
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use common::{scratch_config, Backend, TestApp, TestServer, SECRET};
 use futures::future::join_all;
 use serde_json::{json, Value};
-use tasklane_server::auth::jwt::{JwtKeys, TokenKind};
 use tasklane_server::config::SecretKey;
 use tasklane_server::Config;
 
@@ -144,6 +143,10 @@ async fn refresh_without_rotation_reuses_the_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_redis_is_503_and_tasks_keep_working() {
     let (mut config, scratch) = scratch_config(Backend::Sqlite).await.unwrap();
+    // A user who signed up while the database was served without Redis.
+    let before = TestApp::with_config(config.clone(), Backend::Sqlite, None).await;
+    let token = before.register("early").await.access;
+    drop(before);
     // Nothing listens on port 1.
     config.redis_url = Some("redis://127.0.0.1:1".to_owned());
     let app = TestApp::with_config(config, Backend::Sqlite, Some(scratch)).await;
@@ -164,10 +167,7 @@ async fn unreachable_redis_is_503_and_tasks_keep_working() {
     assert!(ready.problem(503)["detail"].as_str().unwrap().contains("redis"));
     assert_eq!(app.send("GET", "/health", None, None).await.status, 200);
 
-    // The user row was written before the session failed; a token for it still serves tasks,
-    // since access tokens need no Redis.
-    let (token, _) =
-        JwtKeys::new(SECRET).issue(TokenKind::Access, 1, None, chrono::Utc::now(), Duration::from_secs(60));
+    // Access tokens need no Redis: the earlier user's token still serves tasks.
     let created = app.post("/tasks/", Some(&token), json!({"title": "no redis needed"})).await;
     assert_eq!(created.status, 201, "{}", created.text);
     assert_eq!(app.get("/tasks/", &token).await.status, 200);

@@ -1,0 +1,477 @@
+//! The real `tasklane-server` binary, run as operators run it: child processes configured by
+//! environment variables alone. SIGTERM under load (in-flight requests finish, new connections
+//! are refused, exit code 0), and two instances on one PostgreSQL + Redis behaving as one.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{free_port, scratch_config, Backend, SECRET};
+use serde_json::{json, Value};
+use tasklane_server::config::DatabaseUrl;
+
+/// These tests load whole server processes; on a two-core machine they take turns.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn secret() -> String {
+    String::from_utf8(SECRET.to_vec()).unwrap()
+}
+
+/// A `tasklane-server` child process, in a temp dir of its own (its working directory, so no
+/// `.env` file is read), logging to a file there.
+struct ServerProcess {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    /// Starts the binary with exactly these settings (plus address, port and log level: nothing
+    /// is inherited, so a developer's `DATABASE_URL` or `ROCKET_*` cannot leak in) and waits
+    /// until it answers `/health`.
+    async fn start(settings: &[(&str, &str)]) -> ServerProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tasklane-server"))
+            .env_clear()
+            .current_dir(dir.path())
+            .envs(settings.iter().copied())
+            .env("ROCKET_ADDRESS", "127.0.0.1")
+            .env("ROCKET_PORT", port.to_string())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start tasklane-server");
+        let mut server = ServerProcess { child, port, dir };
+        let http = reqwest::Client::new();
+        // Migrations and the argon2 warm-up come first; a debug build on a busy machine is slow.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!("the server exited at start ({status}):\n{}", server.log());
+            }
+            if let Ok(res) = http.get(server.url("/health")).send().await {
+                if res.status() == 200 {
+                    return server;
+                }
+            }
+            assert!(Instant::now() < deadline, "no /health within 60 s:\n{}", server.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Sends SIGTERM, as `docker stop` and Kubernetes do.
+    fn terminate(&self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit (bounded, so a hang fails rather than stalls the suite).
+    async fn exit_status(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "still running 30 s after SIGTERM:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGTERM, and the exit code must be 0.
+    async fn stop(mut self) {
+        self.terminate();
+        let status = self.exit_status().await;
+        assert_eq!(status.code(), Some(0), "{status}:\n{}", self.log());
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if self.running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+async fn post(http: &reqwest::Client, url: String, token: Option<&str>, body: Value) -> (u16, Value) {
+    let mut req = http.post(url).json(&body);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let res = req.send().await.expect("the server answers");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn register(http: &reqwest::Client, server: &ServerProcess, username: &str) -> Value {
+    let body = json!({"username": username, "password": "correct horse"});
+    let (status, pair) = post(http, server.url("/auth/register"), None, body).await;
+    assert_eq!(status, 201, "{pair}");
+    pair
+}
+
+fn field(value: &Value, name: &str) -> String {
+    value[name].as_str().unwrap_or_else(|| panic!("no {name} in {value}")).to_owned()
+}
+
+#[test]
+fn shutdown_defaults_fit_inside_docker_stop() {
+    let config: rocket::Config = tasklane_server::rocket_figment().extract().unwrap();
+    if std::env::var_os("ROCKET_SHUTDOWN").is_none() {
+        assert_eq!(config.shutdown.grace, tasklane_server::SHUTDOWN_GRACE_SECS);
+        assert_eq!(config.shutdown.mercy, tasklane_server::SHUTDOWN_MERCY_SECS);
+        assert!(config.shutdown.signals.contains(&rocket::config::Sig::Term));
+        assert!(config.shutdown.ctrlc, "SIGINT too");
+    }
+    // Grace, mercy, and the second Rocket adds before it gives up: inside the 10 s that
+    // `docker stop` waits before SIGKILL.
+    let (grace, mercy) = (tasklane_server::SHUTDOWN_GRACE_SECS, tasklane_server::SHUTDOWN_MERCY_SECS);
+    assert!(grace + mercy + 1 < 10);
+}
+
+/// One request of the load, as the client saw it.
+struct Sample {
+    what: &'static str,
+    started: Instant,
+    finished: Instant,
+    /// The status, or the transport error.
+    outcome: Result<u16, String>,
+}
+
+/// A request the server has certainly accepted and is serving: its headers were read and the
+/// handler is reading its body (the server answered `100 Continue`), but the body has not been
+/// sent yet, so it stays in flight as long as the test wants.
+struct HeldRequest {
+    stream: std::net::TcpStream,
+    body: String,
+}
+
+impl HeldRequest {
+    fn open(port: u16, token: &str, body: Value) -> HeldRequest {
+        let body = body.to_string();
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            stream,
+            "POST /tasks/ HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        let interim = read_head(&mut stream);
+        assert!(interim.starts_with("HTTP/1.1 100"), "expected 100 Continue, got {interim:?}");
+        HeldRequest { stream, body }
+    }
+
+    /// Sends the body and returns the response's head.
+    fn finish(mut self) -> String {
+        self.stream.write_all(self.body.as_bytes()).unwrap();
+        read_head(&mut self.stream)
+    }
+}
+
+/// Reads an HTTP response head, up to its blank line.
+fn read_head(stream: &mut std::net::TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => panic!(
+                "connection ended in a response head ({other:?}): {:?}",
+                String::from_utf8_lossy(&head)
+            ),
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Login loops keep requests in flight: each waits for an argon2 hash, one at a time here.
+const LOGIN_CLIENTS: usize = 32;
+/// Task reads run alongside them.
+const READ_CLIENTS: usize = 8;
+/// A request counts as accepted before the signal when its sending started at least this long
+/// before it: a few hundred bytes over loopback, read by the server as soon as they arrive (the
+/// queue is for argon2, after the read), so this is ample even on a loaded machine.
+const ACCEPTED_MARGIN: Duration = Duration::from_millis(250);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_load_finishes_accepted_requests_refuses_new_ones_and_exits_0() {
+    let _turn = TURN.lock().await;
+    let data = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite:{}", data.path().join("tasklane.db").display());
+    let secret = secret();
+    let settings = [
+        ("DATABASE_URL", database_url.as_str()),
+        ("SECRET_KEY", secret.as_str()),
+        ("RATE_LIMIT_ACCOUNT_PER_MINUTE", "0"),
+        ("RATE_LIMIT_ADDRESS_PER_MINUTE", "0"),
+        // One hash at a time, so logins queue and many are in flight when the signal comes.
+        ("PASSWORD_HASH_CONCURRENCY", "1"),
+    ];
+    let mut server = ServerProcess::start(&settings).await;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let access = field(&register(&http, &server, "loaded").await, "access_token");
+    let (status, task) = post(&http, server.url("/tasks/"), Some(&access), json!({"title": "read me"})).await;
+    assert_eq!(status, 201);
+    let task_url = server.url(&format!("/tasks/{}", task["id"]));
+
+    let signalled = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let warmed = Arc::new(tokio::sync::Semaphore::new(0));
+    let workers: Vec<_> = (0..LOGIN_CLIENTS + READ_CLIENTS)
+        .map(|i| {
+            let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+            let (login_url, task_url, access) = (server.url("/auth/login"), task_url.clone(), access.clone());
+            let (signalled, stop, warmed) = (signalled.clone(), stop.clone(), warmed.clone());
+            tokio::spawn(async move {
+                let what = if i < LOGIN_CLIENTS { "login" } else { "read" };
+                let mut samples = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let started = Instant::now();
+                    let request = if what == "login" {
+                        http.post(&login_url)
+                            .json(&json!({"username": "loaded", "password": "correct horse"}))
+                    } else {
+                        http.get(&task_url).bearer_auth(&access)
+                    };
+                    let outcome = async {
+                        let res = request.send().await?;
+                        let status = res.status().as_u16();
+                        res.bytes().await?;
+                        Ok::<u16, reqwest::Error>(status)
+                    }
+                    .await
+                    .map_err(|e| format!("{e:?}"));
+                    let failed = outcome.is_err();
+                    samples.push(Sample { what, started, finished: Instant::now(), outcome });
+                    if samples.len() == 1 {
+                        warmed.add_permits(1);
+                    }
+                    if failed && signalled.load(Ordering::SeqCst) {
+                        break; // the server has stopped taking requests
+                    }
+                }
+                samples
+            })
+        })
+        .collect();
+    // Every client has had an answer, so the load is steady: each has its next request out.
+    let _ = warmed.acquire_many((LOGIN_CLIENTS + READ_CLIENTS) as u32).await.unwrap();
+
+    let held = HeldRequest::open(server.port, &access, json!({"title": "finished after SIGTERM"}));
+    let signalled_at = Instant::now();
+    signalled.store(true, Ordering::SeqCst);
+    server.terminate();
+
+    // New connections are refused while the held request is still being served.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::net::TcpStream::connect(("127.0.0.1", server.port)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            Err(e) => panic!("connecting after SIGTERM: {e}"),
+            Ok(_) => assert!(Instant::now() < deadline, "still accepting connections 10 s after SIGTERM"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(server.running(), "the process waits for the request it is serving:\n{}", server.log());
+    let head = held.finish();
+    assert!(head.starts_with("HTTP/1.1 201"), "the held request completes after SIGTERM: {head}");
+
+    let exit = server.exit_status().await;
+    assert_eq!(exit.code(), Some(0), "{exit}:\n{}", server.log());
+    stop.store(true, Ordering::SeqCst);
+    let mut samples = Vec::new();
+    for worker in workers {
+        samples.extend(worker.await.unwrap());
+    }
+
+    let before = |s: &Sample| s.started + ACCEPTED_MARGIN <= signalled_at;
+    let mut accepted = 0;
+    let mut across = 0;
+    for s in &samples {
+        let sent = if s.started <= signalled_at {
+            format!("sent {:?} before SIGTERM", signalled_at - s.started)
+        } else {
+            format!("sent {:?} after SIGTERM", s.started - signalled_at)
+        };
+        match &s.outcome {
+            // Whatever the server answered, before the signal or while draining, was a success.
+            Ok(status) => assert_eq!(*status, 200, "{} {sent} answered {status}", s.what),
+            Err(e) => assert!(!before(s), "{} {sent} failed: {e}\n{}", s.what, server.log()),
+        }
+        if before(s) {
+            accepted += 1;
+            across += usize::from(s.finished > signalled_at);
+        }
+    }
+    let failed = samples.iter().filter(|s| s.outcome.is_err()).count();
+    let drained = samples.iter().filter(|s| s.outcome.is_ok()).map(|s| s.finished).max().unwrap();
+    eprintln!(
+        "{} requests; {accepted} accepted before SIGTERM, {across} of them answered after it, the \
+         last {:?} after it; {failed} sent after it failed",
+        samples.len(),
+        drained.saturating_duration_since(signalled_at)
+    );
+    assert!(across > 0, "no accepted request was still in flight at the signal: the load is too light");
+
+    // Nothing acknowledged was lost: the task created during shutdown is stored.
+    let server = ServerProcess::start(&settings).await;
+    let list = http.get(server.url("/tasks/?limit=1")).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(list.headers()["x-total-count"], "2");
+    server.stop().await;
+}
+
+/// The settings of an instance on the test's PostgreSQL database and the shared Redis.
+fn cluster_settings<'a>(
+    database_url: &'a str,
+    redis_url: &'a str,
+    secret: &'a str,
+    account_limit: &'a str,
+) -> Vec<(&'static str, &'a str)> {
+    vec![
+        ("DATABASE_URL", database_url),
+        ("REDIS_URL", redis_url),
+        ("SECRET_KEY", secret),
+        ("DATABASE_MAX_CONNECTIONS", "8"),
+        ("RATE_LIMIT_ACCOUNT_PER_MINUTE", account_limit),
+        // Every request here comes from 127.0.0.1; the per-address budget is not under test.
+        ("RATE_LIMIT_ADDRESS_PER_MINUTE", "0"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_on_one_postgres_and_redis_behave_as_one() {
+    let Some((config, scratch)) = scratch_config(Backend::PostgresRedis).await else { return };
+    let _turn = TURN.lock().await;
+    let DatabaseUrl::Postgres(database_url) = &config.database_url else { unreachable!() };
+    let redis_url = config.redis_url.clone().unwrap();
+    let secret = secret();
+    let settings = cluster_settings(database_url, &redis_url, &secret, "0");
+    // Started together, as replicas are: both apply migrations to the new database at once.
+    let (a, b) = tokio::join!(ServerProcess::start(&settings), ServerProcess::start(&settings));
+    let instances = [&a, &b];
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+
+    // A session from one instance is good on the other.
+    let pair = register(&http, &a, "twin").await;
+    let access = field(&pair, "access_token");
+    let me = http.get(b.url("/auth/me")).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(me.status(), 200);
+    assert_eq!(me.json::<Value>().await.unwrap()["username"], "twin");
+
+    // 200 concurrent creates, alternating between the instances: 200 tasks, no error.
+    let creates = (0..200).map(|i| {
+        let (http, access) = (&http, &access);
+        let url = instances[i % 2].url("/tasks/");
+        async move { post(http, url, Some(access), json!({"title": format!("task {i}")})).await }
+    });
+    let results = futures::future::join_all(creates).await;
+    let mut ids: Vec<i64> = results
+        .iter()
+        .map(|(status, task)| {
+            assert_eq!(*status, 201, "{task}");
+            task["id"].as_i64().unwrap()
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 200, "distinct ids");
+    for server in instances {
+        let list = http.get(server.url("/tasks/?limit=1")).bearer_auth(&access).send().await.unwrap();
+        assert_eq!(list.status(), 200);
+        assert_eq!(list.headers()["x-total-count"], "200");
+    }
+
+    // 20 concurrent refreshes of one token across both: exactly one wins.
+    let refresh = field(&pair, "refresh_token");
+    let refreshes = (0..20).map(|i| {
+        let (http, refresh) = (&http, &refresh);
+        let url = instances[i % 2].url("/auth/refresh");
+        async move { post(http, url, None, json!({"refresh_token": refresh})).await }
+    });
+    let results = futures::future::join_all(refreshes).await;
+    let winners: Vec<&Value> = results.iter().filter(|(s, _)| *s == 200).map(|(_, body)| body).collect();
+    assert_eq!(winners.len(), 1, "{:?}", results.iter().map(|(s, _)| s).collect::<Vec<_>>());
+    for (status, body) in &results {
+        assert!(*status == 200 || *status == 401, "{status}: {body}");
+    }
+    // The losers presented a consumed token: reuse, so the family is revoked, the winner's
+    // new refresh token included (DESIGN.md: a race cannot be told from a theft).
+    let (status, _) = post(
+        &http,
+        a.url("/auth/refresh"),
+        None,
+        json!({"refresh_token": field(winners[0], "refresh_token")}),
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    a.stop().await;
+    b.stop().await;
+    scratch.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_share_one_rate_limit() {
+    let Some((config, scratch)) = scratch_config(Backend::PostgresRedis).await else { return };
+    let _turn = TURN.lock().await;
+    let DatabaseUrl::Postgres(database_url) = &config.database_url else { unreachable!() };
+    let redis_url = config.redis_url.clone().unwrap();
+    let secret = secret();
+    let settings = cluster_settings(database_url, &redis_url, &secret, "5");
+    let (a, b) = tokio::join!(ServerProcess::start(&settings), ServerProcess::start(&settings));
+    let instances = [&a, &b];
+    let http = reqwest::Client::new();
+    // Unique: the limit's Redis keys outlive this test's database.
+    let username = format!("limited-{}", uuid::Uuid::new_v4().simple());
+    register(&http, &a, &username).await;
+    let creds = json!({"username": username, "password": "correct horse"});
+
+    // Five logins alternate between the instances: each has seen at most three, yet the sixth
+    // and seventh are refused, on either instance.
+    for attempt in 0..5 {
+        let (status, body) =
+            post(&http, instances[attempt % 2].url("/auth/login"), None, creds.clone()).await;
+        assert_eq!(status, 200, "attempt {}: {body}", attempt + 1);
+    }
+    for server in [&b, &a] {
+        let res = http.post(server.url("/auth/login")).json(&creds).send().await.unwrap();
+        assert_eq!(res.status(), 429);
+        let retry_after: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry_after), "Retry-After: {retry_after}");
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+    }
+    // The budget is the account's: another user signs in on the same instances.
+    let other = format!("other-{}", uuid::Uuid::new_v4().simple());
+    register(&http, &b, &other).await;
+    let (status, _) =
+        post(&http, a.url("/auth/login"), None, json!({"username": other, "password": "correct horse"}))
+            .await;
+    assert_eq!(status, 200);
+
+    a.stop().await;
+    b.stop().await;
+    scratch.cleanup().await;
+}
