@@ -38,19 +38,8 @@ async fn main() {
     let mut config = tasklane_server::Config::sqlite(dir.path().join("bench.db"));
     config.rate_limits = tasklane_server::limits::LimitSettings::off();
     let figment = tasklane_server::rocket_figment().merge(("port", 0)).merge(("log_level", "off"));
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let tx = std::sync::Mutex::new(Some(tx));
-    let rocket = tasklane_server::build_with(config, figment).await.unwrap().attach(
-        rocket::fairing::AdHoc::on_liftoff("port", move |rocket| {
-            Box::pin(async move {
-                if let Some(tx) = tx.lock().unwrap().take() {
-                    let _ = tx.send(rocket.config().port);
-                }
-            })
-        }),
-    );
-    tokio::spawn(rocket.launch());
-    let base = format!("http://127.0.0.1:{}", rx.await.unwrap());
+    let rocket = tasklane_server::build_with(config, figment).await.unwrap();
+    let base = tasklane_server::spawn(rocket).await.unwrap().url();
 
     let sdk = Client::new(&base).unwrap();
     let tokens = sdk.register("bench", "correct horse").await.unwrap();

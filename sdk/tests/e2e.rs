@@ -27,29 +27,18 @@ impl Server {
         let figment = tasklane_server::rocket_figment().merge(("port", 0)).merge(("log_level", "off"));
         let refreshes = Arc::new(AtomicUsize::new(0));
         let counted = refreshes.clone();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let tx = std::sync::Mutex::new(Some(tx));
-        let rocket = tasklane_server::build_with(config, figment)
-            .await
-            .unwrap()
-            .attach(rocket::fairing::AdHoc::on_response("count refreshes", move |req, res| {
+        let rocket = tasklane_server::build_with(config, figment).await.unwrap().attach(
+            rocket::fairing::AdHoc::on_response("count refreshes", move |req, res| {
                 let counted = counted.clone();
                 Box::pin(async move {
                     if req.uri().path() == "/auth/refresh" && res.status().code == 200 {
                         counted.fetch_add(1, Ordering::SeqCst);
                     }
                 })
-            }))
-            .attach(rocket::fairing::AdHoc::on_liftoff("port", move |rocket| {
-                Box::pin(async move {
-                    if let Some(tx) = tx.lock().unwrap().take() {
-                        let _ = tx.send((rocket.config().port, rocket.shutdown()));
-                    }
-                })
-            }));
-        tokio::spawn(rocket.launch());
-        let (port, shutdown) = rx.await.unwrap();
-        Server { url: format!("http://127.0.0.1:{port}"), refreshes, shutdown, _dir: dir }
+            }),
+        );
+        let running = tasklane_server::spawn(rocket).await.unwrap();
+        Server { url: running.url(), refreshes, shutdown: running.shutdown, _dir: dir }
     }
 
     fn refreshes(&self) -> usize {

@@ -204,6 +204,53 @@ fn docs_index() -> Redirect {
     Redirect::to("/docs/index.html")
 }
 
+/// A server launched by [`spawn`].
+pub struct Running {
+    /// Where it listens (a port of 0 in the settings is replaced by the one the OS picked).
+    pub addr: std::net::SocketAddr,
+    /// Ends it gracefully.
+    pub shutdown: rocket::Shutdown,
+    /// Resolves when it has stopped.
+    pub task: tokio::task::JoinHandle<Result<Rocket<rocket::Ignite>, rocket::Error>>,
+}
+
+impl Running {
+    /// `http://<addr>`, the base URL for clients.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Launches `rocket` on the current Tokio runtime and returns once it listens: for tests,
+/// benchmarks and programs that embed the server.
+pub async fn spawn(rocket: Rocket<Build>) -> Result<Running, StartError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = std::sync::Mutex::new(Some(tx));
+    let rocket = rocket.attach(rocket::fairing::AdHoc::on_liftoff("report the address", move |rocket| {
+        let sender = tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let ready = sender.map(|tx| {
+            let config = rocket.config();
+            (tx, std::net::SocketAddr::new(config.address, config.port), rocket.shutdown())
+        });
+        Box::pin(async move {
+            if let Some((tx, addr, shutdown)) = ready {
+                let _ = tx.send((addr, shutdown));
+            }
+        })
+    }));
+    let task = tokio::spawn(rocket.launch());
+    match rx.await {
+        Ok((addr, shutdown)) => Ok(Running { addr, shutdown, task }),
+        Err(_) => match task.await {
+            Ok(Err(e)) => Err(StartError::Internal(format!("launch failed: {e}"))),
+            other => Err(StartError::Internal(format!(
+                "the server stopped before it listened: {:?}",
+                other.map(drop)
+            ))),
+        },
+    }
+}
+
 /// The JWT signing key: `SECRET_KEY`, or on the embedded default a key generated once and kept
 /// beside the database (mode 0600), so tokens survive a restart.
 fn resolve_secret(config: &Config) -> Result<Vec<u8>, StartError> {

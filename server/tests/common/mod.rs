@@ -272,7 +272,7 @@ pub struct TestServer {
     pub base: String,
     pub config: Config,
     shutdown: rocket::Shutdown,
-    handle: tokio::task::JoinHandle<()>,
+    handle: tokio::task::JoinHandle<Result<rocket::Rocket<rocket::Ignite>, rocket::Error>>,
     scratch: Option<Scratch>,
 }
 
@@ -283,26 +283,12 @@ impl TestServer {
     }
 
     pub async fn with_config(config: Config, scratch: Option<Scratch>) -> TestServer {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let tx = std::sync::Mutex::new(Some(tx));
-        let rocket = tasklane_server::build_with(config.clone(), figment())
-            .await
-            .expect("build the app")
-            .attach(rocket::fairing::AdHoc::on_liftoff("report port", move |rocket| {
-                Box::pin(async move {
-                    if let Some(tx) = tx.lock().unwrap().take() {
-                        let _ = tx.send((rocket.config().port, rocket.shutdown()));
-                    }
-                })
-            }));
-        let handle = tokio::spawn(async move {
-            let _ = rocket.launch().await;
-        });
-        let (port, shutdown) = tokio::time::timeout(Duration::from_secs(30), rx)
+        let rocket = tasklane_server::build_with(config.clone(), figment()).await.expect("build the app");
+        let running = tokio::time::timeout(Duration::from_secs(30), tasklane_server::spawn(rocket))
             .await
             .expect("server started in time")
-            .expect("server reported its port");
-        TestServer { base: format!("http://127.0.0.1:{port}"), config, shutdown, handle, scratch }
+            .expect("server started");
+        TestServer { base: running.url(), config, shutdown: running.shutdown, handle: running.task, scratch }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -311,7 +297,9 @@ impl TestServer {
 
     pub async fn stop(mut self) {
         self.shutdown.clone().notify();
-        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.handle).await;
+        if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(10), &mut self.handle).await {
+            panic!("the server failed: {e}");
+        }
         if let Some(scratch) = self.scratch.take() {
             scratch.cleanup().await;
         }
