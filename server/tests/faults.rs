@@ -6,22 +6,12 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{PrivatePostgres, PrivateRedis, TestServer, SECRET};
-use serde_json::{json, Value};
+use common::{post, PrivatePostgres, PrivateRedis, TestServer, SECRET};
+use serde_json::json;
 use sqlx::Connection;
 use tasklane_server::config::{DatabaseUrl, SecretKey};
 use tasklane_server::limits::LimitSettings;
 use tasklane_server::Config;
-
-async fn post(http: &reqwest::Client, url: String, token: Option<&str>, body: Value) -> (u16, Value) {
-    let mut req = http.post(url).json(&body);
-    if let Some(token) = token {
-        req = req.bearer_auth(token);
-    }
-    let res = req.send().await.expect("the server answers");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_outage_is_503_for_sessions_only_and_recovers() {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, scratch_config, Backend, SECRET};
+use common::{free_port, post, scratch_config, Backend, SECRET};
 use serde_json::{json, Value};
 use tasklane_server::config::DatabaseUrl;
 
@@ -112,16 +112,6 @@ impl Drop for ServerProcess {
             let _ = self.child.wait();
         }
     }
-}
-
-async fn post(http: &reqwest::Client, url: String, token: Option<&str>, body: Value) -> (u16, Value) {
-    let mut req = http.post(url).json(&body);
-    if let Some(token) = token {
-        req = req.bearer_auth(token);
-    }
-    let res = req.send().await.expect("the server answers");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
 }
 
 async fn register(http: &reqwest::Client, server: &ServerProcess, username: &str) -> Value {
