@@ -7,6 +7,7 @@
 //!
 //! Stores hold no HTTP; routes hold no SQL.
 
+mod pool;
 mod redis;
 mod sql;
 

@@ -7,45 +7,49 @@
 //! over `sqlx::Database` needs a page of trait bounds per query.
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rocket::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Pool, Postgres, Sqlite};
+use sqlx::{Connection, PgConnection, SqliteConnection};
 use tasklane::types::{NewTask, Task, TaskSort, TaskUpdate, User};
 
+use super::pool::SqlPool;
 use super::{RefreshStore, Rotation, Store, StoreError, TaskFilter, UserCredentials, BACKEND_TIMEOUT};
 
-/// The users-and-tasks store on one SQL database.
+/// The users-and-tasks store on one SQL database, `C` being its connection type.
 #[derive(Clone, Debug)]
-pub struct SqlStore<DB: sqlx::Database> {
-    pool: Pool<DB>,
+pub struct SqlStore<C>
+where
+    C: Connection,
+    C::Options: sqlx::ConnectOptions<Connection = C>,
+{
+    pool: SqlPool<C>,
 }
 
 /// The store on PostgreSQL.
-pub type PgStore = SqlStore<Postgres>;
+pub type PgStore = SqlStore<PgConnection>;
 /// The store on SQLite.
-pub type SqliteStore = SqlStore<Sqlite>;
+pub type SqliteStore = SqlStore<SqliteConnection>;
 
 impl PgStore {
     /// Connects, and applies `migrations/postgres`.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Internal(e.to_string()))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
+        // Migrations run on a one-connection sqlx pool of their own, closed when done: the
+        // shape `Migrator::run` takes inside a `Send` future (on `&mut PgConnection` rustc's
+        // higher-ranked lifetime check rejects it).
+        let migrations = PgPoolOptions::new()
+            .max_connections(1)
             .acquire_timeout(BACKEND_TIMEOUT)
-            // Recycle idle connections so a restarted PostgreSQL is noticed without errors.
-            .idle_timeout(Duration::from_secs(300))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(map_err)?;
-        sqlx::migrate!("../migrations/postgres")
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
-        Ok(Self { pool })
+        let migrated = sqlx::migrate!("../migrations/postgres").run(&migrations).await;
+        migrations.close().await;
+        migrated.map_err(|e| StoreError::Internal(e.to_string()))?;
+        Ok(Self { pool: SqlPool::new(options, max_connections)? })
     }
 }
 
@@ -62,17 +66,19 @@ impl SqliteStore {
             // Writers queue for the lock instead of failing at once; bounded like every backend call.
             .busy_timeout(BACKEND_TIMEOUT)
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections)
+        // Migrations run on a one-connection sqlx pool of their own, closed when done: the
+        // shape `Migrator::run` takes inside a `Send` future (on `&mut SqliteConnection` rustc's
+        // higher-ranked lifetime check rejects it).
+        let migrations = SqlitePoolOptions::new()
+            .max_connections(1)
             .acquire_timeout(BACKEND_TIMEOUT)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(map_err)?;
-        sqlx::migrate!("../migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
-        Ok(Self { pool })
+        let migrated = sqlx::migrate!("../migrations/sqlite").run(&migrations).await;
+        migrations.close().await;
+        migrated.map_err(|e| StoreError::Internal(e.to_string()))?;
+        Ok(Self { pool: SqlPool::new(options, max_connections)? })
     }
 }
 
@@ -161,7 +167,9 @@ struct CredentialsRow {
 
 /// Sorts sqlx errors into what handlers answer: 503 for an unreachable backend, 409 for a
 /// uniqueness violation, 500 for the rest.
-fn map_err(err: sqlx::Error) -> StoreError {
+/// The [`StoreError`] of a sqlx error: 503 for a backend that does not answer, 409 for a
+/// uniqueness rule, 500 for the rest.
+pub(super) fn map_err(err: sqlx::Error) -> StoreError {
     match &err {
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
@@ -204,40 +212,45 @@ macro_rules! impl_sql_store {
                 password_hash: &str,
                 now: DateTime<Utc>,
             ) -> Result<User, StoreError> {
-                let id: i64 = sqlx::query_scalar(
+                let mut conn = self.pool.get().await?;
+                let result = sqlx::query_scalar(
                     "INSERT INTO users (username, password_hash, created_at) VALUES ($1, $2, $3) RETURNING id",
                 )
                 .bind(username)
                 .bind(password_hash)
                 .bind(now)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(map_err)?;
+                .fetch_one(conn.conn())
+                    .await;
+                let id: i64 = conn.settle(result)?;
                 Ok(User { id, username: username.to_owned(), created_at: now })
             }
 
             async fn delete_user(&self, id: i64) -> Result<(), StoreError> {
-                sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&self.pool).await.map_err(map_err).map(drop)
+                let mut conn = self.pool.get().await?;
+                let result = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(conn.conn()).await;
+                conn.settle(result).map(drop)
             }
 
             async fn find_credentials(&self, username: &str) -> Result<Option<UserCredentials>, StoreError> {
-                let row: Option<CredentialsRow> = sqlx::query_as(
+                let mut conn = self.pool.get().await?;
+                let result = sqlx::query_as(
                     "SELECT id, username, created_at, password_hash FROM users WHERE lower(username) = lower($1)",
                 )
                 .bind(username)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(map_err)?;
+                .fetch_optional(conn.conn())
+                    .await;
+                let row: Option<CredentialsRow> = conn.settle(result)?;
                 Ok(row.map(|r| UserCredentials { user: r.user.into(), password_hash: r.password_hash }))
             }
 
             async fn get_user(&self, id: i64) -> Result<Option<User>, StoreError> {
-                let row: Option<UserRow> =
+                let mut conn = self.pool.get().await?;
+                let result =
                     sqlx::query_as("SELECT id, username, created_at FROM users WHERE id = $1")
                         .bind(id)
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(map_err)?;
+                        .fetch_optional(conn.conn())
+                    .await;
+                let row: Option<UserRow> = conn.settle(result)?;
                 Ok(row.map(User::from))
             }
 
@@ -247,7 +260,8 @@ macro_rules! impl_sql_store {
                 task: &NewTask,
                 now: DateTime<Utc>,
             ) -> Result<Task, StoreError> {
-                let row: TaskRow = sqlx::query_as(&format!(
+                let mut conn = self.pool.get().await?;
+                let result = sqlx::query_as(&format!(
                     "INSERT INTO tasks (user_id, title, description, status, created_at, updated_at)
                      VALUES ($1, $2, $3, $4, $5, $5) RETURNING {TASK_COLUMNS}"
                 ))
@@ -256,46 +270,50 @@ macro_rules! impl_sql_store {
                 .bind(&task.description)
                 .bind(task.status.unwrap_or_default().as_str())
                 .bind(now)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(map_err)?;
+                .fetch_one(conn.conn())
+                    .await;
+                let row: TaskRow = conn.settle(result)?;
                 row.try_into()
             }
 
             async fn list_tasks(&self, user_id: i64, filter: &TaskFilter) -> Result<(Vec<Task>, u64), StoreError> {
                 let status = filter.status.map(|s| s.as_str());
-                let rows: Vec<ListRow> = sqlx::query_as(list_sql(filter.sort))
+                let mut conn = self.pool.get().await?;
+                let result = sqlx::query_as(list_sql(filter.sort))
                     .bind(user_id)
                     .bind(status)
                     .bind(i64::from(filter.limit))
                     .bind(offset_param(filter.offset))
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(map_err)?;
+                    .fetch_all(conn.conn())
+                    .await;
+                let rows: Vec<ListRow> = conn.settle(result)?;
                 // The window count rides along with the rows; only a page past the end needs
                 // its own count query.
                 let total = match rows.first() {
                     Some(row) => row.total,
                     None if filter.offset == 0 => 0,
-                    None => sqlx::query_scalar::<_, i64>(COUNT_SQL)
-                        .bind(user_id)
-                        .bind(status)
-                        .fetch_one(&self.pool)
-                        .await
-                        .map_err(map_err)?,
+                    None => {
+                        let result = sqlx::query_scalar::<_, i64>(COUNT_SQL)
+                            .bind(user_id)
+                            .bind(status)
+                            .fetch_one(conn.conn())
+                            .await;
+                        conn.settle(result)?
+                    }
                 };
                 let tasks = rows.into_iter().map(|r| Task::try_from(r.task)).collect::<Result<_, _>>()?;
                 Ok((tasks, total.max(0) as u64))
             }
 
             async fn get_task(&self, user_id: i64, id: i64) -> Result<Option<Task>, StoreError> {
-                let row: Option<TaskRow> =
+                let mut conn = self.pool.get().await?;
+                let result =
                     sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2"))
                         .bind(id)
                         .bind(user_id)
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(map_err)?;
+                        .fetch_optional(conn.conn())
+                    .await;
+                let row: Option<TaskRow> = conn.settle(result)?;
                 row.map(Task::try_from).transpose()
             }
 
@@ -306,7 +324,8 @@ macro_rules! impl_sql_store {
                 update: &TaskUpdate,
                 now: DateTime<Utc>,
             ) -> Result<Option<Task>, StoreError> {
-                let row: Option<TaskRow> = sqlx::query_as(&format!(
+                let mut conn = self.pool.get().await?;
+                let result = sqlx::query_as(&format!(
                     "UPDATE tasks SET
                         title = COALESCE($3, title),
                         description = CASE WHEN $4 THEN $5 ELSE description END,
@@ -322,28 +341,31 @@ macro_rules! impl_sql_store {
                 .bind(update.description.clone().flatten())
                 .bind(update.status.map(|s| s.as_str()))
                 .bind(now)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(map_err)?;
+                .fetch_optional(conn.conn())
+                    .await;
+                let row: Option<TaskRow> = conn.settle(result)?;
                 row.map(Task::try_from).transpose()
             }
 
             async fn delete_task(&self, user_id: i64, id: i64) -> Result<bool, StoreError> {
-                let done = sqlx::query("DELETE FROM tasks WHERE id = $1 AND user_id = $2")
+                let mut conn = self.pool.get().await?;
+                let result = sqlx::query("DELETE FROM tasks WHERE id = $1 AND user_id = $2")
                     .bind(id)
                     .bind(user_id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(map_err)?;
+                    .execute(conn.conn())
+                    .await;
+                let done = conn.settle(result)?;
                 Ok(done.rows_affected() > 0)
             }
 
             async fn ping(&self) -> Result<(), StoreError> {
-                sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_err).map(drop)
+                let mut conn = self.pool.get().await?;
+                let result = sqlx::query("SELECT 1").execute(conn.conn()).await;
+                conn.settle(result).map(drop)
             }
 
             fn pool_status(&self) -> (u32, usize) {
-                (self.pool.size(), self.pool.num_idle())
+                self.pool.status()
             }
         }
 
@@ -357,30 +379,32 @@ macro_rules! impl_sql_store {
                 expires_at: DateTime<Utc>,
             ) -> Result<(), StoreError> {
                 let now = super::now();
-                let mut tx = self.pool.begin().await.map_err(map_err)?;
-                // Expired families of this user go as a new one starts, so the tables stay
-                // bounded by live sessions without a sweeper.
-                sqlx::query("DELETE FROM refresh_families WHERE user_id = $1 AND expires_at <= $2")
-                    .bind(user_id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-                sqlx::query("INSERT INTO refresh_families (id, user_id, expires_at) VALUES ($1, $2, $3)")
-                    .bind(family)
-                    .bind(user_id)
-                    .bind(expires_at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-                sqlx::query("INSERT INTO refresh_tokens (jti, family_id, expires_at) VALUES ($1, $2, $3)")
-                    .bind(jti)
-                    .bind(family)
-                    .bind(expires_at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-                tx.commit().await.map_err(map_err)
+                let mut conn = self.pool.get().await?;
+                let result = async {
+                    let mut tx = conn.conn().begin().await?;
+                    // Expired families of this user go as a new one starts, so the tables stay
+                    // bounded by live sessions without a sweeper.
+                    sqlx::query("DELETE FROM refresh_families WHERE user_id = $1 AND expires_at <= $2")
+                        .bind(user_id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("INSERT INTO refresh_families (id, user_id, expires_at) VALUES ($1, $2, $3)")
+                        .bind(family)
+                        .bind(user_id)
+                        .bind(expires_at)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("INSERT INTO refresh_tokens (jti, family_id, expires_at) VALUES ($1, $2, $3)")
+                        .bind(jti)
+                        .bind(family)
+                        .bind(expires_at)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await
+                }
+                .await;
+                conn.settle(result)
             }
 
             async fn rotate(
@@ -391,61 +415,63 @@ macro_rules! impl_sql_store {
                 expires_at: DateTime<Utc>,
             ) -> Result<Rotation, StoreError> {
                 let now = super::now();
-                let mut tx = self.pool.begin().await.map_err(map_err)?;
-                // The DELETE is the atomic step: of two racing transactions only one gets the row.
-                let consumed: Option<String> =
-                    sqlx::query_scalar("DELETE FROM refresh_tokens WHERE jti = $1 AND family_id = $2 RETURNING jti")
-                        .bind(old_jti)
+                let mut conn = self.pool.get().await?;
+                let result = async {
+                    let mut tx = conn.conn().begin().await?;
+                    // The DELETE is the atomic step: of two racing transactions only one gets the row.
+                    let consumed: Option<String> = sqlx::query_scalar(
+                        "DELETE FROM refresh_tokens WHERE jti = $1 AND family_id = $2 RETURNING jti",
+                    )
+                    .bind(old_jti)
+                    .bind(family)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if consumed.is_none() {
+                        return Ok(Rotation::Reused);
+                    }
+                    let live =
+                        sqlx::query("UPDATE refresh_families SET expires_at = $2 WHERE id = $1 AND expires_at > $3")
+                            .bind(family)
+                            .bind(expires_at)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                    if live.rows_affected() == 0 {
+                        tx.commit().await?;
+                        return Ok(Rotation::FamilyRevoked);
+                    }
+                    sqlx::query("INSERT INTO refresh_tokens (jti, family_id, expires_at) VALUES ($1, $2, $3)")
+                        .bind(new_jti)
                         .bind(family)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(map_err)?;
-                if consumed.is_none() {
-                    return Ok(Rotation::Reused);
+                        .bind(expires_at)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(Rotation::Rotated)
                 }
-                let live = sqlx::query("UPDATE refresh_families SET expires_at = $2 WHERE id = $1 AND expires_at > $3")
-                    .bind(family)
-                    .bind(expires_at)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-                if live.rows_affected() == 0 {
-                    tx.commit().await.map_err(map_err)?;
-                    return Ok(Rotation::FamilyRevoked);
-                }
-                sqlx::query("INSERT INTO refresh_tokens (jti, family_id, expires_at) VALUES ($1, $2, $3)")
-                    .bind(new_jti)
-                    .bind(family)
-                    .bind(expires_at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-                tx.commit().await.map_err(map_err)?;
-                Ok(Rotation::Rotated)
+                .await;
+                conn.settle(result)
             }
 
             async fn is_active(&self, family: &str, jti: &str) -> Result<bool, StoreError> {
-                let found: Option<i64> = sqlx::query_scalar(
+                let mut conn = self.pool.get().await?;
+                let result: Result<Option<i64>, _> = sqlx::query_scalar(
                     "SELECT 1 FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
                      WHERE t.jti = $1 AND f.id = $2 AND f.expires_at > $3",
                 )
                 .bind(jti)
                 .bind(family)
                 .bind(super::now())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(map_err)?;
-                Ok(found.is_some())
+                .fetch_optional(conn.conn())
+                .await;
+                Ok(conn.settle(result)?.is_some())
             }
 
             async fn revoke_family(&self, family: &str) -> Result<(), StoreError> {
-                sqlx::query("DELETE FROM refresh_families WHERE id = $1")
-                    .bind(family)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(map_err)
-                    .map(drop)
+                let mut conn = self.pool.get().await?;
+                let result =
+                    sqlx::query("DELETE FROM refresh_families WHERE id = $1").bind(family).execute(conn.conn()).await;
+                conn.settle(result).map(drop)
             }
 
             async fn ping(&self) -> Result<(), StoreError> {
@@ -459,5 +485,5 @@ macro_rules! impl_sql_store {
     };
 }
 
-impl_sql_store!(Postgres);
-impl_sql_store!(Sqlite);
+impl_sql_store!(PgConnection);
+impl_sql_store!(SqliteConnection);
