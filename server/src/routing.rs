@@ -80,7 +80,12 @@ fn meta<'r>(req: &'r Request<'_>) -> &'r RequestMeta {
             (1..=128).contains(&id.len())
                 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
         });
-        let id = given.map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned);
+        // A v4 UUID from the thread's userspace generator: `Uuid::new_v4` would make a
+        // getrandom system call per request for an id that needs no secrecy.
+        let id = given.map_or_else(
+            || uuid::Builder::from_random_bytes(rand::random()).into_uuid().simple().to_string(),
+            str::to_owned,
+        );
         let span = tracing::info_span!(
             "request",
             request_id = %id,
