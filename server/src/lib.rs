@@ -105,7 +105,6 @@ pub async fn build_with(config: Config, figment: Figment) -> Result<Rocket<Build
     let secret = resolve_secret(&config)?;
     let stores = store::open(&config).await?;
     let hasher = PasswordHasherPool::new(config.password_hash_concurrency);
-    hasher.warm_up().await.map_err(|e| StartError::Internal(format!("argon2 warm-up failed: {e}")))?;
     let limits = match &stores.redis {
         Some(pool) => limits::RateLimits::redis(config.rate_limits, pool.clone()),
         None => limits::RateLimits::local(config.rate_limits),

@@ -1,17 +1,20 @@
 //! Password hashing: argon2id at the OWASP minimum (m = 19 MiB, t = 2, p = 1), run on a few
 //! dedicated threads so a login storm can neither starve the async workers nor grow memory.
 //!
-//! Why threads of our own rather than `spawn_blocking` under a semaphore: each hash allocates
-//! 19 MiB, and glibc keeps freed memory in per-thread arenas. Spread over the blocking pool's
-//! changing threads, a storm left hundreds of MiB resident; on `concurrency` long-lived threads
-//! the memory is bounded by `concurrency` × 19 MiB and reused hash after hash.
+//! Why threads of our own rather than `spawn_blocking` under a semaphore, and why each keeps
+//! its own working memory: argon2's own API allocates 19 MiB per hash and frees it after. glibc
+//! keeps such freed blocks in per-thread arenas, so a login storm left ~240 MB resident (476 MB
+//! on the blocking pool's changing threads). Here each of the `concurrency` threads allocates
+//! its 19 MiB once, at its first hash, and reuses it for every hash after: memory is bounded by
+//! `concurrency` × 19 MiB, and no hash pays for fresh pages. The argon2 calls are the crate's
+//! own (`hash_password_into_with_memory`); only the PHC string around them is assembled here,
+//! field for field as `argon2`'s `PasswordHasher` does.
 
 use std::sync::mpsc;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
-use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::oneshot;
 
 use crate::error::ApiError;
@@ -20,20 +23,74 @@ use crate::error::ApiError;
 const MEMORY_KIB: u32 = 19 * 1024;
 const PASSES: u32 = 2;
 const LANES: u32 = 1;
+/// Bytes of salt and of hash output, argon2's recommended lengths.
+const SALT_LEN: usize = 16;
+const OUTPUT_LEN: usize = 32;
 
-fn argon2() -> Argon2<'static> {
-    let params = Params::new(MEMORY_KIB, PASSES, LANES, None).expect("valid argon2 parameters");
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+fn params() -> Params {
+    Params::new(MEMORY_KIB, PASSES, LANES, Some(OUTPUT_LEN)).expect("valid argon2 parameters")
 }
 
 /// Verified against when the user does not exist, so an unknown name costs the same time as a
-/// wrong password and login timing does not reveal who is registered.
-static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
-    let random: [u8; 16] = rand::random();
-    argon2().hash_password(&random).expect("argon2 hashing of a random password").to_string()
-});
+/// wrong password and login timing does not reveal who is registered. A fixed hash of a random
+/// password nobody kept (a test checks it has the current parameters): computing one at start
+/// would cost a hash and leave its 19 MiB resident on an idle server.
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$b6XXczbRoXzzY2gMlhUvcw$GRBLkzT2WODz8id53IwFjez4FuxsVXGN0fBZfErnmjE";
 
-type Job = Box<dyn FnOnce() + Send>;
+/// The argon2 working memory of one hashing thread, allocated at its first hash.
+#[derive(Default)]
+struct Memory(Vec<Block>);
+
+impl Memory {
+    fn blocks(&mut self, count: usize) -> &mut [Block] {
+        if self.0.len() < count {
+            self.0.resize(count, Block::default());
+        }
+        &mut self.0[..count]
+    }
+
+    /// The argon2id PHC string of `password`, with a fresh random salt.
+    fn hash(&mut self, password: &[u8]) -> Result<String, String> {
+        let params = params();
+        let salt: [u8; SALT_LEN] = rand::random();
+        let mut out = [0u8; OUTPUT_LEN];
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+            .hash_password_into_with_memory(password, &salt, &mut out, self.blocks(params.block_count()))
+            .map_err(|e| e.to_string())?;
+        let phc = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&params).map_err(|e| e.to_string())?,
+            salt: Some(Salt::new(&salt).map_err(|e| e.to_string())?),
+            hash: Some(Output::new(&out).map_err(|e| e.to_string())?),
+        };
+        Ok(phc.to_string())
+    }
+
+    /// Whether `password` matches the PHC string `phc` (with the parameters `phc` names, as
+    /// `argon2`'s `PasswordVerifier` does; the comparison is `Output`'s constant-time one).
+    fn verify(&mut self, password: &[u8], phc: &str) -> bool {
+        let Ok(hash) = PasswordHash::new(phc) else { return false };
+        let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else { return false };
+        let (Ok(algorithm), Ok(params)) =
+            (Algorithm::try_from(hash.algorithm.as_str()), Params::try_from(&hash))
+        else {
+            return false;
+        };
+        let Ok(version) = hash.version.map_or(Ok(Version::default()), Version::try_from) else {
+            return false;
+        };
+        let mut out = vec![0u8; expected.len()];
+        let blocks = self.blocks(params.block_count());
+        Argon2::new(algorithm, version, params)
+            .hash_password_into_with_memory(password, salt, &mut out, blocks)
+            .is_ok()
+            && Output::new(&out).is_ok_and(|computed| computed == *expected)
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Memory) + Send>;
 
 /// Hashes and verifies passwords on `concurrency` dedicated threads; requests beyond that wait
 /// in line (FIFO) without holding an async worker.
@@ -51,15 +108,18 @@ impl PasswordHasherPool {
             let queue = queue.clone();
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
-                .spawn(move || loop {
-                    // The lock is held only while waiting for the next job, not while hashing.
-                    let job = match queue.lock() {
-                        Ok(queue) => queue.recv(),
-                        Err(_) => return,
-                    };
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => return,
+                .spawn(move || {
+                    let mut memory = Memory::default();
+                    loop {
+                        // The lock is held only while waiting for the next job, not while hashing.
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(&mut memory),
+                            Err(_) => return,
+                        }
                     }
                 })
                 .expect("spawn an argon2 thread");
@@ -67,11 +127,14 @@ impl PasswordHasherPool {
         Self { jobs }
     }
 
-    async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Memory) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
         let (tx, rx) = oneshot::channel();
         self.jobs
-            .send(Box::new(move || {
-                let _ = tx.send(job());
+            .send(Box::new(move |memory: &mut Memory| {
+                let _ = tx.send(job(memory));
             }))
             .map_err(|_| ApiError::Internal("the hashing threads are gone".into()))?;
         rx.await.map_err(|_| ApiError::Internal("a hashing job panicked".into()))
@@ -79,27 +142,21 @@ impl PasswordHasherPool {
 
     /// The argon2id PHC string of `password`, with a fresh random salt.
     pub async fn hash(&self, password: String) -> Result<String, ApiError> {
-        self.run(move || argon2().hash_password(password.as_bytes()).map(|h: PasswordHash| h.to_string()))
+        self.run(move |memory| memory.hash(password.as_bytes()))
             .await?
             .map_err(|e| ApiError::Internal(format!("argon2: {e}")))
     }
 
     /// Whether `password` matches `phc`; with `None`, checks against the dummy hash and fails.
     pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool, ApiError> {
-        self.run(move || {
-            let known = phc.is_some();
-            let phc = phc.unwrap_or_else(|| DUMMY_HASH.clone());
-            let matches = PasswordHash::new(&phc)
-                .map(|parsed| argon2().verify_password(password.as_bytes(), &parsed).is_ok())
-                .unwrap_or(false);
-            known && matches
+        self.run(move |memory| match phc {
+            Some(phc) => memory.verify(password.as_bytes(), &phc),
+            None => {
+                memory.verify(password.as_bytes(), DUMMY_HASH);
+                false
+            }
         })
         .await
-    }
-
-    /// Computes the dummy hash now, so the first unknown-user login is not slower than the rest.
-    pub async fn warm_up(&self) -> Result<(), ApiError> {
-        self.run(|| LazyLock::force(&DUMMY_HASH).len()).await.map(drop)
     }
 }
 
@@ -115,6 +172,38 @@ mod tests {
         assert!(pool.verify("correct horse".into(), Some(phc.clone())).await.unwrap());
         assert!(!pool.verify("wrong horse".into(), Some(phc)).await.unwrap());
         assert!(!pool.verify("correct horse".into(), None).await.unwrap());
+    }
+
+    #[test]
+    fn dummy_hash_has_the_current_parameters() {
+        let dummy = PasswordHash::new(DUMMY_HASH).unwrap();
+        let fresh = PasswordHash::new(&Memory::default().hash(b"x").unwrap()).unwrap();
+        assert_eq!(dummy.algorithm, fresh.algorithm);
+        assert_eq!(dummy.version, fresh.version);
+        assert_eq!(dummy.params, fresh.params);
+        assert_eq!(dummy.salt.unwrap().len(), SALT_LEN);
+        assert_eq!(dummy.hash.unwrap().len(), OUTPUT_LEN);
+        assert!(!Memory::default().verify(b"", DUMMY_HASH));
+    }
+
+    #[test]
+    fn verifies_what_the_argon2_crate_hashes_and_the_other_way_round() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let mut memory = Memory::default();
+        // Another cost, as a hash carried over from elsewhere might have.
+        let theirs =
+            Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(8 * 1024, 3, 1, None).unwrap())
+                .hash_password(b"hunter2")
+                .unwrap()
+                .to_string();
+        assert!(memory.verify(b"hunter2", &theirs));
+        assert!(!memory.verify(b"hunter3", &theirs));
+        let ours = memory.hash(b"hunter2").unwrap();
+        let argon2 = Argon2::default();
+        assert!(argon2.verify_password(b"hunter2", &PasswordHash::new(&ours).unwrap()).is_ok());
+        assert!(argon2.verify_password(b"hunter3", &PasswordHash::new(&ours).unwrap()).is_err());
+        assert!(!memory.verify(b"hunter2", "not a phc string"));
+        assert!(!memory.verify(b"hunter2", "$argon2id$v=19$m=19456,t=2,p=1$qmSr1qk4Ty4fMfSbrjU2zA"));
     }
 
     #[tokio::test]
