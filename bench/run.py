@@ -19,6 +19,11 @@ plus pgbench running the server's own list query (prepared, same concurrency) as
 Each scenario runs REPEAT times; the table shows medians (rps, p50, p99), the sum of errors and
 the peak RSS of the server during the scenario (VmHWM, reset before each run). Everything it
 starts, it stops.
+
+With BENCH_BASELINE=<path of another tasklane-server binary>, it also runs scenario 1 on each
+backend with that binary and this build alternately (REPEAT runs each, same database, same
+seeded user), so a before/after comparison comes from one run, not from two runs minutes apart
+on a machine whose speed drifts.
 """
 
 import json
@@ -43,7 +48,9 @@ THREADS = int(os.environ.get("THREADS", "2"))
 PG_PORT = int(os.environ.get("BENCH_PG_PORT", "55442"))
 REDIS_PORT = int(os.environ.get("BENCH_REDIS_PORT", "56389"))
 SERVER_PORT = int(os.environ.get("BENCH_SERVER_PORT", "8790"))
-SERVER_LOG = os.environ.get("BENCH_RUST_LOG", "info")
+# The server's RUST_LOG; unset by default, so the server runs with its own default filter (one
+# access line per request), as an operator who sets nothing gets.
+SERVER_LOG = os.environ.get("BENCH_RUST_LOG")
 BACKENDS = os.environ.get("BACKENDS", "postgres,sqlite").split(",")
 SECRET = "bench-secret-0123456789abcdef0123456789"
 PASSWORD = "correct horse battery"
@@ -74,13 +81,17 @@ def http(method, path, body=None, token=None):
         return json.loads(text) if text else None
 
 
+BINARY = ROOT / "target" / "release" / "tasklane-server"
+BASELINE = os.environ.get("BENCH_BASELINE")
+
+
 class Server:
-    def __init__(self, env, log_path):
-        self.log = open(log_path, "w")
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "ROCKET_"))}
+    def __init__(self, env, log_path, binary=BINARY):
+        self.log = open(log_path, "a")
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "ROCKET_", "RUST_LOG", "LOG_"))}
         full_env.update(env)
         self.proc = subprocess.Popen(
-            [str(ROOT / "target" / "release" / "tasklane-server")],
+            [str(binary)],
             env=full_env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -169,8 +180,9 @@ def bench_backend(backend, work):
         "RATE_LIMIT_ACCOUNT_PER_MINUTE": "0",
         "RATE_LIMIT_ADDRESS_PER_MINUTE": "0",
         "REFRESH_TOKEN_ROTATION": "false",
-        "RUST_LOG": SERVER_LOG,
     }
+    if SERVER_LOG:
+        env["RUST_LOG"] = SERVER_LOG
     if backend == "postgres":
         admin = f"postgres://postgres@127.0.0.1:{PG_PORT}/postgres"
         run(["psql", admin, "-qc", "DROP DATABASE IF EXISTS tasklane_bench WITH (FORCE)"], capture_output=True)
@@ -208,7 +220,26 @@ def bench_backend(backend, work):
             rows["pgbench: list query"] = pgbench(env["DATABASE_URL"], reader)
     finally:
         server.stop()
+    if BASELINE:
+        rows.update(ab_list(env, work, backend, read_env))
     return rows
+
+
+def ab_list(env, work, backend, read_env):
+    """Scenario 1 with the baseline binary and this build, alternately."""
+    runs = {"baseline": [], "this build": []}
+    for i in range(REPEAT):
+        for name, binary in (("baseline", BASELINE), ("this build", BINARY)):
+            server = Server(env, f"{work}/server-{backend}-ab.log", binary)
+            try:
+                time.sleep(1)
+                result = wrk("list.lua", read_env)
+                result["rss"] = server.rss_mb("VmHWM")
+            finally:
+                server.stop()
+            runs[name].append(result)
+            log(f"A/B list, {name} run {i + 1}/{REPEAT}: {result['rps']:.0f} rps, p99 {result['p99']} ms")
+    return {f"1 list, A/B: {name}": median_of(r) for name, r in runs.items()}
 
 
 def pgbench(url, reader):
@@ -262,8 +293,10 @@ def fmt(value, spec):
 
 
 def print_table(results):
+    if BASELINE:
+        print(f"\nA/B baseline: {BASELINE}")
     print(f"\nwrk -t{THREADS} -c{CONNECTIONS} -d{DURATION}s, medians of {REPEAT} runs, nproc={os.cpu_count()}, "
-          f"server RUST_LOG={SERVER_LOG}")
+          f"server RUST_LOG={SERVER_LOG or '(unset: the default filter, one access line per request)'}")
     print(f"| backend | scenario | rps | p50 ms | p99 ms | errors | peak RSS MB |")
     print(f"| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for backend, rows in results.items():
