@@ -30,8 +30,8 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts the binary with exactly these settings (plus address, port and log level: nothing
-    /// is inherited, so a developer's `DATABASE_URL` or `ROCKET_*` cannot leak in) and waits
+    /// Starts the binary with exactly these settings (plus address, port and, unless the settings
+    /// name one, `RUST_LOG=warn`: nothing is inherited, so a developer's `DATABASE_URL` or `ROCKET_*` cannot leak in) and waits
     /// until it answers `/health`.
     async fn start(settings: &[(&str, &str)]) -> ServerProcess {
         let dir = tempfile::tempdir().unwrap();
@@ -40,10 +40,10 @@ impl ServerProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_tasklane-server"))
             .env_clear()
             .current_dir(dir.path())
+            .env("RUST_LOG", "warn")
             .envs(settings.iter().copied())
             .env("ROCKET_ADDRESS", "127.0.0.1")
             .env("ROCKET_PORT", port.to_string())
-            .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -464,4 +464,59 @@ async fn two_instances_share_one_rate_limit() {
     a.stop().await;
     b.stop().await;
     scratch.cleanup().await;
+}
+
+#[tokio::test]
+async fn access_log_is_one_json_line_per_request_with_its_id() {
+    let secret = secret();
+    let server = ServerProcess::start(&[
+        ("SECRET_KEY", secret.as_str()),
+        ("RUST_LOG", tasklane_server::telemetry::DEFAULT_LOG_FILTER),
+        ("LOG_FORMAT", "json"),
+    ])
+    .await;
+    let http = reqwest::Client::new();
+    for (id, path) in [("probe-1", "/health"), ("probe-2", "/tasks/"), ("probe-3", "/nowhere")] {
+        http.get(server.url(path)).header("X-Request-Id", id).send().await.unwrap();
+    }
+    let (status, _) = post(
+        &http,
+        server.url("/auth/register"),
+        None,
+        json!({"username": "logged", "password": "correct horse battery"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let lines: Vec<Value> =
+            server.log().lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()).collect();
+        let responses = lines.iter().filter(|l| l["message"] == "response").count();
+        if responses >= 4 || Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for (id, method, path, status) in [
+        ("probe-1", "GET", "/health", 200),
+        ("probe-2", "GET", "/tasks/", 401),
+        ("probe-3", "GET", "/nowhere", 404),
+    ] {
+        let found: Vec<&Value> =
+            lines.iter().filter(|l| l["message"] == "response" && l["request_id"] == id).collect();
+        assert_eq!(found.len(), 1, "one access line for {id}:\n{}", server.log());
+        let line = found[0];
+        assert_eq!(line["level"], "INFO");
+        assert_eq!((line["method"].as_str(), line["path"].as_str()), (Some(method), Some(path)), "{line}");
+        assert_eq!(line["status"], status, "{line}");
+        assert!(line["latency_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{line}");
+    }
+    let register = lines
+        .iter()
+        .find(|l| l["message"] == "response" && l["path"] == "/auth/register")
+        .unwrap_or_else(|| panic!("no access line for the register:\n{}", server.log()));
+    assert_eq!(register["status"], 201);
+    assert_eq!(register["request_id"].as_str().map(str::len), Some(32), "a generated id: {register}");
+    server.stop().await;
 }
