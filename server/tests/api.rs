@@ -284,6 +284,8 @@ async fn list_filters_sorts_and_pages(app: &TestApp) {
         res.header("link"),
         Some("</tasks/?limit=2&offset=1&sort=created_at&status=pending>; rel=\"prev\"")
     );
+    let res = app.get("/tasks/?offset=7", &t).await;
+    assert_eq!((ids_of(&res).len(), res.header("x-total-count")), (0, Some("5")), "unfiltered, past the end");
     // Following `next` links visits every task exactly once.
     let mut seen = Vec::new();
     let mut next = Some("/tasks/?limit=2".to_owned());

@@ -83,32 +83,49 @@ impl SqliteStore {
 }
 
 /// Sorts a user's tasks by each [`TaskSort`]; ties broken by id in the same direction. The
-/// fragments are fixed strings (no user input is ever formatted into SQL).
+/// fragments are fixed strings (no user input is ever formatted into SQL). A listing with a
+/// status filter and one without are separate statements, so neither carries a
+/// `($2 IS NULL OR status = $2)` that the planner must keep for both cases.
 macro_rules! list_sql {
     ($order:literal) => {
-        concat!(
-            "SELECT id, user_id, title, description, status, created_at, updated_at, COUNT(*) OVER () AS total
-             FROM tasks WHERE user_id = $1 AND (CAST($2 AS TEXT) IS NULL OR status = $2)
-             ORDER BY ",
-            $order,
-            " LIMIT $3 OFFSET $4"
+        (
+            concat!(
+                "SELECT id, user_id, title, description, status, created_at, updated_at, COUNT(*) OVER () AS total
+                 FROM tasks WHERE user_id = $1 ORDER BY ",
+                $order,
+                " LIMIT $2 OFFSET $3"
+            ),
+            concat!(
+                "SELECT id, user_id, title, description, status, created_at, updated_at, COUNT(*) OVER () AS total
+                 FROM tasks WHERE user_id = $1 AND status = $2 ORDER BY ",
+                $order,
+                " LIMIT $3 OFFSET $4"
+            ),
         )
     };
 }
 
-fn list_sql(sort: TaskSort) -> &'static str {
-    match sort {
+/// The listing statement for `sort`: binds user id, then the status if `filtered`, then limit
+/// and offset.
+fn list_sql(sort: TaskSort, filtered: bool) -> &'static str {
+    let (all, by_status) = match sort {
         TaskSort::CreatedAt => list_sql!("created_at ASC, id ASC"),
         TaskSort::CreatedAtDesc => list_sql!("created_at DESC, id DESC"),
         TaskSort::UpdatedAt => list_sql!("updated_at ASC, id ASC"),
         TaskSort::UpdatedAtDesc => list_sql!("updated_at DESC, id DESC"),
         TaskSort::Title => list_sql!("title ASC, id ASC"),
         TaskSort::TitleDesc => list_sql!("title DESC, id DESC"),
+    };
+    if filtered {
+        by_status
+    } else {
+        all
     }
 }
 
-const COUNT_SQL: &str =
-    "SELECT COUNT(*) FROM tasks WHERE user_id = $1 AND (CAST($2 AS TEXT) IS NULL OR status = $2)";
+/// The count of a page past the end, which has no rows to carry it.
+const COUNT_SQL: &str = "SELECT COUNT(*) FROM tasks WHERE user_id = $1";
+const COUNT_BY_STATUS_SQL: &str = "SELECT COUNT(*) FROM tasks WHERE user_id = $1 AND status = $2";
 const TASK_COLUMNS: &str = "id, user_id, title, description, status, created_at, updated_at";
 
 #[derive(sqlx::FromRow)]
@@ -279,9 +296,12 @@ macro_rules! impl_sql_store {
             async fn list_tasks(&self, user_id: i64, filter: &TaskFilter) -> Result<(Vec<Task>, u64), StoreError> {
                 let status = filter.status.map(|s| s.as_str());
                 let mut conn = self.pool.get().await?;
-                let result = sqlx::query_as(list_sql(filter.sort))
-                    .bind(user_id)
-                    .bind(status)
+                let query = sqlx::query_as(list_sql(filter.sort, status.is_some())).bind(user_id);
+                let query = match status {
+                    Some(status) => query.bind(status),
+                    None => query,
+                };
+                let result = query
                     .bind(i64::from(filter.limit))
                     .bind(offset_param(filter.offset))
                     .fetch_all(conn.conn())
@@ -293,11 +313,11 @@ macro_rules! impl_sql_store {
                     Some(row) => row.total,
                     None if filter.offset == 0 => 0,
                     None => {
-                        let result = sqlx::query_scalar::<_, i64>(COUNT_SQL)
-                            .bind(user_id)
-                            .bind(status)
-                            .fetch_one(conn.conn())
-                            .await;
+                        let query = match status {
+                            Some(status) => sqlx::query_scalar::<_, i64>(COUNT_BY_STATUS_SQL).bind(user_id).bind(status),
+                            None => sqlx::query_scalar::<_, i64>(COUNT_SQL).bind(user_id),
+                        };
+                        let result = query.fetch_one(conn.conn()).await;
                         conn.settle(result)?
                     }
                 };
