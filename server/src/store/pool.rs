@@ -43,11 +43,7 @@ pub struct Slot<C> {
     settled: bool,
 }
 
-impl<C> managed::Manager for Manager<C>
-where
-    C: Connection,
-    C::Options: ConnectOptions<Connection = C>,
-{
+impl<C: Connection> managed::Manager for Manager<C> {
     type Type = Slot<C>;
     type Error = sqlx::Error;
 
@@ -65,39 +61,23 @@ where
 }
 
 /// A pool of connections to one SQL database.
-pub struct SqlPool<C>
-where
-    C: Connection,
-    C::Options: ConnectOptions<Connection = C>,
-{
+pub struct SqlPool<C: Connection> {
     pool: managed::Pool<Manager<C>>,
 }
 
-impl<C> Clone for SqlPool<C>
-where
-    C: Connection,
-    C::Options: ConnectOptions<Connection = C>,
-{
+impl<C: Connection> Clone for SqlPool<C> {
     fn clone(&self) -> Self {
         Self { pool: self.pool.clone() }
     }
 }
 
-impl<C> std::fmt::Debug for SqlPool<C>
-where
-    C: Connection,
-    C::Options: ConnectOptions<Connection = C>,
-{
+impl<C: Connection> std::fmt::Debug for SqlPool<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqlPool").field("status", &self.pool.status()).finish()
     }
 }
 
-impl<C> SqlPool<C>
-where
-    C: Connection + 'static,
-    C::Options: ConnectOptions<Connection = C>,
-{
+impl<C: Connection + 'static> SqlPool<C> {
     /// A pool of at most `max_size` connections; none is opened until one is asked for.
     /// Waiting for a free connection, opening one and testing one are each bounded by
     /// [`BACKEND_TIMEOUT`]. Must be called inside the Tokio runtime (it starts the reaper).
@@ -143,19 +123,11 @@ where
 
 /// A connection out of the pool; it goes back when dropped. Each use is [`Conn::conn`], then
 /// [`Conn::settle`] with the result.
-pub struct Conn<C>
-where
-    C: Connection,
-    C::Options: ConnectOptions<Connection = C>,
-{
+pub struct Conn<C: Connection> {
     slot: Object<Manager<C>>,
 }
 
-impl<C> Conn<C>
-where
-    C: Connection,
-    C::Options: ConnectOptions<Connection = C>,
-{
+impl<C: Connection> Conn<C> {
     /// The connection, marked unsettled until [`Conn::settle`] sees how its use ended.
     pub fn conn(&mut self) -> &mut C {
         self.slot.settled = false;
@@ -209,7 +181,6 @@ mod tests {
     async fn scalar<C>(conn: &mut Conn<C>, sql: &'static str) -> Result<i64, StoreError>
     where
         C: Connection,
-        C::Options: ConnectOptions<Connection = C>,
         for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
         i64: sqlx::Type<C::Database> + for<'r> sqlx::Decode<'r, C::Database>,
         (i64,): for<'r> sqlx::FromRow<'r, <C::Database as sqlx::Database>::Row>,

@@ -10,9 +10,11 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use rocket::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, PgConnection, SqliteConnection};
+use sqlx::migrate::Migrator;
+use sqlx::pool::PoolOptions;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{Connection, PgConnection, Postgres, Sqlite, SqliteConnection};
 use tasklane::types::{NewTask, Task, TaskSort, TaskUpdate, User};
 
 use super::pool::SqlPool;
@@ -20,11 +22,7 @@ use super::{RefreshStore, Rotation, Store, StoreError, TaskFilter, UserCredentia
 
 /// The users-and-tasks store on one SQL database, `C` being its connection type.
 #[derive(Clone, Debug)]
-pub struct SqlStore<C>
-where
-    C: Connection,
-    C::Options: sqlx::ConnectOptions<Connection = C>,
-{
+pub struct SqlStore<C: Connection> {
     pool: SqlPool<C>,
 }
 
@@ -37,18 +35,7 @@ impl PgStore {
     /// Connects, and applies `migrations/postgres`.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Internal(e.to_string()))?;
-        // Migrations run on a one-connection sqlx pool of their own, closed when done: the
-        // shape `Migrator::run` takes inside a `Send` future (on `&mut PgConnection` rustc's
-        // higher-ranked lifetime check rejects it).
-        let migrations = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(BACKEND_TIMEOUT)
-            .connect_with(options.clone())
-            .await
-            .map_err(map_err)?;
-        let migrated = sqlx::migrate!("../migrations/postgres").run(&migrations).await;
-        migrations.close().await;
-        migrated.map_err(|e| StoreError::Internal(e.to_string()))?;
+        migrate::<Postgres>(options.clone(), sqlx::migrate!("../migrations/postgres")).await?;
         Ok(Self { pool: SqlPool::new(options, max_connections)? })
     }
 }
@@ -66,20 +53,31 @@ impl SqliteStore {
             // Writers queue for the lock instead of failing at once; bounded like every backend call.
             .busy_timeout(BACKEND_TIMEOUT)
             .foreign_keys(true);
-        // Migrations run on a one-connection sqlx pool of their own, closed when done: the
-        // shape `Migrator::run` takes inside a `Send` future (on `&mut SqliteConnection` rustc's
-        // higher-ranked lifetime check rejects it).
-        let migrations = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(BACKEND_TIMEOUT)
-            .connect_with(options.clone())
-            .await
-            .map_err(map_err)?;
-        let migrated = sqlx::migrate!("../migrations/sqlite").run(&migrations).await;
-        migrations.close().await;
-        migrated.map_err(|e| StoreError::Internal(e.to_string()))?;
+        migrate::<Sqlite>(options.clone(), sqlx::migrate!("../migrations/sqlite")).await?;
         Ok(Self { pool: SqlPool::new(options, max_connections)? })
     }
+}
+
+/// Applies `migrator` on a one-connection sqlx pool of its own, closed when done: the shape
+/// `Migrator::run` takes inside a `Send` future (on `&mut` a connection, rustc's higher-ranked
+/// lifetime check rejects it).
+async fn migrate<DB>(
+    options: <DB::Connection as Connection>::Options,
+    migrator: Migrator,
+) -> Result<(), StoreError>
+where
+    DB: sqlx::Database,
+    DB::Connection: sqlx::migrate::Migrate,
+{
+    let migrations = PoolOptions::<DB>::new()
+        .max_connections(1)
+        .acquire_timeout(BACKEND_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(map_err)?;
+    let migrated = migrator.run(&migrations).await;
+    migrations.close().await;
+    migrated.map_err(|e| StoreError::Internal(e.to_string()))
 }
 
 /// Sorts a user's tasks by each [`TaskSort`]; ties broken by id in the same direction. The
