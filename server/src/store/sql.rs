@@ -1,6 +1,6 @@
 //! The SQL store, one body of code for PostgreSQL and SQLite.
 //!
-//! Both databases accept `$N` placeholders, `RETURNING`, window functions and the same schema
+//! Both databases accept `$N` placeholders, `RETURNING`, scalar subqueries and the same schema
 //! (up to column types, in `migrations/<backend>`), so the queries are written once. Runtime
 //! `query_as` is used rather than the `query!` macros, which would tie the build to one database.
 //! The trait impls are stamped out for each backend by `impl_sql_store!`, since a generic impl
@@ -84,17 +84,24 @@ where
 /// fragments are fixed strings (no user input is ever formatted into SQL). A listing with a
 /// status filter and one without are separate statements, so neither carries a
 /// `($2 IS NULL OR status = $2)` that the planner must keep for both cases.
+///
+/// The total rides along as an uncorrelated scalar subquery, which both databases run once
+/// per statement off the `(user_id, ...)` index. (`COUNT(*) OVER ()` made SQLite read the
+/// user's rows through a co-routine and sort them in a temporary B-tree on every page, instead
+/// of walking the index that already has the order.)
 macro_rules! list_sql {
     ($order:literal) => {
         (
             concat!(
-                "SELECT id, user_id, title, description, status, created_at, updated_at, COUNT(*) OVER () AS total
+                "SELECT id, user_id, title, description, status, created_at, updated_at,
+                        (SELECT COUNT(*) FROM tasks WHERE user_id = $1) AS total
                  FROM tasks WHERE user_id = $1 ORDER BY ",
                 $order,
                 " LIMIT $2 OFFSET $3"
             ),
             concat!(
-                "SELECT id, user_id, title, description, status, created_at, updated_at, COUNT(*) OVER () AS total
+                "SELECT id, user_id, title, description, status, created_at, updated_at,
+                        (SELECT COUNT(*) FROM tasks WHERE user_id = $1 AND status = $2) AS total
                  FROM tasks WHERE user_id = $1 AND status = $2 ORDER BY ",
                 $order,
                 " LIMIT $3 OFFSET $4"
@@ -305,7 +312,7 @@ macro_rules! impl_sql_store {
                     .fetch_all(conn.conn())
                     .await;
                 let rows: Vec<ListRow> = conn.settle(result)?;
-                // The window count rides along with the rows; only a page past the end needs
+                // The count rides along with the rows; only a page past the end needs
                 // its own count query.
                 let total = match rows.first() {
                     Some(row) => row.total,
