@@ -7,7 +7,6 @@ use rocket_okapi::gen::OpenApiGenerator;
 use rocket_okapi::okapi::openapi3::{Object, SecurityRequirement, SecurityScheme, SecuritySchemeData};
 use rocket_okapi::request::{OpenApiFromRequest, RequestHeaderInput};
 
-use super::jwt::TokenKind;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -45,12 +44,10 @@ impl<'r> FromRequest<'r> for AuthUser {
         let verified = bearer_token(req).and_then(|token| {
             state
                 .keys
-                .verify(token, TokenKind::Access)
+                .verify_access(token)
                 .map_err(|e| ApiError::Unauthorized(format!("{e}; sign in or refresh")))
         });
-        match verified.and_then(|claims| {
-            claims.user_id().ok_or_else(|| ApiError::Unauthorized("the token names no user".into()))
-        }) {
+        match verified {
             Ok(id) => Outcome::Success(AuthUser { id }),
             Err(err) => {
                 debug_assert_eq!(err.status(), Status::Unauthorized);
