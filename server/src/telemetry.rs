@@ -4,7 +4,9 @@
 //! - `http_requests_total{method, route, status}`: requests served;
 //! - `http_request_duration_seconds{method, route, status}`: latency histogram;
 //! - `db_pool_connections` / `db_pool_idle_connections`, `redis_pool_connections` /
-//!   `redis_pool_idle_connections`: pool usage, read at scrape time.
+//!   `redis_pool_idle_connections`: pool usage, read at scrape time;
+//! - `password_hash_memory_bytes`: argon2 working memory the hashing threads hold (19 MiB per
+//!   busy thread, given back after 10 s idle), read at scrape time.
 //!
 //! `route` is the route's pattern (`/tasks/<id>`), never the raw path, so label sets stay
 //! bounded; requests that match no route count under `unmatched`.
@@ -68,6 +70,7 @@ pub fn metrics_endpoint(state: &State<AppState>) -> (ContentType, String) {
     let (size, idle) = state.stores.store.pool_status();
     metrics::gauge!("db_pool_connections").set(size as f64);
     metrics::gauge!("db_pool_idle_connections").set(idle as f64);
+    metrics::gauge!("password_hash_memory_bytes").set(state.hasher.resident_bytes() as f64);
     if let Some(redis) = &state.stores.redis {
         let (size, idle) = redis.status();
         metrics::gauge!("redis_pool_connections").set(size as f64);

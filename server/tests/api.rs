@@ -595,6 +595,7 @@ async fn metrics_and_security_headers(app: &TestApp) {
         r#"http_request_duration_seconds_bucket{method="POST",route="/auth/register",status="201",le="0.005"}"#,
         "db_pool_connections ",
         "db_pool_idle_connections ",
+        "password_hash_memory_bytes ",
     ] {
         assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
     }

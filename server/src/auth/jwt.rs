@@ -219,7 +219,8 @@ mod tests {
         let i = tampered.len() - 5;
         tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
         assert_eq!(keys.verify_access(std::str::from_utf8(&tampered).unwrap()), Err(TokenError::Invalid));
-        let (foreign, _) = JwtKeys::new(&[8; 32]).issue(TokenKind::Access, 1, None, now, Duration::from_secs(60));
+        let (foreign, _) =
+            JwtKeys::new(&[8; 32]).issue(TokenKind::Access, 1, None, now, Duration::from_secs(60));
         assert_eq!(keys.verify_access(&foreign), Err(TokenError::Invalid));
         assert_eq!(keys.verified.len(), 1, "only the good token");
         // Another instance with another key has its own memory.

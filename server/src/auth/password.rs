@@ -2,16 +2,20 @@
 //! dedicated threads so a login storm can neither starve the async workers nor grow memory.
 //!
 //! Why threads of our own rather than `spawn_blocking` under a semaphore, and why each keeps
-//! its own working memory: argon2's own API allocates 19 MiB per hash and frees it after. glibc
-//! keeps such freed blocks in per-thread arenas, so a login storm left ~240 MB resident (476 MB
-//! on the blocking pool's changing threads). Here each of the `concurrency` threads allocates
-//! its 19 MiB once, at its first hash, and reuses it for every hash after: memory is bounded by
-//! `concurrency` × 19 MiB, and no hash pays for fresh pages. The argon2 calls are the crate's
-//! own (`hash_password_into_with_memory`); only the PHC string around them is assembled here,
-//! field for field as `argon2`'s `PasswordHasher` does.
+//! its own working memory: argon2's own API allocates 19 MiB per hash and frees it after. Under
+//! glibc's malloc the freed blocks stayed in per-thread arenas, so a login storm left ~240 MB
+//! resident (476 MB on the blocking pool's changing threads); any allocator makes every hash
+//! fault in fresh pages. Here each of the `concurrency` threads allocates its 19 MiB at its
+//! first hash and reuses it while hashes keep coming: memory is bounded by `concurrency` ×
+//! 19 MiB. A thread that has had nothing to hash for [`MEMORY_KEPT_IDLE`] frees its memory, so
+//! a server that is quiet again after a burst of logins returns to its idle footprint (once the
+//! allocator hands the pages back; see DESIGN.md). The
+//! argon2 calls are the crate's own (`hash_password_into_with_memory`); only the PHC string
+//! around them is assembled here, field for field as `argon2`'s `PasswordHasher` does.
 
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -57,16 +61,41 @@ fn params() -> Params {
 const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$b6XXczbRoXzzY2gMlhUvcw$GRBLkzT2WODz8id53IwFjez4FuxsVXGN0fBZfErnmjE";
 
-/// The argon2 working memory of one hashing thread, allocated at its first hash.
+/// How long a hashing thread keeps its working memory with no job to do. Long enough that a
+/// steady trickle of logins reuses it, short enough that an idle server gives it back.
+pub const MEMORY_KEPT_IDLE: Duration = Duration::from_secs(10);
+
+/// The argon2 working memory of one hashing thread, allocated at its first hash. `resident`
+/// counts the bytes held by all the pool's threads; it is updated before a hash runs and when
+/// the memory is dropped.
 #[derive(Default)]
-struct Memory(Vec<Block>);
+struct Memory {
+    blocks: Vec<Block>,
+    resident: Arc<AtomicUsize>,
+}
+
+impl Drop for Memory {
+    fn drop(&mut self) {
+        self.resident.fetch_sub(self.bytes(), Ordering::Relaxed);
+    }
+}
 
 impl Memory {
+    fn new(resident: Arc<AtomicUsize>) -> Self {
+        Self { blocks: Vec::new(), resident }
+    }
+
+    fn bytes(&self) -> usize {
+        self.blocks.capacity() * std::mem::size_of::<Block>()
+    }
+
     fn blocks(&mut self, count: usize) -> &mut [Block] {
-        if self.0.len() < count {
-            self.0.resize(count, Block::default());
+        if self.blocks.len() < count {
+            let before = self.bytes();
+            self.blocks.resize(count, Block::default());
+            self.resident.fetch_add(self.bytes() - before, Ordering::Relaxed);
         }
-        &mut self.0[..count]
+        &mut self.blocks[..count]
     }
 
     /// The argon2id PHC string of `password`, with a fresh random salt.
@@ -115,36 +144,52 @@ type Job = Box<dyn FnOnce(&mut Memory) + Send>;
 /// in line (FIFO) without holding an async worker.
 #[derive(Clone)]
 pub struct PasswordHasherPool {
-    jobs: mpsc::Sender<Job>,
+    jobs: flume::Sender<Job>,
+    resident: Arc<AtomicUsize>,
 }
 
 impl PasswordHasherPool {
     /// A pool of `concurrency` hashing threads. They end when the last clone of the pool drops.
     pub fn new(concurrency: usize) -> Self {
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let queue = Arc::new(Mutex::new(queue));
+        Self::with_idle_release(concurrency, MEMORY_KEPT_IDLE)
+    }
+
+    /// As [`new`](Self::new), with threads that free their working memory after `keep_idle`
+    /// without a job.
+    pub fn with_idle_release(concurrency: usize, keep_idle: Duration) -> Self {
+        let (jobs, queue) = flume::unbounded::<Job>();
+        let resident = Arc::new(AtomicUsize::new(0));
         for i in 0..concurrency.max(1) {
             let queue = queue.clone();
+            let resident = resident.clone();
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
                 .spawn(move || {
                     lower_this_threads_priority();
-                    let mut memory = Memory::default();
+                    let mut memory = Memory::new(resident);
                     loop {
-                        // The lock is held only while waiting for the next job, not while hashing.
-                        let job = match queue.lock() {
-                            Ok(queue) => queue.recv(),
-                            Err(_) => return,
+                        let next = if memory.bytes() == 0 {
+                            queue.recv().map_err(|_| flume::RecvTimeoutError::Disconnected)
+                        } else {
+                            queue.recv_timeout(keep_idle)
                         };
-                        match job {
+                        match next {
                             Ok(job) => job(&mut memory),
-                            Err(_) => return,
+                            Err(flume::RecvTimeoutError::Timeout) => {
+                                memory = Memory::new(memory.resident.clone());
+                            }
+                            Err(flume::RecvTimeoutError::Disconnected) => return,
                         }
                     }
                 })
                 .expect("spawn an argon2 thread");
         }
-        Self { jobs }
+        Self { jobs, resident }
+    }
+
+    /// Bytes of argon2 working memory the hashing threads hold right now.
+    pub fn resident_bytes(&self) -> usize {
+        self.resident.load(Ordering::Relaxed)
     }
 
     async fn run<T: Send + 'static>(
@@ -254,6 +299,30 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         assert!(seen >= 2, "found {seen} argon2 threads at nice {HASHING_NICENESS}");
+    }
+
+    #[tokio::test]
+    async fn idle_threads_give_their_memory_back() {
+        let pool = PasswordHasherPool::with_idle_release(2, Duration::from_millis(200));
+        assert_eq!(pool.resident_bytes(), 0, "nothing hashed yet");
+        let phc = pool.hash("correct horse".into()).await.unwrap();
+        let one = MEMORY_KIB as usize * 1024;
+        assert_eq!(pool.resident_bytes(), one, "one thread hashed once");
+        let (a, b) = tokio::join!(
+            pool.verify("correct horse".into(), Some(phc.clone())),
+            pool.verify("correct horse".into(), Some(phc.clone()))
+        );
+        assert!(a.unwrap() && b.unwrap());
+        assert!(pool.resident_bytes() <= 2 * one);
+        let mut waited = 0;
+        while pool.resident_bytes() > 0 && waited < 100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += 1;
+        }
+        assert_eq!(pool.resident_bytes(), 0, "idle threads still hold memory");
+        // A thread that gave its memory back hashes as before.
+        assert!(pool.verify("correct horse".into(), Some(phc)).await.unwrap());
+        assert_eq!(pool.resident_bytes(), one);
     }
 
     #[tokio::test]
