@@ -9,9 +9,9 @@
 //! first hash and reuses it while hashes keep coming: memory is bounded by `concurrency` ×
 //! 19 MiB. A thread that has had nothing to hash for [`MEMORY_KEPT_IDLE`] frees its memory, so
 //! a server that is quiet again after a burst of logins returns to its idle footprint (once the
-//! allocator hands the pages back; see DESIGN.md). The
-//! argon2 calls are the crate's own (`hash_password_into_with_memory`); only the PHC string
-//! around them is assembled here, field for field as `argon2`'s `PasswordHasher` does.
+//! allocator hands the pages back; see DESIGN.md). The argon2 calls are the crate's own
+//! (`hash_password_into_with_memory`); only the PHC string around them is assembled here, field
+//! for field as `argon2`'s `PasswordHasher` does.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
