@@ -174,7 +174,7 @@ impl TryFrom<TaskRow> for Task {
     }
 }
 
-/// A listed task and the total, the column after [`TASK_COLUMNS`]; read by position too.
+/// A listed task, and the total in the column after [`TASK_COLUMNS`].
 struct ListRow {
     task: TaskRow,
     total: i64,
@@ -182,15 +182,12 @@ struct ListRow {
 
 impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for ListRow
 where
-    (i64, i64, String, Option<String>, String, DateTime<Utc>, DateTime<Utc>, i64): sqlx::FromRow<'r, R>,
+    TaskRow: sqlx::FromRow<'r, R>,
+    &'r str: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
-        let (id, user_id, title, description, status, created_at, updated_at, total) =
-            sqlx::FromRow::from_row(row)?;
-        Ok(ListRow {
-            task: TaskRow { id, user_id, title, description, status, created_at, updated_at },
-            total,
-        })
+        Ok(ListRow { task: TaskRow::from_row(row)?, total: row.try_get("total")? })
     }
 }
 
