@@ -15,7 +15,9 @@ wrk at CONNECTIONS connections:
   5 storm     scenario 1 while a login storm runs at full concurrency beside it
   6 refresh   POST /auth/refresh (rotation off: wrk repeats one body on every connection)
 
-plus pgbench running the server's own list query (prepared, same concurrency) as a floor.
+plus pgbench running the server's own list query (prepared, same concurrency) as a floor. The
+floor runs alternately with scenario 1 (list, pgbench, list, pgbench, ...) on the same data, and
+its statement is the one the server sent, read back from pg_stat_activity, not a copy.
 Each scenario runs REPEAT times; the table shows medians (rps, p50, p99), the sum of errors and
 the peak RSS of the server during the scenario (VmHWM, reset before each run). Everything it
 starts, it stops.
@@ -54,13 +56,6 @@ SERVER_LOG = os.environ.get("BENCH_RUST_LOG")
 BACKENDS = os.environ.get("BACKENDS", "postgres,sqlite").split(",")
 SECRET = "bench-secret-0123456789abcdef0123456789"
 PASSWORD = "correct horse battery"
-# The exact statement the server sends for a default listing (server/src/store/sql.rs).
-LIST_SQL = (
-    "SELECT id, user_id, title, description, status, created_at, updated_at,\n"
-    "                        (SELECT COUNT(*) FROM tasks WHERE user_id = $1) AS total\n"
-    "                 FROM tasks WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
-)
-
 
 def log(*args):
     print("bench:", *args, file=sys.stderr, flush=True)
@@ -208,7 +203,12 @@ def bench_backend(backend, work):
             ab = ab_list(env, work, backend, read_env)
             server = Server(env, f"{work}/server-{backend}.log")
 
-        rows["1 list"] = scenario(server, "list", lambda: wrk("list.lua", read_env))
+        list_scenario = lambda: wrk("list.lua", read_env)
+        if backend == "postgres":
+            rows["1 list"], rows["pgbench: list query"], rows["floor"] = list_and_floor(
+                server, list_scenario, env["DATABASE_URL"], reader)
+        else:
+            rows["1 list"] = scenario(server, "list", list_scenario)
         rows["2 create"] = scenario(server, "create", lambda: wrk("create.lua", {"BENCH_TOKEN": writer["access_token"]}))
         rows["3 update"] = scenario(server, "update", lambda: wrk("update.lua", read_env))
         rows["4 login"] = scenario(server, "login", lambda: wrk("login.lua", {"BENCH_USER": "reader"}))
@@ -221,9 +221,6 @@ def bench_backend(backend, work):
             return listed
         rows["5 list + login storm"] = scenario(server, "storm", storm)
         rows["6 refresh"] = scenario(server, "refresh", lambda: wrk("refresh.lua", {"BENCH_REFRESH": reader["refresh_token"]}))
-
-        if backend == "postgres":
-            rows["pgbench: list query"] = pgbench(env["DATABASE_URL"], reader)
     finally:
         server.stop()
     if BASELINE:
@@ -248,27 +245,65 @@ def ab_list(env, work, backend, read_env):
     return {f"1 list, A/B: {name}": median_of(r) for name, r in runs.items()}
 
 
-def pgbench(url, reader):
+def sent_list_statement(url):
+    """The list statement exactly as the server sent it: its pooled connections sit idle after
+    scenario 1, and pg_stat_activity keeps each one's last statement, placeholders and all."""
+    out = run(["psql", url, "-AtF", "\x1f", "-R", "\x1e", "-c",
+               "SELECT DISTINCT query FROM pg_stat_activity WHERE datname = current_database() "
+               "AND pid <> pg_backend_pid() AND query LIKE '%FROM tasks%LIMIT $2 OFFSET $3%'"],
+              capture_output=True).stdout
+    statements = [q for q in out.split("\x1e") if q.strip()]
+    if len(statements) != 1:
+        raise SystemExit(f"expected the server's one list statement in pg_stat_activity, found {statements!r}")
+    return statements[0].strip()
+
+
+def pgbench_script(url, reader):
     me = http("GET", "/auth/me", token=reader["access_token"])
-    script = Path(tempfile.mkstemp(suffix=".sql")[1])
+    sql = sent_list_statement(url)
+    log(f"pgbench statement (from pg_stat_activity): {' '.join(sql.split())}")
     # pgbench variables stand where the server binds parameters; -M prepared makes it a
     # prepared statement, as sqlx's are. (pgbench numbers each occurrence of :uid as its own
     # parameter, so the user id is bound twice with the same value; the plan is the same.)
-    sql = LIST_SQL.replace("$1", ":uid").replace("$2", ":lim").replace("$3", ":off")
+    sql = sql.replace("$1", ":uid").replace("$2", ":lim").replace("$3", ":off")
+    script = Path(tempfile.mkstemp(suffix=".sql")[1])
     script.write_text(f"\\set uid {me['id']}\n\\set lim 50\n\\set off 0\n{sql};\n")
-    runs = []
-    for i in range(REPEAT):
-        out = run(["pgbench", "-n", "-M", "prepared", "-c", str(CONNECTIONS), "-j", str(THREADS), "-T", str(DURATION),
-                   "-f", str(script), url], capture_output=True).stdout
-        tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
-        avg = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))
-        failed = re.search(r"number of failed transactions: (\d+)", out)
-        runs.append({"rps": tps, "p50": None, "p99": None, "avg": avg, "errors": int(failed.group(1)) if failed else 0})
-        log(f"pgbench run {i + 1}/{REPEAT}: {tps:.0f} tps")
-    script.unlink()
-    result = median_of(runs)
-    result["rss"] = None
-    return result
+    return script
+
+
+def pgbench(url, script):
+    out = run(["pgbench", "-n", "-M", "prepared", "-c", str(CONNECTIONS), "-j", str(THREADS), "-T", str(DURATION),
+               "-f", str(script), url], capture_output=True).stdout
+    tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
+    failed = re.search(r"number of failed transactions: (\d+)", out)
+    return {"rps": tps, "p50": None, "p99": None, "errors": int(failed.group(1)) if failed else 0}
+
+
+def list_and_floor(server, list_scenario, url, reader):
+    """Scenario 1 and pgbench with the server's list statement, alternately, REPEAT times each, on
+    the same data: the machine's speed drifts over minutes, and the write scenarios grow the
+    table, so a floor measured at another time or after them would not be comparable."""
+    lists, floors, ratios = [], [], []
+    script = None
+    try:
+        for i in range(REPEAT):
+            server.reset_peak()
+            listed = list_scenario()
+            listed["rss"] = server.rss_mb("VmHWM")
+            lists.append(listed)
+            if script is None:
+                script = pgbench_script(url, reader)
+            floor = pgbench(url, script)
+            floors.append(floor)
+            ratios.append(listed["rps"] / floor["rps"])
+            log(f"list run {i + 1}/{REPEAT}: {listed['rps']:.0f} rps, p99 {listed['p99']} ms, {listed['errors']} errors; "
+                f"pgbench {floor['rps']:.0f} tps; ratio {ratios[-1]:.0%}")
+    finally:
+        if script is not None:
+            script.unlink()
+    floor = median_of(floors)
+    floor["rss"] = None
+    return median_of(lists), floor, {"ratios": ratios}
 
 
 def main():
@@ -309,12 +344,15 @@ def print_table(results):
     for backend, rows in results.items():
         name = "PostgreSQL + Redis" if backend == "postgres" else "SQLite"
         for scenario, r in rows.items():
+            if scenario == "floor":
+                continue
             print(f"| {name} | {scenario} | {fmt(r.get('rps'), '.0f')} | {fmt(r.get('p50'), '.2f')} | "
                   f"{fmt(r.get('p99'), '.2f')} | {fmt(r.get('errors'), 'd')} | {fmt(r.get('rss'), '.1f')} |")
     pg = results.get("postgres", {})
-    if "1 list" in pg and "pgbench: list query" in pg:
-        share = pg["1 list"]["rps"] / pg["pgbench: list query"]["rps"]
-        print(f"\nPostgreSQL list: server at {share:.0%} of pgbench running its query alone.")
+    if "floor" in pg:
+        ratios = pg["floor"]["ratios"]
+        print(f"\nPostgreSQL list: server at {statistics.median(ratios):.0%} of pgbench running its statement alone "
+              f"(median of the {len(ratios)} alternating pairs: {', '.join(f'{r:.0%}' for r in ratios)}).")
     for backend, rows in results.items():
         if "1 list" in rows and "5 list + login storm" in rows:
             ratio = rows["5 list + login storm"]["p99"] / rows["1 list"]["p99"]
