@@ -16,6 +16,7 @@ backend_tests![
     task_validation_errors_name_the_field,
     another_users_task_is_404_on_every_verb,
     list_filters_sorts_and_pages,
+    list_total_is_exact_as_a_list_grows_and_shrinks,
     list_rejects_bad_query_parameters,
     bad_ids_are_never_500,
     refresh_rotates_and_detects_reuse,
@@ -301,6 +302,53 @@ async fn list_filters_sorts_and_pages(app: &TestApp) {
     // Limits at their bounds.
     assert_eq!(ids_of(&app.get("/tasks/?limit=100", &t).await).len(), 5);
     assert_eq!(ids_of(&app.get("/tasks/?limit=1", &t).await).len(), 1);
+}
+
+/// The total is exact whichever statement the store picks: a first page that holds everything
+/// counts its rows, a full one is counted beside it (and the user remembered as having one),
+/// later pages carry the count, and a list that shrinks is counted right again.
+async fn list_total_is_exact_as_a_list_grows_and_shrinks(app: &TestApp) {
+    let t = app.register("counter").await.access;
+    let total = |res: &Resp| {
+        (res.status, res.json().as_array().unwrap().len(), res.header("x-total-count").map(str::to_owned))
+    };
+    let expect = |rows: usize, total: usize| (200, rows, Some(total.to_string()));
+    assert_eq!(total(&app.get("/tasks/?limit=3", &t).await), expect(0, 0), "no tasks at all");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            app.create_task(&t, json!({"title": format!("t{i}"), "status": "done"})).await["id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    // Exactly a full first page, then one more than that: each needs a real count.
+    assert_eq!(total(&app.get("/tasks/?limit=3", &t).await), expect(3, 3));
+    assert_eq!(total(&app.get("/tasks/?limit=4", &t).await), expect(3, 3));
+    ids.push(app.create_task(&t, json!({"title": "t3"})).await["id"].as_i64().unwrap());
+    assert_eq!(total(&app.get("/tasks/?limit=3", &t).await), expect(3, 4));
+    assert_eq!(
+        total(&app.get("/tasks/?limit=3", &t).await),
+        expect(3, 4),
+        "again, once the user is remembered"
+    );
+    assert_eq!(total(&app.get("/tasks/?limit=3&offset=3", &t).await), expect(1, 4));
+    assert_eq!(total(&app.get("/tasks/?limit=3&offset=9", &t).await), expect(0, 4));
+    assert_eq!(total(&app.get("/tasks/?limit=2&status=done", &t).await), expect(2, 3));
+    assert_eq!(total(&app.get("/tasks/?limit=50&status=pending", &t).await), expect(1, 1));
+    assert_eq!(total(&app.get("/tasks/", &t).await), expect(4, 4), "a first page with room to spare");
+    // Shrinking below the page, then to nothing.
+    for id in &ids[..2] {
+        assert_eq!(app.send("DELETE", &format!("/tasks/{id}"), Some(&t), None).await.status, 204);
+    }
+    assert_eq!(total(&app.get("/tasks/?limit=3", &t).await), expect(2, 2));
+    assert_eq!(total(&app.get("/tasks/?limit=3", &t).await), expect(2, 2));
+    assert_eq!(total(&app.get("/tasks/?limit=2", &t).await), expect(2, 2));
+    for id in &ids[2..] {
+        assert_eq!(app.send("DELETE", &format!("/tasks/{id}"), Some(&t), None).await.status, 204);
+    }
+    assert_eq!(total(&app.get("/tasks/?limit=2", &t).await), expect(0, 0));
+    assert_eq!(total(&app.get("/tasks/?limit=2&offset=2", &t).await), expect(0, 0));
 }
 
 async fn list_rejects_bad_query_parameters(app: &TestApp) {

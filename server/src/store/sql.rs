@@ -7,6 +7,7 @@
 //! over `sqlx::Database` needs a page of trait bounds per query.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rocket::async_trait;
@@ -24,6 +25,10 @@ use super::{RefreshStore, Rotation, Store, StoreError, TaskFilter, UserCredentia
 #[derive(Clone, Debug)]
 pub struct SqlStore<C: Connection> {
     pool: SqlPool<C>,
+    /// Users whose first page of tasks came back full (see [`ListStatement`]). Only a hint for
+    /// choosing a statement, so each instance keeps its own: a stale or missing entry costs a
+    /// statement, never a wrong answer.
+    full_first_pages: Arc<quick_cache::sync::Cache<i64, ()>>,
 }
 
 /// The store on PostgreSQL.
@@ -36,7 +41,7 @@ impl PgStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Internal(e.to_string()))?;
         migrate::<Postgres>(options.clone(), sqlx::migrate!("../migrations/postgres")).await?;
-        Ok(Self { pool: SqlPool::new(options, max_connections)? })
+        Ok(Self::new(SqlPool::new(options, max_connections)?))
     }
 }
 
@@ -54,7 +59,13 @@ impl SqliteStore {
             .busy_timeout(BACKEND_TIMEOUT)
             .foreign_keys(true);
         migrate::<Sqlite>(options.clone(), sqlx::migrate!("../migrations/sqlite")).await?;
-        Ok(Self { pool: SqlPool::new(options, max_connections)? })
+        Ok(Self::new(SqlPool::new(options, max_connections)?))
+    }
+}
+
+impl<C: Connection> SqlStore<C> {
+    fn new(pool: SqlPool<C>) -> Self {
+        Self { pool, full_first_pages: Arc::new(quick_cache::sync::Cache::new(FULL_FIRST_PAGES_REMEMBERED)) }
     }
 }
 
@@ -85,35 +96,71 @@ where
 /// status filter and one without are separate statements, so neither carries a
 /// `($2 IS NULL OR status = $2)` that the planner must keep for both cases.
 ///
-/// The total rides along as an uncorrelated scalar subquery, which both databases run once
-/// per statement off the `(user_id, ...)` index. (`COUNT(*) OVER ()` made SQLite read the
-/// user's rows through a co-routine and sort them in a temporary B-tree on every page, instead
-/// of walking the index that already has the order.)
+/// Each listing comes in two forms (see [`ListStatement`]): the page alone, and the page with
+/// the total riding along as an uncorrelated scalar subquery, which both databases run once per
+/// statement off the `(user_id, ...)` index. (`COUNT(*) OVER ()` made SQLite read the user's
+/// rows through a co-routine and sort them in a temporary B-tree on every page, instead of
+/// walking the index that already has the order.)
 macro_rules! list_sql {
     ($order:literal) => {
-        (
-            concat!(
+        ListStatements {
+            page: concat!(
+                "SELECT id, user_id, title, description, status, created_at, updated_at
+                 FROM tasks WHERE user_id = $1 ORDER BY ",
+                $order,
+                " LIMIT $2 OFFSET $3"
+            ),
+            with_total: concat!(
                 "SELECT id, user_id, title, description, status, created_at, updated_at,
                         (SELECT COUNT(*) FROM tasks WHERE user_id = $1) AS total
                  FROM tasks WHERE user_id = $1 ORDER BY ",
                 $order,
                 " LIMIT $2 OFFSET $3"
             ),
-            concat!(
+            status_page: concat!(
+                "SELECT id, user_id, title, description, status, created_at, updated_at
+                 FROM tasks WHERE user_id = $1 AND status = $2 ORDER BY ",
+                $order,
+                " LIMIT $3 OFFSET $4"
+            ),
+            status_with_total: concat!(
                 "SELECT id, user_id, title, description, status, created_at, updated_at,
                         (SELECT COUNT(*) FROM tasks WHERE user_id = $1 AND status = $2) AS total
                  FROM tasks WHERE user_id = $1 AND status = $2 ORDER BY ",
                 $order,
                 " LIMIT $3 OFFSET $4"
             ),
-        )
+        }
     };
+}
+
+/// The four listing statements of one sort order.
+struct ListStatements {
+    page: &'static str,
+    with_total: &'static str,
+    status_page: &'static str,
+    status_with_total: &'static str,
+}
+
+/// Which form of a listing statement to send.
+///
+/// Most listings are a first page that holds all of a user's matching tasks: then the page
+/// tells its own total (the number of rows), and counting beside it is waste. pgbench measured
+/// the page alone at ~13,000 statements/s on PostgreSQL against ~10,600 with the count. Such
+/// listings send [`ListStatement::Page`]; only when that page comes back full does a count
+/// follow, as a second statement. A user whose first page came back full is remembered (see
+/// `SqlStore::full_first_pages`), and their listings, like every page after the first, send
+/// [`ListStatement::WithTotal`], one statement that carries the total in every row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ListStatement {
+    Page,
+    WithTotal,
 }
 
 /// The listing statement for `sort`: binds user id, then the status if `filtered`, then limit
 /// and offset.
-fn list_sql(sort: TaskSort, filtered: bool) -> &'static str {
-    let (all, by_status) = match sort {
+fn list_sql(sort: TaskSort, filtered: bool, form: ListStatement) -> &'static str {
+    let statements = match sort {
         TaskSort::CreatedAt => list_sql!("created_at ASC, id ASC"),
         TaskSort::CreatedAtDesc => list_sql!("created_at DESC, id DESC"),
         TaskSort::UpdatedAt => list_sql!("updated_at ASC, id ASC"),
@@ -121,14 +168,20 @@ fn list_sql(sort: TaskSort, filtered: bool) -> &'static str {
         TaskSort::Title => list_sql!("title ASC, id ASC"),
         TaskSort::TitleDesc => list_sql!("title DESC, id DESC"),
     };
-    if filtered {
-        by_status
-    } else {
-        all
+    match (filtered, form) {
+        (false, ListStatement::Page) => statements.page,
+        (false, ListStatement::WithTotal) => statements.with_total,
+        (true, ListStatement::Page) => statements.status_page,
+        (true, ListStatement::WithTotal) => statements.status_with_total,
     }
 }
 
-/// The count of a page past the end, which has no rows to carry it.
+/// How many users with a full first page each instance remembers. A forgotten one costs only
+/// its next first page a second statement; entries are 16 bytes or so.
+const FULL_FIRST_PAGES_REMEMBERED: usize = 65_536;
+
+/// The count of a full first page sent as [`ListStatement::Page`], or of a page past the end,
+/// which has no rows to carry it.
 const COUNT_SQL: &str = "SELECT COUNT(*) FROM tasks WHERE user_id = $1";
 const COUNT_BY_STATUS_SQL: &str = "SELECT COUNT(*) FROM tasks WHERE user_id = $1 AND status = $2";
 const TASK_COLUMNS: &str = "id, user_id, title, description, status, created_at, updated_at";
@@ -211,8 +264,6 @@ struct CredentialsRow {
     password_hash: String,
 }
 
-/// Sorts sqlx errors into what handlers answer: 503 for an unreachable backend, 409 for a
-/// uniqueness violation, 500 for the rest.
 /// The [`StoreError`] of a sqlx error: 503 for a backend that does not answer, 409 for a
 /// uniqueness rule, 500 for the rest.
 pub(super) fn map_err(err: sqlx::Error) -> StoreError {
@@ -324,23 +375,52 @@ macro_rules! impl_sql_store {
 
             async fn list_tasks(&self, user_id: i64, filter: &TaskFilter) -> Result<(Vec<Task>, u64), StoreError> {
                 let status = filter.status.map(|s| s.as_str());
-                let mut conn = self.pool.get().await?;
-                let query = sqlx::query_as(list_sql(filter.sort, status.is_some())).bind(user_id);
-                let query = match status {
-                    Some(status) => query.bind(status),
-                    None => query,
+                let limit = filter.limit as usize;
+                let form = if filter.offset == 0 && self.full_first_pages.get(&user_id).is_none() {
+                    ListStatement::Page
+                } else {
+                    ListStatement::WithTotal
                 };
-                let result = query
-                    .bind(i64::from(filter.limit))
-                    .bind(offset_param(filter.offset))
-                    .fetch_all(conn.conn())
-                    .await;
-                let rows: Vec<ListRow> = conn.settle(result)?;
-                // The count rides along with the rows; only a page past the end needs
-                // its own count query.
-                let total = match rows.first() {
-                    Some(row) => row.total,
-                    None if filter.offset == 0 => 0,
+                let sql = list_sql(filter.sort, status.is_some(), form);
+                let mut conn = self.pool.get().await?;
+                macro_rules! fetch_page {
+                    ($row:ty) => {{
+                        let query = sqlx::query_as::<_, $row>(sql).bind(user_id);
+                        let query = match status {
+                            Some(status) => query.bind(status),
+                            None => query,
+                        };
+                        let result = query
+                            .bind(i64::from(filter.limit))
+                            .bind(offset_param(filter.offset))
+                            .fetch_all(conn.conn())
+                            .await;
+                        conn.settle(result)?
+                    }};
+                }
+                let (rows, total) = match form {
+                    ListStatement::Page => {
+                        let rows: Vec<TaskRow> = fetch_page!(TaskRow);
+                        let total = if rows.len() < limit {
+                            Some(rows.len() as i64)
+                        } else {
+                            self.full_first_pages.insert(user_id, ());
+                            None
+                        };
+                        (rows, total)
+                    }
+                    ListStatement::WithTotal => {
+                        let rows: Vec<ListRow> = fetch_page!(ListRow);
+                        // Only a page past the end has no row to carry the total.
+                        let total = rows.first().map(|row| row.total).or((filter.offset == 0).then_some(0));
+                        if filter.offset == 0 && total.is_some_and(|total| total < limit as i64) {
+                            self.full_first_pages.remove(&user_id);
+                        }
+                        (rows.into_iter().map(|row| row.task).collect(), total)
+                    }
+                };
+                let total = match total {
+                    Some(total) => total,
                     None => {
                         let query = match status {
                             Some(status) => sqlx::query_scalar::<_, i64>(COUNT_BY_STATUS_SQL).bind(user_id).bind(status),
@@ -350,7 +430,7 @@ macro_rules! impl_sql_store {
                         conn.settle(result)?
                     }
                 };
-                let tasks = rows.into_iter().map(|r| Task::try_from(r.task)).collect::<Result<_, _>>()?;
+                let tasks = rows.into_iter().map(Task::try_from).collect::<Result<_, _>>()?;
                 Ok((tasks, total.max(0) as u64))
             }
 
