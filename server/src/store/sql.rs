@@ -413,7 +413,9 @@ macro_rules! impl_sql_store {
                         let rows: Vec<ListRow> = fetch_page!(ListRow);
                         // Only a page past the end has no row to carry the total.
                         let total = rows.first().map(|row| row.total).or((filter.offset == 0).then_some(0));
-                        if filter.offset == 0 && total.is_some_and(|total| total < limit as i64) {
+                        // A short unfiltered first page: the user's tasks fit on one again. (A
+                        // filtered one says nothing of the others.)
+                        if filter.offset == 0 && status.is_none() && total.is_some_and(|total| total < limit as i64) {
                             self.full_first_pages.remove(&user_id);
                         }
                         (rows.into_iter().map(|row| row.task).collect(), total)
@@ -616,3 +618,43 @@ macro_rules! impl_sql_store {
 
 impl_sql_store!(PgConnection);
 impl_sql_store!(SqliteConnection);
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use tasklane::types::{NewTask, TaskSort, TaskStatus};
+
+    use super::*;
+
+    fn filter(limit: u32, offset: u64, status: Option<TaskStatus>) -> TaskFilter {
+        TaskFilter { status, limit, offset, sort: TaskSort::CreatedAtDesc }
+    }
+
+    /// Which statement a listing sends follows what the user's first pages showed; the totals
+    /// are checked on both backends by the api tests.
+    #[tokio::test]
+    async fn full_first_pages_are_remembered_until_an_unfiltered_one_is_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("hint.db").display());
+        let store = SqliteStore::connect(&url, 2).await.unwrap();
+        let user = store.create_user("hint", "x", Utc::now()).await.unwrap().id;
+        let remembered = |store: &SqliteStore| store.full_first_pages.get(&user).is_some();
+        for (i, status) in [TaskStatus::Done, TaskStatus::Done, TaskStatus::Pending].into_iter().enumerate() {
+            let task = NewTask { title: format!("t{i}"), description: None, status: Some(status) };
+            store.create_task(user, &task, Utc::now()).await.unwrap();
+        }
+
+        assert_eq!(store.list_tasks(user, &filter(5, 0, None)).await.unwrap().1, 3);
+        assert!(!remembered(&store), "a short first page is not remembered");
+        assert_eq!(store.list_tasks(user, &filter(3, 0, None)).await.unwrap().1, 3);
+        assert!(remembered(&store), "a full first page is");
+        assert_eq!(store.list_tasks(user, &filter(2, 0, Some(TaskStatus::Pending))).await.unwrap().1, 1);
+        assert!(remembered(&store), "a short filtered page says nothing of the other tasks");
+        assert_eq!(store.list_tasks(user, &filter(2, 2, None)).await.unwrap().1, 3);
+        assert!(remembered(&store), "nor does a later page");
+        assert_eq!(store.list_tasks(user, &filter(4, 0, None)).await.unwrap().1, 3);
+        assert!(!remembered(&store), "a short unfiltered first page clears it");
+        assert_eq!(store.list_tasks(user, &filter(2, 0, Some(TaskStatus::Done))).await.unwrap().1, 2);
+        assert!(remembered(&store), "a full filtered first page implies a full unfiltered one");
+    }
+}
