@@ -17,7 +17,9 @@ wrk at CONNECTIONS connections:
 
 plus pgbench running the server's own list query (prepared, same concurrency) as a floor. The
 floor runs alternately with scenario 1 (list, pgbench, list, pgbench, ...) on the same data, and
-its statement is the one the server sent, read back from pg_stat_activity, not a copy.
+its statement is the one the server sent, read back from pg_stat_activity, not a copy. Around
+those runs it reads /proc for the CPU each list request costs the server, PostgreSQL and the
+whole machine, and each pgbench transaction the whole machine: what bounds the ratio.
 Each scenario runs REPEAT times; the table shows medians (rps, p50, p99), the sum of errors and
 the peak RSS of the server during the scenario (VmHWM, reset before each run). Everything it
 starts, it stops.
@@ -129,14 +131,18 @@ def parse_wrk(out):
     pct = {}
     for p, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
         pct[p] = float(value) * UNITS[unit]
-    errors = 0
+    kinds = {}
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if m:
-        errors += int(m.group(1))
+        kinds["non-2xx"] = int(m.group(1))
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if m:
-        errors += sum(int(x) for x in m.groups())
-    return {"rps": rps, "p50": pct.get("50"), "p99": pct.get("99"), "errors": errors}
+        kinds.update(zip(("connect", "read", "write", "timeout (2 s)"), map(int, m.groups())))
+    kinds = {kind: n for kind, n in kinds.items() if n}
+    errors = sum(kinds.values())
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return {"rps": rps, "p50": pct.get("50"), "p99": pct.get("99"), "errors": errors, "error_kinds": kinds,
+            "requests": requests}
 
 
 def wrk(script, env, connections=CONNECTIONS, background=False):
@@ -163,7 +169,8 @@ def scenario(server, name, runner):
         result = runner()
         result["rss"] = server.rss_mb("VmHWM")
         runs.append(result)
-        log(f"{name} run {i + 1}/{REPEAT}: {result['rps']:.0f} rps, p99 {result['p99']} ms, {result['errors']} errors")
+        log(f"{name} run {i + 1}/{REPEAT}: {result['rps']:.0f} rps, p99 {result['p99']} ms, {result['errors']} errors"
+            + (f" {result['error_kinds']}" if result.get("error_kinds") else ""))
     return median_of(runs)
 
 
@@ -245,6 +252,37 @@ def ab_list(env, work, backend, read_env):
     return {f"1 list, A/B: {name}": median_of(r) for name, r in runs.items()}
 
 
+TICK_US = 1_000_000 / os.sysconf("SC_CLK_TCK")
+
+
+def process_ticks(pid):
+    """utime + stime of a process, in clock ticks (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def postgres_ticks():
+    """CPU of every PostgreSQL process alive now (the server's pooled backends stay alive)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    total += process_ticks(entry.name)
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+    return total
+
+
+def machine_ticks():
+    """Busy time of the whole machine: user, nice, system, irq, softirq."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    return sum(int(fields[i]) for i in (0, 1, 2, 5, 6))
+
+
 def sent_list_statement(url):
     """The list statement exactly as the server sent it: its pooled connections sit idle after
     scenario 1, and pg_stat_activity keeps each one's last statement, placeholders and all."""
@@ -276,7 +314,8 @@ def pgbench(url, script):
                "-f", str(script), url], capture_output=True).stdout
     tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
     failed = re.search(r"number of failed transactions: (\d+)", out)
-    return {"rps": tps, "p50": None, "p99": None, "errors": int(failed.group(1)) if failed else 0}
+    done = int(re.search(r"number of transactions actually processed: (\d+)", out).group(1))
+    return {"rps": tps, "p50": None, "p99": None, "errors": int(failed.group(1)) if failed else 0, "requests": done}
 
 
 def list_and_floor(server, list_scenario, url, reader):
@@ -284,16 +323,27 @@ def list_and_floor(server, list_scenario, url, reader):
     the same data: the machine's speed drifts over minutes, and the write scenarios grow the
     table, so a floor measured at another time or after them would not be comparable."""
     lists, floors, ratios = [], [], []
+    cpu = {name: [] for name in ("server", "PostgreSQL", "the rest (wrk, kernel threads)", "whole machine",
+                                 "pgbench transaction, whole machine")}
     script = None
     try:
         for i in range(REPEAT):
             server.reset_peak()
+            before = (process_ticks(server.proc.pid), postgres_ticks(), machine_ticks())
             listed = list_scenario()
+            after = (process_ticks(server.proc.pid), postgres_ticks(), machine_ticks())
             listed["rss"] = server.rss_mb("VmHWM")
+            server_us, postgres_us, machine_us = ((b - a) * TICK_US / listed["requests"] for a, b in zip(before, after))
+            cpu["server"].append(server_us)
+            cpu["PostgreSQL"].append(postgres_us)
+            cpu["the rest (wrk, kernel threads)"].append(machine_us - server_us - postgres_us)
+            cpu["whole machine"].append(machine_us)
             lists.append(listed)
             if script is None:
                 script = pgbench_script(url, reader)
+            before = machine_ticks()
             floor = pgbench(url, script)
+            cpu["pgbench transaction, whole machine"].append((machine_ticks() - before) * TICK_US / floor["requests"])
             floors.append(floor)
             ratios.append(listed["rps"] / floor["rps"])
             log(f"list run {i + 1}/{REPEAT}: {listed['rps']:.0f} rps, p99 {listed['p99']} ms, {listed['errors']} errors; "
@@ -303,7 +353,7 @@ def list_and_floor(server, list_scenario, url, reader):
             script.unlink()
     floor = median_of(floors)
     floor["rss"] = None
-    return median_of(lists), floor, {"ratios": ratios}
+    return median_of(lists), floor, {"ratios": ratios, "cpu": {k: statistics.median(v) for k, v in cpu.items()}}
 
 
 def main():
@@ -353,6 +403,10 @@ def print_table(results):
         ratios = pg["floor"]["ratios"]
         print(f"\nPostgreSQL list: server at {statistics.median(ratios):.0%} of pgbench running its statement alone "
               f"(median of the {len(ratios)} alternating pairs: {', '.join(f'{r:.0%}' for r in ratios)}).")
+        cpu = pg["floor"]["cpu"]
+        print("CPU per list request, µs (medians, from /proc): " + ", ".join(
+            f"{name} {value:.0f}" for name, value in cpu.items() if not name.startswith("pgbench")) +
+            f"; per pgbench transaction, whole machine {cpu['pgbench transaction, whole machine']:.0f}.")
     for backend, rows in results.items():
         if "1 list" in rows and "5 list + login storm" in rows:
             ratio = rows["5 list + login storm"]["p99"] / rows["1 list"]["p99"]
