@@ -18,8 +18,6 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, PgConnection, Postgres, Sqlite, SqliteConnection};
 use tasklane::types::{NewTask, Task, TaskSort, TaskUpdate, User};
 
-use tokio::sync::{Semaphore, SemaphorePermit};
-
 use super::pool::{Conn, SqlPool};
 use super::{RefreshStore, Rotation, Store, StoreError, TaskFilter, UserCredentials, BACKEND_TIMEOUT};
 
@@ -31,8 +29,9 @@ pub struct SqlStore<C: Connection> {
     /// choosing a statement, so each instance keeps its own: a stale or missing entry costs a
     /// statement, never a wrong answer.
     full_first_pages: Arc<quick_cache::sync::Cache<i64, ()>>,
-    /// SQLite's writers take turns here (see [`SqlStore::writer`]); `None` on PostgreSQL.
-    write_turns: Option<Arc<Semaphore>>,
+    /// On SQLite, the one connection that writes (see [`SqlStore::writer`]); `None` on
+    /// PostgreSQL, where writers use `pool` like readers.
+    writes: Option<SqlPool<C>>,
 }
 
 /// The store on PostgreSQL.
@@ -63,42 +62,32 @@ impl SqliteStore {
             .busy_timeout(BACKEND_TIMEOUT)
             .foreign_keys(true);
         migrate::<Sqlite>(options.clone(), sqlx::migrate!("../migrations/sqlite")).await?;
-        Ok(Self::new(SqlPool::new(options, max_connections)?, Some(Arc::new(Semaphore::new(1)))))
+        let writes = SqlPool::new(options.clone(), 1)?;
+        Ok(Self::new(SqlPool::new(options, max_connections)?, Some(writes)))
     }
 }
 
 impl<C: Connection + 'static> SqlStore<C> {
-    fn new(pool: SqlPool<C>, write_turns: Option<Arc<Semaphore>>) -> Self {
+    fn new(pool: SqlPool<C>, writes: Option<SqlPool<C>>) -> Self {
         Self {
             pool,
             full_first_pages: Arc::new(quick_cache::sync::Cache::new(FULL_FIRST_PAGES_REMEMBERED)),
-            write_turns,
+            writes,
         }
     }
 
-    /// A connection for statements that write, and on SQLite the turn to write, held until
-    /// both are dropped.
+    /// A connection for statements that write.
     ///
     /// SQLite has one write lock per database. A connection that finds it taken sleeps in
     /// SQLite's busy handler and retries, at growing intervals up to 100 ms, while newcomers
     /// may take the lock first: under 64 concurrent writers some waited over a second, and a few
-    /// ran past the client's timeout. Here writers queue in arrival order (tokio's semaphore is
-    /// fair) before they take a connection, so the lock is free when their turn comes, and
-    /// readers, which WAL lets run beside the writer, keep the other connections. The wait is
-    /// bounded by [`BACKEND_TIMEOUT`] like every other backend call.
-    async fn writer(&self) -> Result<(Option<SemaphorePermit<'_>>, Conn<C>), StoreError> {
-        let turn = match &self.write_turns {
-            Some(turns) => Some(
-                tokio::time::timeout(BACKEND_TIMEOUT, turns.acquire())
-                    .await
-                    .map_err(|_| {
-                        StoreError::Unavailable("timed out waiting for the turn to write".to_owned())
-                    })?
-                    .map_err(|_| StoreError::Internal("the write queue is closed".to_owned()))?,
-            ),
-            None => None,
-        };
-        Ok((turn, self.pool.get().await?))
+    /// ran past the client's timeout. So on SQLite all writes go through one connection of
+    /// their own, which writers wait for in arrival order (the pool's wait queue is fair),
+    /// bounded by [`BACKEND_TIMEOUT`] like every other backend call. The lock is then always
+    /// free when a writer's turn comes, the connection's page cache stays warm across writes,
+    /// and readers, which WAL lets run beside the writer, keep the other connections.
+    async fn writer(&self) -> Result<Conn<C>, StoreError> {
+        self.writes.as_ref().unwrap_or(&self.pool).get().await
     }
 }
 
@@ -342,7 +331,7 @@ macro_rules! impl_sql_store {
                 password_hash: &str,
                 now: DateTime<Utc>,
             ) -> Result<User, StoreError> {
-                let (_turn, mut conn) = self.writer().await?;
+                let mut conn = self.writer().await?;
                 let result = sqlx::query_scalar(
                     "INSERT INTO users (username, password_hash, created_at) VALUES ($1, $2, $3) RETURNING id",
                 )
@@ -356,7 +345,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn delete_user(&self, id: i64) -> Result<(), StoreError> {
-                let (_turn, mut conn) = self.writer().await?;
+                let mut conn = self.writer().await?;
                 let result = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(conn.conn()).await;
                 conn.settle(result).map(drop)
             }
@@ -390,7 +379,7 @@ macro_rules! impl_sql_store {
                 task: &NewTask,
                 now: DateTime<Utc>,
             ) -> Result<Task, StoreError> {
-                let (_turn, mut conn) = self.writer().await?;
+                let mut conn = self.writer().await?;
                 let result = sqlx::query_as(&format!(
                     "INSERT INTO tasks (user_id, title, description, status, created_at, updated_at)
                      VALUES ($1, $2, $3, $4, $5, $5) RETURNING {TASK_COLUMNS}"
@@ -488,7 +477,7 @@ macro_rules! impl_sql_store {
                 update: &TaskUpdate,
                 now: DateTime<Utc>,
             ) -> Result<Option<Task>, StoreError> {
-                let (_turn, mut conn) = self.writer().await?;
+                let mut conn = self.writer().await?;
                 let result = sqlx::query_as(&format!(
                     "UPDATE tasks SET
                         title = COALESCE($3, title),
@@ -512,7 +501,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn delete_task(&self, user_id: i64, id: i64) -> Result<bool, StoreError> {
-                let (_turn, mut conn) = self.writer().await?;
+                let mut conn = self.writer().await?;
                 let result = sqlx::query("DELETE FROM tasks WHERE id = $1 AND user_id = $2")
                     .bind(id)
                     .bind(user_id)
@@ -543,7 +532,7 @@ macro_rules! impl_sql_store {
                 expires_at: DateTime<Utc>,
             ) -> Result<(), StoreError> {
                 let now = super::now();
-                let (_turn, mut conn) = self.writer().await?;
+                let mut conn = self.writer().await?;
                 let result = async {
                     let mut tx = conn.conn().begin().await?;
                     // Expired families of this user go as a new one starts, so the tables stay
@@ -579,7 +568,7 @@ macro_rules! impl_sql_store {
                 expires_at: DateTime<Utc>,
             ) -> Result<Rotation, StoreError> {
                 let now = super::now();
-                let (_turn, mut conn) = self.writer().await?;
+                let mut conn = self.writer().await?;
                 let result = async {
                     let mut tx = conn.conn().begin().await?;
                     // The DELETE is the atomic step: of two racing transactions only one gets the row.
@@ -632,7 +621,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn revoke_family(&self, family: &str) -> Result<(), StoreError> {
-                let (_turn, mut conn) = self.writer().await?;
+                let mut conn = self.writer().await?;
                 let result =
                     sqlx::query("DELETE FROM refresh_families WHERE id = $1").bind(family).execute(conn.conn()).await;
                 conn.settle(result).map(drop)
@@ -700,16 +689,13 @@ mod tests {
         let user = store.create_user("turns", "x", Utc::now()).await.unwrap().id;
 
         let first = store.writer().await.unwrap();
-        assert!(first.0.is_some(), "SQLite writers hold a turn");
         let second = store.writer();
         tokio::pin!(second);
         assert!(futures::poll!(&mut second).is_pending(), "the next writer waits");
         let listed = store.list_tasks(user, &filter(10, 0, None)).await.unwrap();
         assert_eq!(listed.1, 0, "a reader does not wait for the writer");
         drop(first);
-        let second = second.await.unwrap();
-        assert!(second.0.is_some());
-        drop(second);
+        drop(second.await.unwrap());
         let task = NewTask { title: "after".to_owned(), description: None, status: None };
         store.create_task(user, &task, Utc::now()).await.unwrap();
     }
