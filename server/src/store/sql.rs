@@ -652,14 +652,20 @@ mod tests {
         TaskFilter { status, limit, offset, sort: TaskSort::CreatedAtDesc }
     }
 
+    /// A SQLite store in a temporary directory (kept alive by the caller), with one user.
+    async fn store_with_user() -> (tempfile::TempDir, SqliteStore, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("store.db").display());
+        let store = SqliteStore::connect(&url, 4).await.unwrap();
+        let user = store.create_user("someone", "x", Utc::now()).await.unwrap().id;
+        (dir, store, user)
+    }
+
     /// Which statement a listing sends follows what the user's first pages showed; the totals
     /// are checked on both backends by the api tests.
     #[tokio::test]
     async fn full_first_pages_are_remembered_until_an_unfiltered_one_is_short() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite:{}", dir.path().join("hint.db").display());
-        let store = SqliteStore::connect(&url, 2).await.unwrap();
-        let user = store.create_user("hint", "x", Utc::now()).await.unwrap().id;
+        let (_dir, store, user) = store_with_user().await;
         let remembered = |store: &SqliteStore| store.full_first_pages.get(&user).is_some();
         for (i, status) in [TaskStatus::Done, TaskStatus::Done, TaskStatus::Pending].into_iter().enumerate() {
             let task = NewTask { title: format!("t{i}"), description: None, status: Some(status) };
@@ -683,10 +689,7 @@ mod tests {
     /// On SQLite a writer waits for the one before it to finish; readers do not wait.
     #[tokio::test]
     async fn sqlite_writers_take_turns_and_readers_do_not_wait() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite:{}", dir.path().join("turns.db").display());
-        let store = SqliteStore::connect(&url, 4).await.unwrap();
-        let user = store.create_user("turns", "x", Utc::now()).await.unwrap().id;
+        let (_dir, store, user) = store_with_user().await;
 
         let first = store.writer().await.unwrap();
         let second = store.writer();
