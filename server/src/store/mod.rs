@@ -99,7 +99,8 @@ pub trait Store: Send + Sync {
     async fn delete_task(&self, user_id: i64, id: i64) -> Result<bool, StoreError>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
-    /// Connections in the pool, and how many of them are idle.
+    /// Connections open to the database (on SQLite, the writing one included), and how many of
+    /// them are idle.
     fn pool_status(&self) -> (u32, usize);
 }
 

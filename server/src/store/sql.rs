@@ -518,7 +518,14 @@ macro_rules! impl_sql_store {
             }
 
             fn pool_status(&self) -> (u32, usize) {
-                self.pool.status()
+                let (size, idle) = self.pool.status();
+                match &self.writes {
+                    Some(writes) => {
+                        let (write_size, write_idle) = writes.status();
+                        (size.saturating_add(write_size), idle + write_idle)
+                    }
+                    None => (size, idle),
+                }
             }
         }
 
@@ -701,5 +708,7 @@ mod tests {
         drop(second.await.unwrap());
         let task = NewTask { title: "after".to_owned(), description: None, status: None };
         store.create_task(user, &task, Utc::now()).await.unwrap();
+        let (open, idle) = store.pool_status();
+        assert_eq!((open, idle), (2, 2), "the reader's connection and the writer's, both counted");
     }
 }
