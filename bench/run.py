@@ -162,16 +162,18 @@ def median_of(runs):
             "errors": sum(r["errors"] for r in runs), "rss": max(r.get("rss", 0) for r in runs)}
 
 
+def measured_run(server, name, i, runner):
+    """One run of a scenario, with the server's peak RSS during it, logged."""
+    server.reset_peak()
+    result = runner()
+    result["rss"] = server.rss_mb("VmHWM")
+    log(f"{name} run {i + 1}/{REPEAT}: {result['rps']:.0f} rps, p99 {result['p99']} ms, {result['errors']} errors"
+        + (f" {result['error_kinds']}" if result.get("error_kinds") else ""))
+    return result
+
+
 def scenario(server, name, runner):
-    runs = []
-    for i in range(REPEAT):
-        server.reset_peak()
-        result = runner()
-        result["rss"] = server.rss_mb("VmHWM")
-        runs.append(result)
-        log(f"{name} run {i + 1}/{REPEAT}: {result['rps']:.0f} rps, p99 {result['p99']} ms, {result['errors']} errors"
-            + (f" {result['error_kinds']}" if result.get("error_kinds") else ""))
-    return median_of(runs)
+    return median_of([measured_run(server, name, i, runner) for i in range(REPEAT)])
 
 
 def bench_backend(backend, work):
@@ -212,7 +214,7 @@ def bench_backend(backend, work):
 
         list_scenario = lambda: wrk("list.lua", read_env)
         if backend == "postgres":
-            rows["1 list"], rows["pgbench: list query"], rows["floor"] = list_and_floor(
+            rows["1 list"], rows["pgbench: list query"] = list_and_floor(
                 server, list_scenario, env["DATABASE_URL"], reader)
         else:
             rows["1 list"] = scenario(server, "list", list_scenario)
@@ -328,11 +330,9 @@ def list_and_floor(server, list_scenario, url, reader):
     script = None
     try:
         for i in range(REPEAT):
-            server.reset_peak()
             before = (process_ticks(server.proc.pid), postgres_ticks(), machine_ticks())
-            listed = list_scenario()
+            listed = measured_run(server, "list", i, list_scenario)
             after = (process_ticks(server.proc.pid), postgres_ticks(), machine_ticks())
-            listed["rss"] = server.rss_mb("VmHWM")
             server_us, postgres_us, machine_us = ((b - a) * TICK_US / listed["requests"] for a, b in zip(before, after))
             cpu["server"].append(server_us)
             cpu["PostgreSQL"].append(postgres_us)
@@ -346,14 +346,13 @@ def list_and_floor(server, list_scenario, url, reader):
             cpu["pgbench transaction, whole machine"].append((machine_ticks() - before) * TICK_US / floor["requests"])
             floors.append(floor)
             ratios.append(listed["rps"] / floor["rps"])
-            log(f"list run {i + 1}/{REPEAT}: {listed['rps']:.0f} rps, p99 {listed['p99']} ms, {listed['errors']} errors; "
-                f"pgbench {floor['rps']:.0f} tps; ratio {ratios[-1]:.0%}")
+            log(f"pgbench run {i + 1}/{REPEAT}: {floor['rps']:.0f} tps; list/pgbench {ratios[-1]:.0%}")
     finally:
         if script is not None:
             script.unlink()
     floor = median_of(floors)
-    floor["rss"] = None
-    return median_of(lists), floor, {"ratios": ratios, "cpu": {k: statistics.median(v) for k, v in cpu.items()}}
+    floor.update(rss=None, ratios=ratios, cpu={k: statistics.median(v) for k, v in cpu.items()})
+    return median_of(lists), floor
 
 
 def main():
@@ -394,16 +393,15 @@ def print_table(results):
     for backend, rows in results.items():
         name = "PostgreSQL + Redis" if backend == "postgres" else "SQLite"
         for scenario, r in rows.items():
-            if scenario == "floor":
-                continue
             print(f"| {name} | {scenario} | {fmt(r.get('rps'), '.0f')} | {fmt(r.get('p50'), '.2f')} | "
                   f"{fmt(r.get('p99'), '.2f')} | {fmt(r.get('errors'), 'd')} | {fmt(r.get('rss'), '.1f')} |")
     pg = results.get("postgres", {})
-    if "floor" in pg:
-        ratios = pg["floor"]["ratios"]
+    if "pgbench: list query" in pg:
+        floor = pg["pgbench: list query"]
+        ratios = floor["ratios"]
         print(f"\nPostgreSQL list: server at {statistics.median(ratios):.0%} of pgbench running its statement alone "
               f"(median of the {len(ratios)} alternating pairs: {', '.join(f'{r:.0%}' for r in ratios)}).")
-        cpu = pg["floor"]["cpu"]
+        cpu = floor["cpu"]
         print("CPU per list request, µs (medians, from /proc): " + ", ".join(
             f"{name} {value:.0f}" for name, value in cpu.items() if not name.startswith("pgbench")) +
             f"; per pgbench transaction, whole machine {cpu['pgbench transaction, whole machine']:.0f}.")
