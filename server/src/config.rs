@@ -107,6 +107,9 @@ pub struct Config {
     pub refresh_token_rotation: bool,
     /// `DATABASE_MAX_CONNECTIONS`: the SQL pool's size.
     pub database_max_connections: u32,
+    /// `DATABASE_READ_PIPELINES`: on PostgreSQL, the shared connections task reads go over,
+    /// besides the pool (default 2; 0 sends reads through the pool).
+    pub database_read_pipelines: usize,
     /// `PASSWORD_HASH_CONCURRENCY`: argon2 hashes running at once (default: the CPU count).
     pub password_hash_concurrency: usize,
     /// `RATE_LIMIT_ACCOUNT_PER_MINUTE` / `RATE_LIMIT_ADDRESS_PER_MINUTE` (0 turns one off).
@@ -143,6 +146,7 @@ impl Config {
             refresh_token_ttl: Duration::from_secs(10080 * 60),
             refresh_token_rotation: true,
             database_max_connections: default_pool_size(),
+            database_read_pipelines: DEFAULT_READ_PIPELINES,
             password_hash_concurrency: default_hash_concurrency(),
             rate_limits: LimitSettings::default(),
             cors_allowed_origins: Vec::new(),
@@ -225,6 +229,18 @@ impl Config {
         };
         let database_max_connections =
             positive("DATABASE_MAX_CONNECTIONS", default_pool_size() as usize)? as u32;
+        let database_read_pipelines = match get("DATABASE_READ_PIPELINES") {
+            None => DEFAULT_READ_PIPELINES,
+            Some(raw) => match raw.trim().parse::<usize>() {
+                Ok(n) if n <= 64 => n,
+                _ => {
+                    return Err(ConfigError::new(
+                        "DATABASE_READ_PIPELINES",
+                        format!("expected a whole number from 0 (off) to 64, got {raw:?}"),
+                    ))
+                }
+            },
+        };
         let password_hash_concurrency = positive("PASSWORD_HASH_CONCURRENCY", default_hash_concurrency())?;
         let per_minute =
             |var: &'static str, default: Option<NonZeroU32>| -> Result<Option<NonZeroU32>, ConfigError> {
@@ -269,6 +285,7 @@ impl Config {
             refresh_token_ttl,
             refresh_token_rotation,
             database_max_connections,
+            database_read_pipelines,
             password_hash_concurrency,
             rate_limits,
             cors_allowed_origins,
@@ -278,6 +295,10 @@ impl Config {
 
 /// Enough connections to keep every core busy while others wait on I/O, few enough that several
 /// instances stay well under PostgreSQL's default `max_connections` of 100.
+/// Shared read connections on PostgreSQL: two, so that a slow statement holds up only half of
+/// the reads queued behind it (see store/pipeline.rs).
+const DEFAULT_READ_PIPELINES: usize = 2;
+
 fn default_pool_size() -> u32 {
     16
 }
@@ -336,6 +357,8 @@ mod tests {
             (&[("REFRESH_TOKEN_ROTATION", "maybe")], "REFRESH_TOKEN_ROTATION"),
             (&[("REDIS_URL", "localhost:6379")], "REDIS_URL"),
             (&[("RATE_LIMIT_ACCOUNT_PER_MINUTE", "-1")], "RATE_LIMIT_ACCOUNT_PER_MINUTE"),
+            (&[("DATABASE_READ_PIPELINES", "65")], "DATABASE_READ_PIPELINES"),
+            (&[("DATABASE_READ_PIPELINES", "two")], "DATABASE_READ_PIPELINES"),
             (&[("CORS_ALLOWED_ORIGINS", "app.example.com")], "CORS_ALLOWED_ORIGINS"),
             (&[("CORS_ALLOWED_ORIGINS", "https://a.example/path")], "CORS_ALLOWED_ORIGINS"),
         ];
@@ -345,6 +368,9 @@ mod tests {
             assert!(err.to_string().starts_with(var), "{err}");
         }
         assert!(!from(&[("REFRESH_TOKEN_ROTATION", "false")]).unwrap().refresh_token_rotation);
+        assert_eq!(from(&[]).unwrap().database_read_pipelines, 2);
+        assert_eq!(from(&[("DATABASE_READ_PIPELINES", "0")]).unwrap().database_read_pipelines, 0);
+        assert_eq!(from(&[("DATABASE_READ_PIPELINES", " 4 ")]).unwrap().database_read_pipelines, 4);
         let off = from(&[("RATE_LIMIT_ADDRESS_PER_MINUTE", "0")]).unwrap().rate_limits;
         assert_eq!(off.per_address, None);
         assert_eq!(off.per_account, NonZeroU32::new(10));

@@ -5,6 +5,8 @@
 //! - `http_request_duration_seconds{method, route, status}`: latency histogram;
 //! - `db_pool_connections` / `db_pool_idle_connections`, `redis_pool_connections` /
 //!   `redis_pool_idle_connections`: pool usage, read at scrape time;
+//! - `db_read_pipeline_connections`: the shared connections task reads go over on PostgreSQL,
+//!   open at scrape time;
 //! - `password_hash_memory_bytes`: argon2 working memory the hashing threads hold (19 MiB per
 //!   busy thread, given back after 10 s idle), read at scrape time.
 //!
@@ -70,6 +72,7 @@ pub fn metrics_endpoint(state: &State<AppState>) -> (ContentType, String) {
     let (size, idle) = state.stores.store.pool_status();
     metrics::gauge!("db_pool_connections").set(size as f64);
     metrics::gauge!("db_pool_idle_connections").set(idle as f64);
+    metrics::gauge!("db_read_pipeline_connections").set(state.stores.store.read_pipelines_open() as f64);
     metrics::gauge!("password_hash_memory_bytes").set(state.hasher.resident_bytes() as f64);
     if let Some(redis) = &state.stores.redis {
         let (size, idle) = redis.status();

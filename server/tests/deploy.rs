@@ -65,6 +65,7 @@ fn env_example_documents_every_variable() {
         "REFRESH_TOKEN_EXPIRE_MINUTES",
         "REFRESH_TOKEN_ROTATION",
         "DATABASE_MAX_CONNECTIONS",
+        "DATABASE_READ_PIPELINES",
         "PASSWORD_HASH_CONCURRENCY",
         "ROCKET_ADDRESS",
         "ROCKET_PORT",

@@ -164,20 +164,6 @@ mod tests {
 
     use super::*;
 
-    /// The admin URL of the test PostgreSQL; `None` (with a notice) outside CI without one.
-    fn postgres_url() -> Option<String> {
-        match std::env::var("TASKLANE_TEST_DATABASE_URL") {
-            Ok(url) if !url.is_empty() => Some(url),
-            _ if std::env::var_os("CI").is_some() => {
-                panic!("CI is set but TASKLANE_TEST_DATABASE_URL is not (.ci/run starts PostgreSQL)")
-            }
-            _ => {
-                eprintln!("*** TASKLANE_TEST_DATABASE_URL unset: PostgreSQL pool test NOT RUN ***");
-                None
-            }
-        }
-    }
-
     async fn scalar<C>(conn: &mut Conn<C>, sql: &'static str) -> Result<i64, StoreError>
     where
         C: Connection,
@@ -217,7 +203,7 @@ mod tests {
 
     #[tokio::test]
     async fn postgres_connections_cut_short_or_killed_are_drained_or_replaced() {
-        let Some(url) = postgres_url() else { return };
+        let Some(url) = crate::store::test_postgres_url() else { return };
         let pool = SqlPool::<PgConnection>::new(PgConnectOptions::from_str(&url).unwrap(), 1).unwrap();
 
         // Dropped mid-query: the next user of the connection gets its own answer, not the

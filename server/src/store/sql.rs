@@ -18,6 +18,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, PgConnection, Postgres, Sqlite, SqliteConnection};
 use tasklane::types::{NewTask, Task, TaskSort, TaskUpdate, User};
 
+use super::pipeline::Pipelines;
 use super::pool::{Conn, SqlPool};
 use super::{RefreshStore, Rotation, Store, StoreError, TaskFilter, UserCredentials, BACKEND_TIMEOUT};
 
@@ -32,6 +33,9 @@ pub struct SqlStore<C: Connection> {
     /// On SQLite, the one connection that writes (see [`SqlStore::writer`]); `None` on
     /// PostgreSQL, where writers use `pool` like readers.
     writes: Option<SqlPool<C>>,
+    /// On PostgreSQL, the shared connections that task reads go over (see `pipeline.rs`);
+    /// `None` on SQLite, or when the database link asks for TLS.
+    reads: Option<Arc<Pipelines>>,
 }
 
 /// The store on PostgreSQL.
@@ -40,11 +44,23 @@ pub type PgStore = SqlStore<PgConnection>;
 pub type SqliteStore = SqlStore<SqliteConnection>;
 
 impl PgStore {
-    /// Connects, and applies `migrations/postgres`.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+    /// Connects, and applies `migrations/postgres`. Task reads go over `read_pipelines` shared
+    /// connections when the link allows (see `pipeline.rs`), else over the pool.
+    pub async fn connect(url: &str, max_connections: u32, read_pipelines: usize) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Internal(e.to_string()))?;
         migrate::<Postgres>(options.clone(), sqlx::migrate!("../migrations/postgres")).await?;
-        Ok(Self::new(SqlPool::new(options, max_connections)?, None))
+        let reads = Pipelines::new(url, read_pipelines);
+        match &reads {
+            Some(_) => tracing::info!(connections = read_pipelines, "task reads are pipelined"),
+            None if read_pipelines > 0 => tracing::info!(
+                "task reads use the pool: pipelined reads need an unencrypted link \
+                 (sslmode=disable, or a loopback or Unix-socket host) and a URL tokio-postgres reads"
+            ),
+            None => {}
+        }
+        let mut store = Self::new(SqlPool::new(options, max_connections)?, None);
+        store.reads = reads.map(Arc::new);
+        Ok(store)
     }
 }
 
@@ -73,6 +89,7 @@ impl<C: Connection + 'static> SqlStore<C> {
             pool,
             full_first_pages: Arc::new(quick_cache::sync::Cache::new(FULL_FIRST_PAGES_REMEMBERED)),
             writes,
+            reads: None,
         }
     }
 
@@ -297,22 +314,168 @@ pub(super) fn map_err(err: sqlx::Error) -> StoreError {
         | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err.to_string()),
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
         sqlx::Error::Database(db) => match db.code().as_deref() {
-            // PostgreSQL, while connecting or connected: connection exceptions (08), shutdown
-            // and recovery (57P), too many connections (53300), database not accepting
-            // connections (55000) or gone (3D000), credentials refused (28).
-            Some(code)
-                if code.starts_with("08")
-                    || code.starts_with("57P")
-                    || code.starts_with("28")
-                    || matches!(code, "53300" | "55000" | "3D000") =>
-            {
-                StoreError::Unavailable(err.to_string())
-            }
+            Some(code) if unavailable_code(code) => StoreError::Unavailable(err.to_string()),
             // SQLite: SQLITE_BUSY / SQLITE_LOCKED after the busy timeout.
             Some("5") | Some("6") | Some("517") | Some("262") => StoreError::Unavailable(err.to_string()),
             _ => StoreError::Internal(err.to_string()),
         },
         _ => StoreError::Internal(err.to_string()),
+    }
+}
+
+/// Whether a PostgreSQL error code means the database cannot serve now, while connecting or
+/// connected: connection exceptions (08), shutdown and recovery (57P), a statement cancelled,
+/// as `statement_timeout` does (57014), too many connections (53300), database not accepting
+/// connections (55000) or gone (3D000), credentials refused (28).
+pub(super) fn unavailable_code(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("57P")
+        || code.starts_with("28")
+        || matches!(code, "57014" | "53300" | "55000" | "3D000")
+}
+
+const GET_TASK_SQL: &str =
+    "SELECT id, user_id, title, description, status, created_at, updated_at FROM tasks WHERE id = $1 AND user_id = $2";
+
+impl TaskRow {
+    /// A row of tokio-postgres (the pipelined reads), columns in [`TASK_COLUMNS`] order.
+    fn from_pg(row: &tokio_postgres::Row) -> Result<Self, StoreError> {
+        let decode = |e: tokio_postgres::Error| StoreError::Internal(e.to_string());
+        Ok(TaskRow {
+            id: row.try_get(0).map_err(decode)?,
+            user_id: row.try_get(1).map_err(decode)?,
+            title: row.try_get(2).map_err(decode)?,
+            description: row.try_get(3).map_err(decode)?,
+            status: row.try_get(4).map_err(decode)?,
+            created_at: row.try_get(5).map_err(decode)?,
+            updated_at: row.try_get(6).map_err(decode)?,
+        })
+    }
+}
+
+/// The binds of a listing statement: the user id, then the status if filtered, limit, offset.
+struct ListBinds<'a> {
+    user_id: i64,
+    status: Option<&'a str>,
+    limit: i64,
+    offset: i64,
+}
+
+/// Where a listing's statements run: a pooled sqlx connection, or the pipelined reads.
+trait ListReads {
+    /// The page alone ([`ListStatement::Page`]).
+    async fn page(&mut self, sql: &'static str, binds: &ListBinds<'_>) -> Result<Vec<TaskRow>, StoreError>;
+    /// The page with the total in each row ([`ListStatement::WithTotal`]).
+    async fn page_with_total(
+        &mut self,
+        sql: &'static str,
+        binds: &ListBinds<'_>,
+    ) -> Result<Vec<ListRow>, StoreError>;
+    /// A count; binds the user id, then the status if filtered.
+    async fn count(&mut self, sql: &'static str, binds: &ListBinds<'_>) -> Result<i64, StoreError>;
+}
+
+/// The pipelined reads (PostgreSQL only).
+struct PipelinedReads<'a>(&'a Pipelines);
+
+impl PipelinedReads<'_> {
+    async fn rows(
+        &self,
+        sql: &'static str,
+        binds: &ListBinds<'_>,
+        paged: bool,
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&binds.user_id];
+        if let Some(status) = &binds.status {
+            params.push(status);
+        }
+        if paged {
+            params.push(&binds.limit);
+            params.push(&binds.offset);
+        }
+        self.0.query(sql, &params).await
+    }
+}
+
+impl ListReads for PipelinedReads<'_> {
+    async fn page(&mut self, sql: &'static str, binds: &ListBinds<'_>) -> Result<Vec<TaskRow>, StoreError> {
+        self.rows(sql, binds, true).await?.iter().map(TaskRow::from_pg).collect()
+    }
+
+    async fn page_with_total(
+        &mut self,
+        sql: &'static str,
+        binds: &ListBinds<'_>,
+    ) -> Result<Vec<ListRow>, StoreError> {
+        let rows = self.rows(sql, binds, true).await?;
+        rows.iter()
+            .map(|row| {
+                let total = row.try_get(7).map_err(|e| StoreError::Internal(e.to_string()))?;
+                Ok(ListRow { task: TaskRow::from_pg(row)?, total })
+            })
+            .collect()
+    }
+
+    async fn count(&mut self, sql: &'static str, binds: &ListBinds<'_>) -> Result<i64, StoreError> {
+        let rows = self.rows(sql, binds, false).await?;
+        let row = rows.first().ok_or_else(|| StoreError::Internal("a count without a row".to_owned()))?;
+        row.try_get(0).map_err(|e| StoreError::Internal(e.to_string()))
+    }
+}
+
+impl<C: Connection + 'static> SqlStore<C> {
+    /// A page of the user's tasks and their total, the statements run by `reads`.
+    async fn list_with(
+        &self,
+        reads: &mut impl ListReads,
+        user_id: i64,
+        filter: &TaskFilter,
+    ) -> Result<(Vec<Task>, u64), StoreError> {
+        let status = filter.status.map(|s| s.as_str());
+        let limit = filter.limit as usize;
+        let form = if filter.offset == 0 && self.full_first_pages.get(&user_id).is_none() {
+            ListStatement::Page
+        } else {
+            ListStatement::WithTotal
+        };
+        let sql = list_sql(filter.sort, status.is_some(), form);
+        let binds = ListBinds {
+            user_id,
+            status,
+            limit: i64::from(filter.limit),
+            offset: offset_param(filter.offset),
+        };
+        let (rows, total) = match form {
+            ListStatement::Page => {
+                let rows = reads.page(sql, &binds).await?;
+                let total = if rows.len() < limit {
+                    Some(rows.len() as i64)
+                } else {
+                    self.full_first_pages.insert(user_id, ());
+                    None
+                };
+                (rows, total)
+            }
+            ListStatement::WithTotal => {
+                let rows = reads.page_with_total(sql, &binds).await?;
+                // Only a page past the end has no row to carry the total.
+                let total = rows.first().map(|row| row.total).or((filter.offset == 0).then_some(0));
+                // A short unfiltered first page: the user's tasks fit on one again. (A filtered
+                // one says nothing of the others.)
+                if filter.offset == 0 && status.is_none() && total.is_some_and(|total| total < limit as i64) {
+                    self.full_first_pages.remove(&user_id);
+                }
+                (rows.into_iter().map(|row| row.task).collect(), total)
+            }
+        };
+        let total = match total {
+            Some(total) => total,
+            None => {
+                reads.count(if status.is_some() { COUNT_BY_STATUS_SQL } else { COUNT_SQL }, &binds).await?
+            }
+        };
+        let tasks = rows.into_iter().map(Task::try_from).collect::<Result<_, _>>()?;
+        Ok((tasks, total.max(0) as u64))
     }
 }
 
@@ -323,6 +486,42 @@ fn offset_param(offset: u64) -> i64 {
 
 macro_rules! impl_sql_store {
     ($db:ty) => {
+        impl ListReads for Conn<$db> {
+            async fn page(&mut self, sql: &'static str, binds: &ListBinds<'_>) -> Result<Vec<TaskRow>, StoreError> {
+                let query = sqlx::query_as(sql).bind(binds.user_id);
+                let query = match binds.status {
+                    Some(status) => query.bind(status),
+                    None => query,
+                };
+                let result = query.bind(binds.limit).bind(binds.offset).fetch_all(self.conn()).await;
+                self.settle(result)
+            }
+
+            async fn page_with_total(
+                &mut self,
+                sql: &'static str,
+                binds: &ListBinds<'_>,
+            ) -> Result<Vec<ListRow>, StoreError> {
+                let query = sqlx::query_as(sql).bind(binds.user_id);
+                let query = match binds.status {
+                    Some(status) => query.bind(status),
+                    None => query,
+                };
+                let result = query.bind(binds.limit).bind(binds.offset).fetch_all(self.conn()).await;
+                self.settle(result)
+            }
+
+            async fn count(&mut self, sql: &'static str, binds: &ListBinds<'_>) -> Result<i64, StoreError> {
+                let query = sqlx::query_scalar(sql).bind(binds.user_id);
+                let query = match binds.status {
+                    Some(status) => query.bind(status),
+                    None => query,
+                };
+                let result = query.fetch_one(self.conn()).await;
+                self.settle(result)
+            }
+        }
+
         #[async_trait]
         impl Store for SqlStore<$db> {
             async fn create_user(
@@ -396,76 +595,19 @@ macro_rules! impl_sql_store {
             }
 
             async fn list_tasks(&self, user_id: i64, filter: &TaskFilter) -> Result<(Vec<Task>, u64), StoreError> {
-                let status = filter.status.map(|s| s.as_str());
-                let limit = filter.limit as usize;
-                let form = if filter.offset == 0 && self.full_first_pages.get(&user_id).is_none() {
-                    ListStatement::Page
-                } else {
-                    ListStatement::WithTotal
-                };
-                let sql = list_sql(filter.sort, status.is_some(), form);
-                let mut conn = self.pool.get().await?;
-                macro_rules! fetch_page {
-                    ($row:ty) => {{
-                        let query = sqlx::query_as::<_, $row>(sql).bind(user_id);
-                        let query = match status {
-                            Some(status) => query.bind(status),
-                            None => query,
-                        };
-                        let result = query
-                            .bind(i64::from(filter.limit))
-                            .bind(offset_param(filter.offset))
-                            .fetch_all(conn.conn())
-                            .await;
-                        conn.settle(result)?
-                    }};
+                match &self.reads {
+                    Some(reads) => self.list_with(&mut PipelinedReads(reads), user_id, filter).await,
+                    None => self.list_with(&mut self.pool.get().await?, user_id, filter).await,
                 }
-                let (rows, total) = match form {
-                    ListStatement::Page => {
-                        let rows: Vec<TaskRow> = fetch_page!(TaskRow);
-                        let total = if rows.len() < limit {
-                            Some(rows.len() as i64)
-                        } else {
-                            self.full_first_pages.insert(user_id, ());
-                            None
-                        };
-                        (rows, total)
-                    }
-                    ListStatement::WithTotal => {
-                        let rows: Vec<ListRow> = fetch_page!(ListRow);
-                        // Only a page past the end has no row to carry the total.
-                        let total = rows.first().map(|row| row.total).or((filter.offset == 0).then_some(0));
-                        // A short unfiltered first page: the user's tasks fit on one again. (A
-                        // filtered one says nothing of the others.)
-                        if filter.offset == 0 && status.is_none() && total.is_some_and(|total| total < limit as i64) {
-                            self.full_first_pages.remove(&user_id);
-                        }
-                        (rows.into_iter().map(|row| row.task).collect(), total)
-                    }
-                };
-                let total = match total {
-                    Some(total) => total,
-                    None => {
-                        let query = match status {
-                            Some(status) => sqlx::query_scalar::<_, i64>(COUNT_BY_STATUS_SQL).bind(user_id).bind(status),
-                            None => sqlx::query_scalar::<_, i64>(COUNT_SQL).bind(user_id),
-                        };
-                        let result = query.fetch_one(conn.conn()).await;
-                        conn.settle(result)?
-                    }
-                };
-                let tasks = rows.into_iter().map(Task::try_from).collect::<Result<_, _>>()?;
-                Ok((tasks, total.max(0) as u64))
             }
 
             async fn get_task(&self, user_id: i64, id: i64) -> Result<Option<Task>, StoreError> {
+                if let Some(reads) = &self.reads {
+                    let rows = reads.query(GET_TASK_SQL, &[&id, &user_id]).await?;
+                    return rows.first().map(|row| TaskRow::from_pg(row)?.try_into()).transpose();
+                }
                 let mut conn = self.pool.get().await?;
-                let result =
-                    sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2"))
-                        .bind(id)
-                        .bind(user_id)
-                        .fetch_optional(conn.conn())
-                    .await;
+                let result = sqlx::query_as(GET_TASK_SQL).bind(id).bind(user_id).fetch_optional(conn.conn()).await;
                 let row: Option<TaskRow> = conn.settle(result)?;
                 row.map(Task::try_from).transpose()
             }
@@ -515,6 +657,10 @@ macro_rules! impl_sql_store {
                 let mut conn = self.pool.get().await?;
                 let result = sqlx::query("SELECT 1").execute(conn.conn()).await;
                 conn.settle(result).map(drop)
+            }
+
+            fn read_pipelines_open(&self) -> usize {
+                self.reads.as_ref().map_or(0, |reads| reads.open())
             }
 
             fn pool_status(&self) -> (u32, usize) {

@@ -1,0 +1,339 @@
+//! Pipelined reads on PostgreSQL: the task reads (`GET /tasks/`, `GET /tasks/{id}`) go over a
+//! few connections that many requests share at once, instead of one pooled connection each.
+//!
+//! Why: on the list benchmark a pooled connection carries one statement at a time, so every
+//! request pays a full round trip of its own: the server writes, wakes a PostgreSQL backend,
+//! which reads, answers and sleeps again, and the server reads. With tokio-postgres, requests
+//! that share a connection write their statements one after another without waiting for the
+//! answers, and the backend reads and answers them in batches: fewer system calls and wake-ups
+//! on both sides for the same statements. Measured at 64 concurrent list requests on two cores
+//! (bench/RESULTS.md), the server served ~55 % more of them, with less CPU per request on both
+//! sides. sqlx, which the rest of the store uses, cannot share a connection between
+//! statements in flight.
+//!
+//! What it costs: statements on one connection are answered in order, so a slow one delays
+//! those behind it on that connection. A new statement goes to the connection with the fewest
+//! in flight, and PostgreSQL cancels any statement on these connections that runs longer than
+//! [`BACKEND_TIMEOUT`] (`statement_timeout`), the time a request waits for it anyway, so one
+//! slow statement holds the others up for at most that. Writes stay on the pool, where each
+//! has its connection to itself.
+//!
+//! These connections never use TLS. They are used when the database link is not meant to be
+//! encrypted: `sslmode=disable`, or the default `prefer` to a loopback address or a Unix
+//! socket, where TLS protects nothing. Otherwise (TLS required, or preferred to another host),
+//! and for URLs with options tokio-postgres does not know, reads use the pool like the rest.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Row, Statement};
+
+use super::{StoreError, BACKEND_TIMEOUT};
+
+/// The name these connections give PostgreSQL, as seen in `pg_stat_activity`.
+pub const APPLICATION_NAME: &str = "tasklane-reads";
+
+/// A few shared connections to one PostgreSQL database, for reads.
+pub struct Pipelines {
+    config: tokio_postgres::Config,
+    links: Box<[Slot]>,
+}
+
+impl std::fmt::Debug for Pipelines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipelines").field("connections", &self.links.len()).finish()
+    }
+}
+
+/// One connection, opened on first use and again after it breaks.
+#[derive(Default)]
+struct Slot {
+    /// Read by every statement, written only when (re)connecting: a read lock never waits for
+    /// another reader, where a mutex would park one worker thread behind the other.
+    link: RwLock<Option<Arc<Link>>>,
+    /// Held while (re)connecting, so that one request opens the connection and the others wait.
+    connecting: tokio::sync::Mutex<()>,
+    in_flight: AtomicUsize,
+}
+
+/// An open connection and the statements prepared on it.
+struct Link {
+    client: Client,
+    /// Keyed by the address of the `'static` SQL text: a few dozen fixed statements, compared
+    /// without hashing or reading the text.
+    statements: RwLock<Vec<(usize, Statement)>>,
+}
+
+/// Counts a statement in flight on a slot while it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Pipelines {
+    /// `count` shared connections to `url`, or `None` when reads should use the pool instead:
+    /// `count` is 0, the URL asks for TLS (see the module docs), or tokio-postgres cannot read
+    /// it. Opens nothing yet.
+    pub fn new(url: &str, count: usize) -> Option<Self> {
+        if count == 0 {
+            return None;
+        }
+        let mut config = tokio_postgres::Config::from_str(url).ok()?;
+        let plaintext = match config.get_ssl_mode() {
+            SslMode::Disable => true,
+            SslMode::Prefer => config.get_hosts().iter().all(|host| match host {
+                Host::Unix(_) => true,
+                Host::Tcp(name) => {
+                    name == "localhost" || IpAddr::from_str(name).is_ok_and(|ip| ip.is_loopback())
+                }
+            }),
+            _ => false,
+        };
+        if !plaintext {
+            return None;
+        }
+        let statement_timeout = format!("-c statement_timeout={}", BACKEND_TIMEOUT.as_millis());
+        let options = match config.get_options() {
+            Some(options) => format!("{options} {statement_timeout}"),
+            None => statement_timeout,
+        };
+        config.ssl_mode(SslMode::Disable).connect_timeout(BACKEND_TIMEOUT).options(options);
+        if config.get_application_name().is_none() {
+            config.application_name(APPLICATION_NAME);
+        }
+        Some(Self { config, links: (0..count).map(|_| Slot::default()).collect() })
+    }
+
+    /// Runs `sql` (a fixed statement, prepared once per connection) with `params` on the least
+    /// busy connection, bounded by [`BACKEND_TIMEOUT`].
+    pub async fn query(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let slot = self
+            .links
+            .iter()
+            .min_by_key(|slot| slot.in_flight.load(Ordering::Relaxed))
+            .expect("at least one connection");
+        slot.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _in_flight = InFlight(&slot.in_flight);
+        let run = async {
+            let link = self.link(slot).await?;
+            let result = match link.statement(sql).await {
+                Ok(statement) => link.client.query(&statement, params).await,
+                Err(err) => Err(err),
+            };
+            result.map_err(|err| {
+                let cancelled = err.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED);
+                let err = map_err(err);
+                if matches!(err, StoreError::Unavailable(_)) && !cancelled {
+                    // The connection may be going (killed, or the database shutting down)
+                    // before its task has noticed: the next statement opens a new one rather
+                    // than fail on it too.
+                    slot.forget(&link);
+                }
+                err
+            })
+        };
+        match tokio::time::timeout(BACKEND_TIMEOUT, run).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable("the database did not answer in time".to_owned())),
+        }
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.links
+            .iter()
+            .filter(|slot| slot.link.read().unwrap().as_ref().is_some_and(|link| !link.client.is_closed()))
+            .count()
+    }
+
+    /// The slot's connection, opened if it has none or the one it had is closed.
+    async fn link(&self, slot: &Slot) -> Result<Arc<Link>, StoreError> {
+        if let Some(link) = slot.current() {
+            return Ok(link);
+        }
+        let _connecting = slot.connecting.lock().await;
+        if let Some(link) = slot.current() {
+            return Ok(link);
+        }
+        let (client, connection) = self.config.connect(NoTls).await.map_err(map_err)?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::warn!(error = %err, "pipelined database connection closed");
+            }
+        });
+        let link = Arc::new(Link { client, statements: RwLock::new(Vec::new()) });
+        // The one just forgotten, if any, closes once its statements in flight are answered.
+        *slot.link.write().unwrap() = Some(link.clone());
+        Ok(link)
+    }
+}
+
+impl Slot {
+    fn current(&self) -> Option<Arc<Link>> {
+        self.link.read().unwrap().as_ref().filter(|link| !link.client.is_closed()).cloned()
+    }
+
+    /// Drops `link` from the slot, unless another request has replaced it already.
+    fn forget(&self, link: &Arc<Link>) {
+        let mut current = self.link.write().unwrap();
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, link)) {
+            *current = None;
+        }
+    }
+}
+
+impl Link {
+    /// `sql` prepared on this connection. Two requests may both prepare a new statement; the
+    /// first kept wins, and the other is closed when dropped.
+    async fn statement(&self, sql: &'static str) -> Result<Statement, tokio_postgres::Error> {
+        let key = sql.as_ptr() as usize;
+        let find = |statements: &[(usize, Statement)]| {
+            statements.iter().find(|(k, _)| *k == key).map(|(_, statement)| statement.clone())
+        };
+        if let Some(statement) = find(&self.statements.read().unwrap()) {
+            return Ok(statement);
+        }
+        let statement = self.client.prepare(sql).await?;
+        let mut statements = self.statements.write().unwrap();
+        Ok(find(&statements).unwrap_or_else(|| {
+            statements.push((key, statement.clone()));
+            statement
+        }))
+    }
+}
+
+/// The [`StoreError`] of a tokio-postgres error, by the same rules as sqlx's (`sql::map_err`).
+fn map_err(err: tokio_postgres::Error) -> StoreError {
+    match err.code() {
+        Some(code) if code == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION => StoreError::Conflict,
+        Some(code) if super::sql::unavailable_code(code.code()) => StoreError::Unavailable(err.to_string()),
+        Some(_) => StoreError::Internal(err.to_string()),
+        // Not from the database: the connection broke, closed, or could not be opened.
+        None if err.is_closed()
+            || std::error::Error::source(&err).is_some_and(|e| e.is::<std::io::Error>()) =>
+        {
+            StoreError::Unavailable(err.to_string())
+        }
+        None => StoreError::Internal(err.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use sqlx::Connection;
+
+    use super::*;
+
+    async fn backend_pid(reads: &Pipelines) -> Result<i32, StoreError> {
+        Ok(reads.query("SELECT pg_backend_pid()", &[]).await?[0].get(0))
+    }
+
+    async fn terminate(url: &str, pid: i32) {
+        let mut admin = sqlx::PgConnection::connect(url).await.unwrap();
+        let done: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        assert!(done, "backend {pid} terminated");
+    }
+
+    #[tokio::test]
+    async fn statements_share_a_connection_and_a_broken_one_is_replaced() {
+        let Some(url) = crate::store::test_postgres_url() else { return };
+        let reads = Arc::new(Pipelines::new(&url, 1).expect("a loopback URL"));
+        assert_eq!(reads.open(), 0, "nothing is opened before the first statement");
+
+        // Many statements at once, one connection: each gets its own answer.
+        let answers =
+            futures::future::join_all(
+                (0..50i64).map(|i| {
+                    let reads = reads.clone();
+                    async move {
+                        reads.query("SELECT $1::int8 * 2", &[&i]).await.map(|rows| rows[0].get::<_, i64>(0))
+                    }
+                }),
+            )
+            .await;
+        assert_eq!(
+            answers.into_iter().collect::<Result<Vec<_>, _>>().unwrap(),
+            (0..50).map(|i| i * 2).collect::<Vec<_>>()
+        );
+        assert_eq!(reads.open(), 1);
+        let pid = backend_pid(&reads).await.unwrap();
+        let name: String =
+            reads.query("SELECT current_setting('application_name')", &[]).await.unwrap()[0].get(0);
+        assert_eq!(name, APPLICATION_NAME);
+
+        // Killed mid-statement: that statement is unavailable (503), not an internal error, and
+        // the next one gets a new connection.
+        let slow = tokio::spawn({
+            let reads = reads.clone();
+            async move { reads.query("SELECT pg_sleep(2)::text", &[]).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        terminate(&url, pid).await;
+        assert!(matches!(slow.await.unwrap(), Err(StoreError::Unavailable(_))));
+        let new_pid = backend_pid(&reads).await.unwrap();
+        assert_ne!(new_pid, pid, "the broken connection was replaced");
+        assert_eq!(reads.open(), 1);
+
+        // A database error is the statement's own: the connection stays.
+        assert!(matches!(reads.query("SELECT 1 / 0", &[]).await, Err(StoreError::Internal(_))));
+        assert_eq!(backend_pid(&reads).await.unwrap(), new_pid);
+    }
+
+    #[tokio::test]
+    async fn a_slow_statement_holds_the_others_up_for_at_most_the_backend_timeout() {
+        let Some(url) = crate::store::test_postgres_url() else { return };
+        let reads = Arc::new(Pipelines::new(&url, 1).expect("a loopback URL"));
+        backend_pid(&reads).await.unwrap();
+        let started = Instant::now();
+        let slow = tokio::spawn({
+            let reads = reads.clone();
+            async move { reads.query("SELECT pg_sleep(30)::text", &[]).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Queued behind the slow one on the only connection.
+        let behind = reads.query("SELECT 7::int8", &[]).await;
+        assert!(matches!(slow.await.unwrap(), Err(StoreError::Unavailable(_))), "the slow one gave up");
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_secs(10), "bounded by the timeouts, not by pg_sleep(30): {waited:?}");
+        // PostgreSQL cancelled the slow one (statement_timeout), so the connection is free again.
+        match behind {
+            Ok(rows) => assert_eq!(rows[0].get::<_, i64>(0), 7),
+            Err(err) => assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}"),
+        }
+        assert_eq!(reads.query("SELECT 8::int8", &[]).await.unwrap()[0].get::<_, i64>(0), 8);
+    }
+
+    #[test]
+    fn plaintext_links_only() {
+        let used = |url: &str| Pipelines::new(url, 2).is_some();
+        assert!(used("postgres://u@db.internal/tasklane?sslmode=disable"));
+        assert!(used("postgres://u@127.0.0.1:5432/tasklane"));
+        assert!(used("postgresql://u@localhost/tasklane?sslmode=prefer"));
+        assert!(used("postgres://u@[::1]/tasklane"));
+        assert!(used("postgres://u@%2Fvar%2Frun%2Fpostgresql/tasklane"));
+        // TLS asked for, or preferred to a host across the network: the pool, which speaks it.
+        assert!(!used("postgres://u@127.0.0.1/tasklane?sslmode=require"));
+        assert!(!used("postgres://u@db.internal/tasklane"));
+        // Options tokio-postgres does not read (sqlx's own, stricter TLS modes): the pool.
+        assert!(!used("postgres://u@127.0.0.1/tasklane?sslmode=verify-full"));
+        assert!(!used("postgres://u@127.0.0.1/tasklane?statement-cache-capacity=10"));
+        assert!(Pipelines::new("postgres://u@127.0.0.1/tasklane", 0).is_none());
+    }
+}
