@@ -108,7 +108,7 @@ pub struct Config {
     /// `DATABASE_MAX_CONNECTIONS`: the SQL pool's size.
     pub database_max_connections: u32,
     /// `DATABASE_READ_PIPELINES`: on PostgreSQL, the shared connections task reads go over,
-    /// besides the pool (default 2; 0 sends reads through the pool).
+    /// besides the pool (default 0: reads use the pool).
     pub database_read_pipelines: usize,
     /// `PASSWORD_HASH_CONCURRENCY`: argon2 hashes running at once (default: the CPU count).
     pub password_hash_concurrency: usize,
@@ -295,9 +295,10 @@ impl Config {
 
 /// Enough connections to keep every core busy while others wait on I/O, few enough that several
 /// instances stay well under PostgreSQL's default `max_connections` of 100.
-/// Shared read connections on PostgreSQL: two, so that a slow statement holds up only half of
-/// the reads queued behind it (see store/pipeline.rs).
-const DEFAULT_READ_PIPELINES: usize = 2;
+/// Shared read connections on PostgreSQL: none by default. Pipelined reads serve ~35-55 % more
+/// list requests, but each connection answers in order, and under a login storm on two cores
+/// the list's p99 rose from ~35 ms to 100-370 ms (bench/RESULTS.md): an operator's trade.
+const DEFAULT_READ_PIPELINES: usize = 0;
 
 fn default_pool_size() -> u32 {
     16
@@ -368,8 +369,8 @@ mod tests {
             assert!(err.to_string().starts_with(var), "{err}");
         }
         assert!(!from(&[("REFRESH_TOKEN_ROTATION", "false")]).unwrap().refresh_token_rotation);
-        assert_eq!(from(&[]).unwrap().database_read_pipelines, 2);
-        assert_eq!(from(&[("DATABASE_READ_PIPELINES", "0")]).unwrap().database_read_pipelines, 0);
+        assert_eq!(from(&[]).unwrap().database_read_pipelines, 0);
+        assert_eq!(from(&[("DATABASE_READ_PIPELINES", "2")]).unwrap().database_read_pipelines, 2);
         assert_eq!(from(&[("DATABASE_READ_PIPELINES", " 4 ")]).unwrap().database_read_pipelines, 4);
         let off = from(&[("RATE_LIMIT_ADDRESS_PER_MINUTE", "0")]).unwrap().rate_limits;
         assert_eq!(off.per_address, None);

@@ -82,6 +82,7 @@ async fn postgres_restart_under_load_is_503_then_recovers() {
         DatabaseUrl::Postgres(format!("postgres://postgres@127.0.0.1:{}/tasklane", pg.port));
     config.secret_key = SecretKey::Given(SECRET.to_vec());
     config.database_max_connections = 8;
+    config.database_read_pipelines = 2;
     config.rate_limits = LimitSettings::off();
     let server = Arc::new(TestServer::with_config(config, None).await);
     let http = reqwest::Client::new();
@@ -154,8 +155,8 @@ async fn postgres_restart_under_load_is_503_then_recovers() {
     let list = http.get(server.url("/tasks/?limit=1")).bearer_auth(&*access).send().await.unwrap();
     assert_eq!(list.headers()["x-total-count"].to_str().unwrap(), created.to_string());
 
-    // No leaked connections: the pool holds at most its size, and the pipelined reads (on by
-    // default, on a loopback URL) their two, reconnected after the restart.
+    // No leaked connections: the pool holds at most its size, and the pipelined reads their
+    // two, reconnected after the restart.
     let mut admin = sqlx::PgConnection::connect(&pg.admin_url()).await.unwrap();
     let open: Vec<(String, i64)> = sqlx::query_as(
         "SELECT application_name, count(*) FROM pg_stat_activity WHERE datname = 'tasklane' \

@@ -18,6 +18,9 @@
 //! slow statement holds the others up for at most that. Writes stay on the pool, where each
 //! has its connection to itself.
 //!
+//! Off by default (`DATABASE_READ_PIPELINES=0`): under a login storm the list's p99 was
+//! several times the pool's (see DESIGN.md), a trade an operator makes knowingly.
+//!
 //! These connections never use TLS. They are used when the database link is not meant to be
 //! encrypted: `sslmode=disable`, or the default `prefer` to a loopback address or a Unix
 //! socket, where TLS protects nothing. Otherwise (TLS required, or preferred to another host),

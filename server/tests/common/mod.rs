@@ -97,6 +97,9 @@ pub async fn scratch_config(backend: Backend) -> Option<(Config, Scratch)> {
             config.rate_limits = LimitSettings::off();
             if backend == Backend::PostgresRedis {
                 config.redis_url = Some(env.redis_url);
+                // Production's other choice: task reads pipelined. (Backend::Postgres and the
+                // process tests keep the default, reads on the pool.)
+                config.database_read_pipelines = 2;
             }
             Some((config, Scratch::Postgres { admin_url: env.admin_url, database }))
         }
