@@ -20,6 +20,8 @@ floor runs alternately with scenario 1 (list, pgbench, list, pgbench, ...) on th
 its statement is the one the server sent, read back from pg_stat_activity, not a copy. Around
 those runs it reads /proc for the CPU each list request costs the server, PostgreSQL and the
 whole machine, and each pgbench transaction the whole machine: what bounds the ratio.
+On PostgreSQL, scenario 1 with its floor, and scenario 5, run a second time with task reads
+pipelined (DATABASE_READ_PIPELINES, off by default), on the same data as the default runs.
 Each scenario runs REPEAT times; the table shows medians (rps, p50, p99), the sum of errors and
 the peak RSS of the server during the scenario (VmHWM, reset before each run). Everything it
 starts, it stops.
@@ -79,6 +81,11 @@ def http(method, path, body=None, token=None):
 
 
 BINARY = ROOT / "target" / "release" / "tasklane-server"
+# PostgreSQL is also measured with task reads pipelined over this many connections.
+PIPELINES = "2"
+PIPELINED_LIST = f"1 list, pipelined reads ({PIPELINES})"
+PIPELINED_FLOOR = "pgbench: list query, beside it"
+PIPELINED_STORM = f"5 list + login storm, pipelined reads ({PIPELINES})"
 BASELINE = os.environ.get("BENCH_BASELINE")
 
 
@@ -216,6 +223,13 @@ def bench_backend(backend, work):
         if backend == "postgres":
             rows["1 list"], rows["pgbench: list query"] = list_and_floor(
                 server, list_scenario, env["DATABASE_URL"], reader)
+            # The same with task reads pipelined (off by default; see DESIGN.md), on the same data.
+            server.stop()
+            server = Server(dict(env, DATABASE_READ_PIPELINES=PIPELINES), f"{work}/server-{backend}.log")
+            rows[PIPELINED_LIST], rows[PIPELINED_FLOOR] = list_and_floor(
+                server, list_scenario, env["DATABASE_URL"], reader)
+            server.stop()
+            server = Server(env, f"{work}/server-{backend}.log")
         else:
             rows["1 list"] = scenario(server, "list", list_scenario)
         rows["2 create"] = scenario(server, "create", lambda: wrk("create.lua", {"BENCH_TOKEN": writer["access_token"]}))
@@ -230,6 +244,10 @@ def bench_backend(backend, work):
             return listed
         rows["5 list + login storm"] = scenario(server, "storm", storm)
         rows["6 refresh"] = scenario(server, "refresh", lambda: wrk("refresh.lua", {"BENCH_REFRESH": reader["refresh_token"]}))
+        if backend == "postgres":
+            server.stop()
+            server = Server(dict(env, DATABASE_READ_PIPELINES=PIPELINES), f"{work}/server-{backend}.log")
+            rows[PIPELINED_STORM] = scenario(server, "storm, pipelined reads", storm)
     finally:
         server.stop()
     if BASELINE:
@@ -396,19 +414,23 @@ def print_table(results):
             print(f"| {name} | {scenario} | {fmt(r.get('rps'), '.0f')} | {fmt(r.get('p50'), '.2f')} | "
                   f"{fmt(r.get('p99'), '.2f')} | {fmt(r.get('errors'), 'd')} | {fmt(r.get('rss'), '.1f')} |")
     pg = results.get("postgres", {})
-    if "pgbench: list query" in pg:
-        floor = pg["pgbench: list query"]
+    for label, key in (("", "pgbench: list query"), (f", task reads pipelined ({PIPELINES})", PIPELINED_FLOOR)):
+        if key not in pg:
+            continue
+        floor = pg[key]
         ratios = floor["ratios"]
-        print(f"\nPostgreSQL list: server at {statistics.median(ratios):.0%} of pgbench running its statement alone "
-              f"(median of the {len(ratios)} alternating pairs: {', '.join(f'{r:.0%}' for r in ratios)}).")
+        print(f"\nPostgreSQL list{label}: server at {statistics.median(ratios):.0%} of pgbench running its statement "
+              f"alone (median of the {len(ratios)} alternating pairs: {', '.join(f'{r:.0%}' for r in ratios)}).")
         cpu = floor["cpu"]
         print("CPU per list request, µs (medians, from /proc): " + ", ".join(
             f"{name} {value:.0f}" for name, value in cpu.items() if not name.startswith("pgbench")) +
             f"; per pgbench transaction, whole machine {cpu['pgbench transaction, whole machine']:.0f}.")
     for backend, rows in results.items():
-        if "1 list" in rows and "5 list + login storm" in rows:
-            ratio = rows["5 list + login storm"]["p99"] / rows["1 list"]["p99"]
-            print(f"{backend}: list p99 under the login storm is {ratio:.1f}x its p99 alone.")
+        for label, alone, storm in (("", "1 list", "5 list + login storm"),
+                                    (", task reads pipelined", PIPELINED_LIST, PIPELINED_STORM)):
+            if alone in rows and storm in rows:
+                ratio = rows[storm]["p99"] / rows[alone]["p99"]
+                print(f"{backend}{label}: list p99 under the login storm is {ratio:.1f}x its p99 alone.")
 
 
 if __name__ == "__main__":
