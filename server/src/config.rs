@@ -293,13 +293,13 @@ impl Config {
     }
 }
 
-/// Enough connections to keep every core busy while others wait on I/O, few enough that several
-/// instances stay well under PostgreSQL's default `max_connections` of 100.
 /// Shared read connections on PostgreSQL: none by default. Pipelined reads serve ~35-55 % more
 /// list requests, but each connection answers in order, and under a login storm on two cores
 /// the list's p99 rose from ~35 ms to 100-370 ms (bench/RESULTS.md): an operator's trade.
 const DEFAULT_READ_PIPELINES: usize = 0;
 
+/// Enough connections to keep every core busy while others wait on I/O, few enough that several
+/// instances stay well under PostgreSQL's default `max_connections` of 100.
 fn default_pool_size() -> u32 {
     16
 }
