@@ -337,18 +337,22 @@ pub(super) fn unavailable_code(code: &str) -> bool {
 const GET_TASK_SQL: &str =
     "SELECT id, user_id, title, description, status, created_at, updated_at FROM tasks WHERE id = $1 AND user_id = $2";
 
+/// A column of a tokio-postgres row that does not decode as expected.
+fn pg_decode_err(err: tokio_postgres::Error) -> StoreError {
+    StoreError::Internal(err.to_string())
+}
+
 impl TaskRow {
     /// A row of tokio-postgres (the pipelined reads), columns in [`TASK_COLUMNS`] order.
     fn from_pg(row: &tokio_postgres::Row) -> Result<Self, StoreError> {
-        let decode = |e: tokio_postgres::Error| StoreError::Internal(e.to_string());
         Ok(TaskRow {
-            id: row.try_get(0).map_err(decode)?,
-            user_id: row.try_get(1).map_err(decode)?,
-            title: row.try_get(2).map_err(decode)?,
-            description: row.try_get(3).map_err(decode)?,
-            status: row.try_get(4).map_err(decode)?,
-            created_at: row.try_get(5).map_err(decode)?,
-            updated_at: row.try_get(6).map_err(decode)?,
+            id: row.try_get(0).map_err(pg_decode_err)?,
+            user_id: row.try_get(1).map_err(pg_decode_err)?,
+            title: row.try_get(2).map_err(pg_decode_err)?,
+            description: row.try_get(3).map_err(pg_decode_err)?,
+            status: row.try_get(4).map_err(pg_decode_err)?,
+            created_at: row.try_get(5).map_err(pg_decode_err)?,
+            updated_at: row.try_get(6).map_err(pg_decode_err)?,
         })
     }
 }
@@ -410,7 +414,7 @@ impl ListReads for PipelinedReads<'_> {
         let rows = self.rows(sql, binds, true).await?;
         rows.iter()
             .map(|row| {
-                let total = row.try_get(7).map_err(|e| StoreError::Internal(e.to_string()))?;
+                let total = row.try_get(7).map_err(pg_decode_err)?;
                 Ok(ListRow { task: TaskRow::from_pg(row)?, total })
             })
             .collect()
@@ -419,7 +423,7 @@ impl ListReads for PipelinedReads<'_> {
     async fn count(&mut self, sql: &'static str, binds: &ListBinds<'_>) -> Result<i64, StoreError> {
         let rows = self.rows(sql, binds, false).await?;
         let row = rows.first().ok_or_else(|| StoreError::Internal("a count without a row".to_owned()))?;
-        row.try_get(0).map_err(|e| StoreError::Internal(e.to_string()))
+        row.try_get(0).map_err(pg_decode_err)
     }
 }
 
@@ -486,8 +490,14 @@ fn offset_param(offset: u64) -> i64 {
 
 macro_rules! impl_sql_store {
     ($db:ty) => {
-        impl ListReads for Conn<$db> {
-            async fn page(&mut self, sql: &'static str, binds: &ListBinds<'_>) -> Result<Vec<TaskRow>, StoreError> {
+        impl Conn<$db> {
+            /// A listing statement's rows, as either form's row type.
+            async fn fetch_page<R>(&mut self, sql: &'static str, binds: &ListBinds<'_>) -> Result<Vec<R>, StoreError>
+            where
+                R: for<'r> sqlx::FromRow<'r, <<$db as Connection>::Database as sqlx::Database>::Row>
+                    + Send
+                    + Unpin,
+            {
                 let query = sqlx::query_as(sql).bind(binds.user_id);
                 let query = match binds.status {
                     Some(status) => query.bind(status),
@@ -496,19 +506,19 @@ macro_rules! impl_sql_store {
                 let result = query.bind(binds.limit).bind(binds.offset).fetch_all(self.conn()).await;
                 self.settle(result)
             }
+        }
+
+        impl ListReads for Conn<$db> {
+            async fn page(&mut self, sql: &'static str, binds: &ListBinds<'_>) -> Result<Vec<TaskRow>, StoreError> {
+                self.fetch_page(sql, binds).await
+            }
 
             async fn page_with_total(
                 &mut self,
                 sql: &'static str,
                 binds: &ListBinds<'_>,
             ) -> Result<Vec<ListRow>, StoreError> {
-                let query = sqlx::query_as(sql).bind(binds.user_id);
-                let query = match binds.status {
-                    Some(status) => query.bind(status),
-                    None => query,
-                };
-                let result = query.bind(binds.limit).bind(binds.offset).fetch_all(self.conn()).await;
-                self.settle(result)
+                self.fetch_page(sql, binds).await
             }
 
             async fn count(&mut self, sql: &'static str, binds: &ListBinds<'_>) -> Result<i64, StoreError> {
