@@ -154,10 +154,7 @@ impl Pipelines {
 
     /// Connections open now.
     pub fn open(&self) -> usize {
-        self.links
-            .iter()
-            .filter(|slot| slot.link.read().unwrap().as_ref().is_some_and(|link| !link.client.is_closed()))
-            .count()
+        self.links.iter().filter(|slot| slot.current().is_some()).count()
     }
 
     /// The slot's connection, opened if it has none or the one it had is closed.
