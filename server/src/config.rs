@@ -5,6 +5,7 @@
 //! naming the variable.
 
 use std::num::NonZeroU32;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -217,31 +218,25 @@ impl Config {
                 }
             },
         };
-        let positive = |var: &'static str, default: usize| -> Result<usize, ConfigError> {
+        let whole = |var: &'static str,
+                     default: usize,
+                     range: RangeInclusive<usize>|
+         -> Result<usize, ConfigError> {
             let Some(raw) = get(var) else { return Ok(default) };
             match raw.trim().parse::<usize>() {
-                Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+                Ok(n) if range.contains(&n) => Ok(n),
                 _ => Err(ConfigError::new(
                     var,
-                    format!("expected a whole number from 1 to 10000, got {raw:?}"),
+                    format!("expected a whole number from {} to {}, got {raw:?}", range.start(), range.end()),
                 )),
             }
         };
         let database_max_connections =
-            positive("DATABASE_MAX_CONNECTIONS", default_pool_size() as usize)? as u32;
-        let database_read_pipelines = match get("DATABASE_READ_PIPELINES") {
-            None => DEFAULT_READ_PIPELINES,
-            Some(raw) => match raw.trim().parse::<usize>() {
-                Ok(n) if n <= 64 => n,
-                _ => {
-                    return Err(ConfigError::new(
-                        "DATABASE_READ_PIPELINES",
-                        format!("expected a whole number from 0 (off) to 64, got {raw:?}"),
-                    ))
-                }
-            },
-        };
-        let password_hash_concurrency = positive("PASSWORD_HASH_CONCURRENCY", default_hash_concurrency())?;
+            whole("DATABASE_MAX_CONNECTIONS", default_pool_size() as usize, 1..=10_000)? as u32;
+        // 0 turns pipelined reads off.
+        let database_read_pipelines = whole("DATABASE_READ_PIPELINES", DEFAULT_READ_PIPELINES, 0..=64)?;
+        let password_hash_concurrency =
+            whole("PASSWORD_HASH_CONCURRENCY", default_hash_concurrency(), 1..=10_000)?;
         let per_minute =
             |var: &'static str, default: Option<NonZeroU32>| -> Result<Option<NonZeroU32>, ConfigError> {
                 let Some(raw) = get(var) else { return Ok(default) };
