@@ -86,8 +86,10 @@ BINARY = ROOT / "target" / "release" / "tasklane-server"
 PIPELINES = "2"
 PIPELINED_LIST = f"1 list, pipelined reads ({PIPELINES})"
 PIPELINED_FLOOR = "pgbench: list query, beside it"
-PIPELINED_STORM = f"5 list + login storm, pipelined reads ({PIPELINES})"
-PIPELINED_STORM_ALONE = f"5 list alone, just before the storm, pipelined reads ({PIPELINES})"
+STORM = "5 list + login storm"
+STORM_ALONE = "5 list alone, just before the storm"
+PIPELINED_STORM = f"{STORM}, pipelined reads ({PIPELINES})"
+PIPELINED_STORM_ALONE = f"{STORM_ALONE}, pipelined reads ({PIPELINES})"
 BASELINE = os.environ.get("BENCH_BASELINE")
 
 
@@ -205,7 +207,10 @@ def bench_backend(backend, work):
         run(["redis-cli", "-p", str(REDIS_PORT), "flushall"], capture_output=True)
     else:
         env["DATABASE_URL"] = f"sqlite:{work}/bench.db"
-    server = Server(env, f"{work}/server-{backend}.log")
+    def start(**extra):
+        return Server(dict(env, **extra), f"{work}/server-{backend}.log")
+
+    server = start()
     rows = {}
     try:
         time.sleep(1)
@@ -219,7 +224,7 @@ def bench_backend(backend, work):
             # keep PostgreSQL's autovacuum busy).
             server.stop()
             ab = ab_list(env, work, backend, read_env)
-            server = Server(env, f"{work}/server-{backend}.log")
+            server = start()
 
         list_scenario = lambda: wrk("list.lua", read_env)
         if backend == "postgres":
@@ -227,11 +232,11 @@ def bench_backend(backend, work):
                 server, list_scenario, env["DATABASE_URL"], reader)
             # The same with task reads pipelined (off by default; see DESIGN.md), on the same data.
             server.stop()
-            server = Server(dict(env, DATABASE_READ_PIPELINES=PIPELINES), f"{work}/server-{backend}.log")
+            server = start(DATABASE_READ_PIPELINES=PIPELINES)
             rows[PIPELINED_LIST], rows[PIPELINED_FLOOR] = list_and_floor(
                 server, list_scenario, env["DATABASE_URL"], reader)
             server.stop()
-            server = Server(env, f"{work}/server-{backend}.log")
+            server = start()
         else:
             rows["1 list"] = scenario(server, "list", list_scenario)
         rows["2 create"] = scenario(server, "create", lambda: wrk("create.lua", {"BENCH_TOKEN": writer["access_token"]}))
@@ -254,11 +259,11 @@ def bench_backend(backend, work):
                 alone.append(measured_run(server, f"{name}: list alone, just before", i, list_scenario))
                 stormed.append(measured_run(server, name, i, storm))
             return median_of(alone), median_of(stormed)
-        rows["5 list alone, just before the storm"], rows["5 list + login storm"] = paired_storm("storm")
+        rows[STORM_ALONE], rows[STORM] = paired_storm("storm")
         rows["6 refresh"] = scenario(server, "refresh", lambda: wrk("refresh.lua", {"BENCH_REFRESH": reader["refresh_token"]}))
         if backend == "postgres":
             server.stop()
-            server = Server(dict(env, DATABASE_READ_PIPELINES=PIPELINES), f"{work}/server-{backend}.log")
+            server = start(DATABASE_READ_PIPELINES=PIPELINES)
             rows[PIPELINED_STORM_ALONE], rows[PIPELINED_STORM] = paired_storm("storm, pipelined reads")
     finally:
         server.stop()
@@ -439,7 +444,7 @@ def print_table(results):
             f"; per pgbench transaction, whole machine {cpu['pgbench transaction, whole machine']:.0f}.")
     for backend, rows in results.items():
         for label, fresh, before, storm in (
-                ("", "1 list", "5 list alone, just before the storm", "5 list + login storm"),
+                ("", "1 list", STORM_ALONE, STORM),
                 (", task reads pipelined", PIPELINED_LIST, PIPELINED_STORM_ALONE, PIPELINED_STORM)):
             if before in rows and storm in rows:
                 p99 = rows[storm]["p99"]
