@@ -289,8 +289,9 @@ impl Config {
 }
 
 /// Shared read connections on PostgreSQL: none by default. Pipelined reads serve ~35-55 % more
-/// list requests, but each connection answers in order, and under a login storm on two cores
-/// the list's p99 rose from ~35 ms to 100-370 ms (bench/RESULTS.md): an operator's trade.
+/// list requests, but all statements on a connection wait while the worker thread driving it is
+/// preempted, and under a login storm on two cores the list's p99 rose several-fold, up to
+/// ~600-900 ms (bench/RESULTS.md, fifth round): an operator's trade.
 const DEFAULT_READ_PIPELINES: usize = 0;
 
 /// Enough connections to keep every core busy while others wait on I/O, few enough that several
