@@ -11,25 +11,32 @@
 //! sides. sqlx, which the rest of the store uses, cannot share a connection between
 //! statements in flight.
 //!
-//! What it costs: statements on one connection are answered in order, so a slow one delays
-//! those behind it on that connection. A new statement goes to the connection with the fewest
-//! in flight, and PostgreSQL cancels any statement on these connections that runs longer than
-//! [`BACKEND_TIMEOUT`] (`statement_timeout`), the time a request waits for it anyway, so one
-//! slow statement holds the others up for at most that. Writes stay on the pool, where each
-//! has its connection to itself.
+//! What it costs: statements on one connection are answered in order, so whatever holds one up
+//! (a slow statement, or on busy cores the OS preempting the thread that drives the connection)
+//! delays all those behind it. Three things bound that:
+//! - a new statement goes to the connection with the fewest in flight;
+//! - a read that has waited [`HEDGE_AFTER`] is also sent to the pool, and the first answer wins
+//!   ([`Pipelines::hedged`]): under a login storm this kept the list's p99 near 50 ms where it
+//!   had reached several hundred;
+//! - PostgreSQL cancels any statement on these connections that runs longer than
+//!   [`BACKEND_TIMEOUT`] (`statement_timeout`), the time a request waits for it anyway.
 //!
-//! Off by default (`DATABASE_READ_PIPELINES=0`): under a login storm the list's p99 was
-//! several times the pool's (see DESIGN.md), a trade an operator makes knowingly.
+//! Writes stay on the pool, where each has its connection to itself.
+//!
+//! Off by default (`DATABASE_READ_PIPELINES=0`); see DESIGN.md.
 //!
 //! These connections never use TLS. They are used when the database link is not meant to be
 //! encrypted: `sslmode=disable`, or the default `prefer` to a loopback address or a Unix
 //! socket, where TLS protects nothing. Otherwise (TLS required, or preferred to another host),
 //! and for URLs with options tokio-postgres does not know, reads use the pool like the rest.
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::pin;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::types::ToSql;
@@ -40,10 +47,19 @@ use super::{StoreError, BACKEND_TIMEOUT};
 /// The name these connections give PostgreSQL, as seen in `pg_stat_activity`.
 pub const APPLICATION_NAME: &str = "tasklane-reads";
 
+/// How long a read waits for its pipelined connection before the same read is also sent to
+/// the pool (see [`Pipelines::hedged`]). Measured on the login-storm benchmark (bench/RESULTS.md):
+/// at 10 ms about one read in eight was sent twice and throughput fell; at 40 ms fewer than one
+/// in a hundred, and the list's p99 under the storm stayed at 45-52 ms where it had reached
+/// 190-305 ms; at 80 ms it stayed at 62-84 ms.
+pub const HEDGE_AFTER: Duration = Duration::from_millis(40);
+
 /// A few shared connections to one PostgreSQL database, for reads.
 pub struct Pipelines {
     config: tokio_postgres::Config,
     links: Box<[Slot]>,
+    /// Permits for reads sent to the pool as well (see [`Pipelines::hedged`]).
+    hedges: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Pipelines {
@@ -83,8 +99,8 @@ impl Drop for InFlight<'_> {
 impl Pipelines {
     /// `count` shared connections to `url`, or `None` when reads should use the pool instead:
     /// `count` is 0, the URL asks for TLS (see the module docs), or tokio-postgres cannot read
-    /// it. Opens nothing yet.
-    pub fn new(url: &str, count: usize) -> Option<Self> {
+    /// it. At most `hedges` reads at a time are also sent to the pool. Opens nothing yet.
+    pub fn new(url: &str, count: usize, hedges: usize) -> Option<Self> {
         if count == 0 {
             return None;
         }
@@ -111,7 +127,55 @@ impl Pipelines {
         if config.get_application_name().is_none() {
             config.application_name(APPLICATION_NAME);
         }
-        Some(Self { config, links: (0..count).map(|_| Slot::default()).collect() })
+        Some(Self {
+            config,
+            links: (0..count).map(|_| Slot::default()).collect(),
+            hedges: tokio::sync::Semaphore::new(hedges),
+        })
+    }
+
+    /// Runs `pipelined` (a read on these connections); if it has not answered after
+    /// [`HEDGE_AFTER`], runs `pooled` (the same read on the pool) beside it and returns the
+    /// first success, or if both fail, the error of the last.
+    ///
+    /// Why: statements on a pipelined connection are answered in order, so whatever holds the
+    /// connection up holds up every statement queued on it, dozens at a time: on two busy cores,
+    /// mostly the OS preempting the thread that drives the connection (bench/RESULTS.md). A read
+    /// that has waited [`HEDGE_AFTER`], several times what one takes under load, is most likely
+    /// stuck behind such a stall, and a pooled connection of its own answers it without waiting
+    /// for the stall to end. Reads change nothing, so running one twice is safe; the loser is
+    /// dropped, and tokio-postgres discards its answer.
+    ///
+    /// What bounds the cost: only the slowest reads are sent twice, and no more than `hedges`
+    /// at a time (half the pool by default), so when the database itself is slow, hedging
+    /// neither doubles its load nor takes the pool from writes. Counted in
+    /// `db_read_hedges_total`.
+    pub async fn hedged<T>(
+        &self,
+        pipelined: impl Future<Output = Result<T, StoreError>>,
+        pooled: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let mut pipelined = pin!(pipelined);
+        tokio::select! {
+            biased;
+            result = &mut pipelined => return result,
+            () = tokio::time::sleep(HEDGE_AFTER) => {}
+        }
+        let Ok(_permit) = self.hedges.try_acquire() else {
+            return pipelined.await;
+        };
+        metrics::counter!("db_read_hedges_total").increment(1);
+        let mut pooled = pin!(pooled);
+        tokio::select! {
+            result = &mut pipelined => match result {
+                Ok(answer) => Ok(answer),
+                Err(_) => pooled.await,
+            },
+            result = &mut pooled => match result {
+                Ok(answer) => Ok(answer),
+                Err(_) => pipelined.await,
+            },
+        }
     }
 
     /// Runs `sql` (a fixed statement, prepared once per connection) with `params` on the least
@@ -254,7 +318,7 @@ mod tests {
     #[tokio::test]
     async fn statements_share_a_connection_and_a_broken_one_is_replaced() {
         let Some(url) = crate::store::test_postgres_url() else { return };
-        let reads = Arc::new(Pipelines::new(&url, 1).expect("a loopback URL"));
+        let reads = Arc::new(Pipelines::new(&url, 1, 1).expect("a loopback URL"));
         assert_eq!(reads.open(), 0, "nothing is opened before the first statement");
 
         // Many statements at once, one connection: each gets its own answer.
@@ -299,7 +363,7 @@ mod tests {
     #[tokio::test]
     async fn a_slow_statement_holds_the_others_up_for_at_most_the_backend_timeout() {
         let Some(url) = crate::store::test_postgres_url() else { return };
-        let reads = Arc::new(Pipelines::new(&url, 1).expect("a loopback URL"));
+        let reads = Arc::new(Pipelines::new(&url, 1, 1).expect("a loopback URL"));
         backend_pid(&reads).await.unwrap();
         let started = Instant::now();
         let slow = tokio::spawn({
@@ -320,9 +384,69 @@ mod tests {
         assert_eq!(reads.query("SELECT 8::int8", &[]).await.unwrap()[0].get::<_, i64>(0), 8);
     }
 
+    /// Pipelines to nowhere (never opened): the tests of [`Pipelines::hedged`] give it both reads.
+    fn unopened(hedges: usize) -> Pipelines {
+        Pipelines::new("postgres://u@127.0.0.1:1/none", 1, hedges).expect("a loopback URL")
+    }
+
+    fn unavailable<T>() -> Result<T, StoreError> {
+        Err(StoreError::Unavailable("gone".to_owned()))
+    }
+
+    #[tokio::test]
+    async fn a_read_answered_in_time_is_not_sent_twice() {
+        let answer = unopened(1).hedged(async { Ok(1) }, async { panic!("the pool was asked too") }).await;
+        assert_eq!(answer.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stuck_read_is_answered_by_the_pool() {
+        let reads = unopened(1);
+        let answer = reads.hedged(std::future::pending(), async { Ok(2) }).await;
+        assert_eq!(answer.unwrap(), 2);
+        assert_eq!(reads.hedges.available_permits(), 1, "the permit is returned");
+    }
+
+    #[tokio::test]
+    async fn when_one_of_the_two_fails_the_other_answers() {
+        let late_failure = async {
+            tokio::time::sleep(HEDGE_AFTER * 2).await;
+            unavailable()
+        };
+        let pooled = async {
+            tokio::time::sleep(HEDGE_AFTER * 3).await;
+            Ok(3)
+        };
+        assert_eq!(unopened(1).hedged(late_failure, pooled).await.unwrap(), 3);
+
+        let pipelined = async {
+            tokio::time::sleep(HEDGE_AFTER * 2).await;
+            Ok(4)
+        };
+        assert_eq!(unopened(1).hedged(pipelined, async { unavailable() }).await.unwrap(), 4);
+
+        let late_failure = async {
+            tokio::time::sleep(HEDGE_AFTER * 2).await;
+            unavailable::<i32>()
+        };
+        let both = unopened(1).hedged(late_failure, async { unavailable() }).await;
+        assert!(matches!(both, Err(StoreError::Unavailable(_))));
+    }
+
+    #[tokio::test]
+    async fn no_more_reads_are_sent_twice_than_the_budget() {
+        let reads = unopened(0);
+        let pipelined = async {
+            tokio::time::sleep(HEDGE_AFTER * 2).await;
+            Ok(5)
+        };
+        let answer = reads.hedged(pipelined, async { panic!("sent to the pool beyond the budget") }).await;
+        assert_eq!(answer.unwrap(), 5);
+    }
+
     #[test]
     fn plaintext_links_only() {
-        let used = |url: &str| Pipelines::new(url, 2).is_some();
+        let used = |url: &str| Pipelines::new(url, 2, 1).is_some();
         assert!(used("postgres://u@db.internal/tasklane?sslmode=disable"));
         assert!(used("postgres://u@127.0.0.1:5432/tasklane"));
         assert!(used("postgresql://u@localhost/tasklane?sslmode=prefer"));
@@ -334,6 +458,6 @@ mod tests {
         // Options tokio-postgres does not read (sqlx's own, stricter TLS modes): the pool.
         assert!(!used("postgres://u@127.0.0.1/tasklane?sslmode=verify-full"));
         assert!(!used("postgres://u@127.0.0.1/tasklane?statement-cache-capacity=10"));
-        assert!(Pipelines::new("postgres://u@127.0.0.1/tasklane", 0).is_none());
+        assert!(Pipelines::new("postgres://u@127.0.0.1/tasklane", 0, 1).is_none());
     }
 }

@@ -49,7 +49,7 @@ impl PgStore {
     pub async fn connect(url: &str, max_connections: u32, read_pipelines: usize) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Internal(e.to_string()))?;
         migrate::<Postgres>(options.clone(), sqlx::migrate!("../migrations/postgres")).await?;
-        let reads = Pipelines::new(url, read_pipelines);
+        let reads = Pipelines::new(url, read_pipelines, (max_connections as usize / 2).max(1));
         match &reads {
             Some(_) => tracing::info!(connections = read_pipelines, "task reads are pipelined"),
             None if read_pipelines > 0 => tracing::info!(
@@ -605,21 +605,31 @@ macro_rules! impl_sql_store {
             }
 
             async fn list_tasks(&self, user_id: i64, filter: &TaskFilter) -> Result<(Vec<Task>, u64), StoreError> {
+                let pooled = async { self.list_with(&mut self.pool.get().await?, user_id, filter).await };
                 match &self.reads {
-                    Some(reads) => self.list_with(&mut PipelinedReads(reads), user_id, filter).await,
-                    None => self.list_with(&mut self.pool.get().await?, user_id, filter).await,
+                    Some(reads) => reads.hedged(self.list_with(&mut PipelinedReads(reads), user_id, filter), pooled).await,
+                    None => pooled.await,
                 }
             }
 
             async fn get_task(&self, user_id: i64, id: i64) -> Result<Option<Task>, StoreError> {
-                if let Some(reads) = &self.reads {
-                    let rows = reads.query(GET_TASK_SQL, &[&id, &user_id]).await?;
-                    return rows.first().map(|row| TaskRow::from_pg(row)?.try_into()).transpose();
+                let pooled = async {
+                    let mut conn = self.pool.get().await?;
+                    let result =
+                        sqlx::query_as(GET_TASK_SQL).bind(id).bind(user_id).fetch_optional(conn.conn()).await;
+                    let row: Option<TaskRow> = conn.settle(result)?;
+                    row.map(Task::try_from).transpose()
+                };
+                match &self.reads {
+                    Some(reads) => {
+                        let pipelined = async {
+                            let rows = reads.query(GET_TASK_SQL, &[&id, &user_id]).await?;
+                            rows.first().map(|row| TaskRow::from_pg(row)?.try_into()).transpose()
+                        };
+                        reads.hedged(pipelined, pooled).await
+                    }
+                    None => pooled.await,
                 }
-                let mut conn = self.pool.get().await?;
-                let result = sqlx::query_as(GET_TASK_SQL).bind(id).bind(user_id).fetch_optional(conn.conn()).await;
-                let row: Option<TaskRow> = conn.settle(result)?;
-                row.map(Task::try_from).transpose()
             }
 
             async fn update_task(
@@ -847,6 +857,39 @@ mod tests {
         assert!(!remembered(&store), "a short unfiltered first page clears it");
         assert_eq!(store.list_tasks(user, &filter(2, 0, Some(TaskStatus::Done))).await.unwrap().1, 2);
         assert!(remembered(&store), "a full filtered first page implies a full unfiltered one");
+    }
+
+    /// A read queued behind a stalled pipelined connection is answered by the pool, while the
+    /// stall goes on (see `Pipelines::hedged`).
+    #[tokio::test]
+    async fn reads_stuck_behind_a_pipelined_connection_are_answered_by_the_pool() {
+        let Some(admin_url) = crate::store::test_postgres_url() else { return };
+        let database = format!("tasklane_hedge_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&admin_url).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin).await.unwrap();
+        let mut url = url::Url::parse(&admin_url).unwrap();
+        url.set_path(&database);
+
+        let store = PgStore::connect(url.as_str(), 4, 1).await.unwrap();
+        let user = store.create_user("someone", "x", Utc::now()).await.unwrap().id;
+        let new = NewTask { title: "kept".to_owned(), description: None, status: None };
+        let task = store.create_task(user, &new, Utc::now()).await.unwrap();
+        let reads = store.reads.clone().expect("a loopback URL: reads are pipelined");
+        assert_eq!(store.list_tasks(user, &filter(10, 0, None)).await.unwrap().1, 1);
+        assert_eq!(reads.open(), 1, "the list went over the pipelined connection");
+
+        // The only pipelined connection answers nothing for 2.5 s (its backend is asleep):
+        // everything queued on it waits.
+        let stall = tokio::spawn(async move { reads.query("SELECT pg_sleep(2.5)::text", &[]).await });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let (tasks, total) = store.list_tasks(user, &filter(10, 0, None)).await.unwrap();
+        assert_eq!((tasks.len(), total, tasks[0].id), (1, 1, task.id));
+        assert_eq!(store.get_task(user, task.id).await.unwrap().map(|t| t.title), Some("kept".to_owned()));
+        assert!(!stall.is_finished(), "both reads were answered while the connection was stalled");
+        stall.await.unwrap().unwrap();
+
+        drop(store);
+        sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)")).execute(&mut admin).await.unwrap();
     }
 
     /// On SQLite a writer waits for the one before it to finish; readers do not wait.
