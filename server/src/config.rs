@@ -288,11 +288,12 @@ impl Config {
     }
 }
 
-/// Shared read connections on PostgreSQL: none by default. Pipelined reads serve ~35-55 % more
-/// list requests, but all statements on a connection wait while the worker thread driving it is
-/// preempted, and under a login storm on two cores the list's p99 rose several-fold, up to
-/// ~600-900 ms (bench/RESULTS.md, fifth round): an operator's trade.
-const DEFAULT_READ_PIPELINES: usize = 0;
+/// Shared read connections on PostgreSQL: two by default. On the list benchmark they served
+/// ~40-55 % more requests than the pool with less CPU per request. What kept them off until
+/// now, a p99 several-fold under a login storm (all statements on a connection wait while the
+/// thread driving it is preempted), is bounded by sending reads stuck for 40 ms to the pool as
+/// well (`store::pipeline`); figures in bench/RESULTS.md. `0` keeps reads on the pool.
+const DEFAULT_READ_PIPELINES: usize = 2;
 
 /// Enough connections to keep every core busy while others wait on I/O, few enough that several
 /// instances stay well under PostgreSQL's default `max_connections` of 100.
@@ -365,7 +366,8 @@ mod tests {
             assert!(err.to_string().starts_with(var), "{err}");
         }
         assert!(!from(&[("REFRESH_TOKEN_ROTATION", "false")]).unwrap().refresh_token_rotation);
-        assert_eq!(from(&[]).unwrap().database_read_pipelines, 0);
+        assert_eq!(from(&[]).unwrap().database_read_pipelines, 2);
+        assert_eq!(from(&[("DATABASE_READ_PIPELINES", "0")]).unwrap().database_read_pipelines, 0);
         assert_eq!(from(&[("DATABASE_READ_PIPELINES", "2")]).unwrap().database_read_pipelines, 2);
         assert_eq!(from(&[("DATABASE_READ_PIPELINES", " 4 ")]).unwrap().database_read_pipelines, 4);
         let off = from(&[("RATE_LIMIT_ADDRESS_PER_MINUTE", "0")]).unwrap().rate_limits;

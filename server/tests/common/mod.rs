@@ -97,9 +97,10 @@ pub async fn scratch_config(backend: Backend) -> Option<(Config, Scratch)> {
             config.rate_limits = LimitSettings::off();
             if backend == Backend::PostgresRedis {
                 config.redis_url = Some(env.redis_url);
-                // Production's other choice: task reads pipelined. (Backend::Postgres and the
-                // process tests keep the default, reads on the pool.)
-                config.database_read_pipelines = 2;
+            } else {
+                // Production's other choice: task reads on the pool. (Backend::PostgresRedis and
+                // the process tests keep the default, task reads pipelined.)
+                config.database_read_pipelines = 0;
             }
             Some((config, Scratch::Postgres { admin_url: env.admin_url, database }))
         }
