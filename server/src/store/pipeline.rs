@@ -23,7 +23,8 @@
 //!
 //! Writes stay on the pool, where each has its connection to itself.
 //!
-//! Off by default (`DATABASE_READ_PIPELINES=0`); see DESIGN.md.
+//! On by default, over two connections (`DATABASE_READ_PIPELINES`; `0` keeps reads on the
+//! pool); see DESIGN.md.
 //!
 //! These connections never use TLS. They are used when the database link is not meant to be
 //! encrypted: `sslmode=disable`, or the default `prefer` to a loopback address or a Unix
@@ -49,9 +50,9 @@ pub const APPLICATION_NAME: &str = "tasklane-reads";
 
 /// How long a read waits for its pipelined connection before the same read is also sent to
 /// the pool (see [`Pipelines::hedged`]). Measured on the login-storm benchmark (bench/RESULTS.md):
-/// at 10 ms about one read in eight was sent twice and throughput fell; at 40 ms fewer than one
-/// in a hundred, and the list's p99 under the storm stayed at 45-52 ms where it had reached
-/// 190-305 ms; at 80 ms it stayed at 62-84 ms.
+/// at 10 ms 15-25 % of reads were sent twice and throughput fell below the pool's; at 40 ms
+/// about 1 %, and the list's p99 under the storm stayed at 45-52 ms, where without hedging three
+/// runs of four reached 190-306 ms; at 80 ms it stayed at 63-84 ms.
 pub const HEDGE_AFTER: Duration = Duration::from_millis(40);
 
 /// A few shared connections to one PostgreSQL database, for reads.
