@@ -322,7 +322,7 @@ def machine_ticks():
 
 
 def sent_list_statement(url):
-    """The list statement exactly as the server sent it: its pooled connections sit idle after
+    """The list statement exactly as the server sent it: its connections sit idle after
     scenario 1, and pg_stat_activity keeps each one's last statement, placeholders and all."""
     out = run(["psql", url, "-AtF", "\x1f", "-R", "\x1e", "-c",
                "SELECT DISTINCT query FROM pg_stat_activity WHERE datname = current_database() "
