@@ -147,36 +147,41 @@ impl Pipelines {
     /// for the stall to end. Reads change nothing, so running one twice is safe; the loser is
     /// dropped, and tokio-postgres discards its answer.
     ///
-    /// What bounds the cost: only the slowest reads are sent twice, and no more than `hedges`
-    /// at a time (half the pool by default), so when the database itself is slow, hedging
-    /// neither doubles its load nor takes the pool from writes. Counted in
-    /// `db_read_hedges_total`.
+    /// A read that fails at once because its connection broke (killed, or closed by a proxy)
+    /// goes to the pool the same way, rather than answer 503 while the pool could answer it;
+    /// those wait for the budget rather than skip it, as a break fails many reads at once.
+    /// Other errors (a statement PostgreSQL refused) are the answer.
+    ///
+    /// What bounds the cost: only the slowest or broken reads are sent twice, and no more than
+    /// `hedges` at a time (half the pool by default), so when the database itself is slow,
+    /// hedging neither doubles its load nor takes the pool from writes. Counted in
+    /// `db_read_hedges_total`, by `reason`: `slow` or `broken`.
     pub async fn hedged<T>(
         &self,
         pipelined: impl Future<Output = Result<T, StoreError>>,
         pooled: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let mut pipelined = pin!(pipelined);
-        tokio::select! {
+        let broken = tokio::select! {
             biased;
-            result = &mut pipelined => return result,
-            () = tokio::time::sleep(HEDGE_AFTER) => {}
-        }
-        let Ok(_permit) = self.hedges.try_acquire() else {
-            return pipelined.await;
-        };
-        metrics::counter!("db_read_hedges_total").increment(1);
-        let mut pooled = pin!(pooled);
-        tokio::select! {
             result = &mut pipelined => match result {
-                Ok(answer) => Ok(answer),
-                Err(_) => pooled.await,
+                Err(err @ StoreError::Unavailable(_)) => err,
+                answer => return answer,
             },
-            result = &mut pooled => match result {
-                Ok(answer) => Ok(answer),
-                Err(_) => pipelined.await,
-            },
-        }
+            () = tokio::time::sleep(HEDGE_AFTER) => {
+                let Ok(_permit) = self.hedges.try_acquire() else {
+                    return pipelined.await;
+                };
+                metrics::counter!("db_read_hedges_total", "reason" => "slow").increment(1);
+                return race(pipelined, pooled).await;
+            }
+        };
+        // A broken connection fails all its reads at once: they take turns on the budget.
+        let Ok(_permit) = self.hedges.acquire().await else {
+            return Err(broken);
+        };
+        metrics::counter!("db_read_hedges_total", "reason" => "broken").increment(1);
+        pooled.await
     }
 
     /// Runs `sql` (a fixed statement, prepared once per connection) with `params` on the least
@@ -241,6 +246,24 @@ impl Pipelines {
         // The one just forgotten, if any, closes once its statements in flight are answered.
         *slot.link.write().unwrap() = Some(link.clone());
         Ok(link)
+    }
+}
+
+/// The first success of the two, or if both fail, the error of the last.
+async fn race<T>(
+    first: impl Future<Output = Result<T, StoreError>>,
+    second: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let (mut first, mut second) = (pin!(first), pin!(second));
+    tokio::select! {
+        result = &mut first => match result {
+            Ok(answer) => Ok(answer),
+            Err(_) => second.await,
+        },
+        result = &mut second => match result {
+            Ok(answer) => Ok(answer),
+            Err(_) => first.await,
+        },
     }
 }
 
@@ -432,6 +455,27 @@ mod tests {
         };
         let both = unopened(1).hedged(late_failure, async { unavailable() }).await;
         assert!(matches!(both, Err(StoreError::Unavailable(_))));
+    }
+
+    #[tokio::test]
+    async fn a_read_on_a_broken_connection_is_answered_by_the_pool_but_not_a_refused_one() {
+        assert_eq!(unopened(1).hedged(async { unavailable() }, async { Ok(6) }).await.unwrap(), 6);
+        let refused = async { Err::<i32, _>(StoreError::Internal("syntax error".to_owned())) };
+        let answer = unopened(1).hedged(refused, async { panic!("the pool was asked too") }).await;
+        assert!(matches!(answer, Err(StoreError::Internal(_))), "{answer:?}");
+    }
+
+    /// A broken connection fails dozens of reads at once: beyond the budget they wait their
+    /// turn for the pool rather than fail.
+    #[tokio::test]
+    async fn reads_on_a_broken_connection_take_turns_on_the_budget() {
+        let reads = unopened(1);
+        let held = reads.hedges.try_acquire().unwrap();
+        let answer = reads.hedged(async { unavailable() }, async { Ok(7) });
+        tokio::pin!(answer);
+        assert!(futures::poll!(&mut answer).is_pending(), "waits while the budget is taken");
+        drop(held);
+        assert_eq!(answer.await.unwrap(), 7);
     }
 
     #[tokio::test]

@@ -892,6 +892,70 @@ mod tests {
         sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)")).execute(&mut admin).await.unwrap();
     }
 
+    /// Reads in flight on a pipelined connection that is killed are answered by the pool, not
+    /// failed (see `Pipelines::hedged`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_on_a_killed_pipelined_connection_are_answered_by_the_pool() {
+        let Some(admin_url) = crate::store::test_postgres_url() else { return };
+        let database = format!("tasklane_kill_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&admin_url).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin).await.unwrap();
+        let mut url = url::Url::parse(&admin_url).unwrap();
+        url.set_path(&database);
+
+        let store = Arc::new(PgStore::connect(url.as_str(), 8, 2).await.unwrap());
+        let user = store.create_user("someone", "x", Utc::now()).await.unwrap().id;
+        for i in 0..5 {
+            let new = NewTask { title: format!("t{i}"), description: None, status: None };
+            store.create_task(user, &new, Utc::now()).await.unwrap();
+        }
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..32)
+            .map(|_| {
+                let (store, stop) = (store.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut answers = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        answers
+                            .push(store.list_tasks(user, &filter(10, 0, None)).await.map(|(_, total)| total));
+                    }
+                    answers
+                })
+            })
+            .collect();
+        let mut killed = 0;
+        for _ in 0..8 {
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            // In the select list, so that only the filtered rows' backends are terminated.
+            let done: Vec<bool> = sqlx::query_scalar(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            )
+            .bind(super::super::pipeline::APPLICATION_NAME)
+            .fetch_all(&mut admin)
+            .await
+            .unwrap();
+            killed += done.into_iter().filter(|&d| d).count();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut answers = Vec::new();
+        for reader in readers {
+            answers.extend(reader.await.unwrap());
+        }
+        assert!(killed >= 4, "pipelined connections were killed: {killed}");
+        let failed: Vec<_> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
+        assert!(
+            failed.is_empty(),
+            "{} of {} reads failed: {:?}",
+            failed.len(),
+            answers.len(),
+            failed.first()
+        );
+        assert!(answers.iter().all(|a| matches!(a, Ok(5))));
+
+        drop(store);
+        sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)")).execute(&mut admin).await.unwrap();
+    }
+
     /// On SQLite a writer waits for the one before it to finish; readers do not wait.
     #[tokio::test]
     async fn sqlite_writers_take_turns_and_readers_do_not_wait() {
