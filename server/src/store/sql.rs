@@ -926,11 +926,14 @@ mod tests {
         let mut killed = 0;
         for _ in 0..8 {
             tokio::time::sleep(std::time::Duration::from_millis(150)).await;
-            // In the select list, so that only the filtered rows' backends are terminated.
+            // In the select list, so that only the filtered rows' backends are terminated: this
+            // test's own, not those of tests running beside it.
             let done: Vec<bool> = sqlx::query_scalar(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = $1 AND datname = $2",
             )
             .bind(super::super::pipeline::APPLICATION_NAME)
+            .bind(&database)
             .fetch_all(&mut admin)
             .await
             .unwrap();
