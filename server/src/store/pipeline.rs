@@ -37,7 +37,7 @@ use std::pin::pin;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::types::ToSql;
@@ -161,27 +161,37 @@ impl Pipelines {
         pipelined: impl Future<Output = Result<T, StoreError>>,
         pooled: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
+        let started = Instant::now();
         let mut pipelined = pin!(pipelined);
-        let broken = tokio::select! {
+        let early = tokio::select! {
             biased;
-            result = &mut pipelined => match result {
-                Err(err @ StoreError::Unavailable(_)) => err,
-                answer => return answer,
+            result = &mut pipelined => Some(result),
+            () = tokio::time::sleep(HEDGE_AFTER) => None,
+        };
+        let result = match early {
+            Some(result) => result,
+            None => match self.hedges.try_acquire() {
+                Ok(_permit) => {
+                    metrics::counter!("db_read_hedges_total", "reason" => "slow").increment(1);
+                    return race(pipelined, pooled).await;
+                }
+                Err(_) => pipelined.await,
             },
-            () = tokio::time::sleep(HEDGE_AFTER) => {
-                let Ok(_permit) = self.hedges.try_acquire() else {
-                    return pipelined.await;
+        };
+        match result {
+            // Failed before its time was up: the connection broke (a read that timed out has
+            // had its time, and the pool would only double the wait).
+            Err(broken @ StoreError::Unavailable(_)) if started.elapsed() < BACKEND_TIMEOUT => {
+                // A break fails all the reads queued on the connection at once: they take
+                // turns on the budget.
+                let Ok(_permit) = self.hedges.acquire().await else {
+                    return Err(broken);
                 };
-                metrics::counter!("db_read_hedges_total", "reason" => "slow").increment(1);
-                return race(pipelined, pooled).await;
+                metrics::counter!("db_read_hedges_total", "reason" => "broken").increment(1);
+                pooled.await
             }
-        };
-        // A broken connection fails all its reads at once: they take turns on the budget.
-        let Ok(_permit) = self.hedges.acquire().await else {
-            return Err(broken);
-        };
-        metrics::counter!("db_read_hedges_total", "reason" => "broken").increment(1);
-        pooled.await
+            answer => answer,
+        }
     }
 
     /// Runs `sql` (a fixed statement, prepared once per connection) with `params` on the least
@@ -476,6 +486,24 @@ mod tests {
         assert!(futures::poll!(&mut answer).is_pending(), "waits while the budget is taken");
         drop(held);
         assert_eq!(answer.await.unwrap(), 7);
+    }
+
+    /// Slow beyond the budget, it waits on its connection; if that then breaks, the pool
+    /// answers once the budget frees up.
+    #[tokio::test]
+    async fn a_slow_read_beyond_the_budget_whose_connection_then_breaks_is_answered_by_the_pool() {
+        let reads = unopened(1);
+        let held = reads.hedges.try_acquire().unwrap();
+        let late_break = async {
+            tokio::time::sleep(HEDGE_AFTER * 2).await;
+            unavailable()
+        };
+        let release = async {
+            tokio::time::sleep(HEDGE_AFTER * 3).await;
+            drop(held);
+        };
+        let (answer, ()) = tokio::join!(reads.hedged(late_break, async { Ok(8) }), release);
+        assert_eq!(answer.unwrap(), 8);
     }
 
     #[tokio::test]
