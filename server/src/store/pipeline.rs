@@ -147,10 +147,11 @@ impl Pipelines {
     /// for the stall to end. Reads change nothing, so running one twice is safe; the loser is
     /// dropped, and tokio-postgres discards its answer.
     ///
-    /// A read that fails at once because its connection broke (killed, or closed by a proxy)
-    /// goes to the pool the same way, rather than answer 503 while the pool could answer it;
-    /// those wait for the budget rather than skip it, as a break fails many reads at once.
-    /// Other errors (a statement PostgreSQL refused) are the answer.
+    /// A read whose connection broke (killed, or closed by a proxy) goes to the pool the same
+    /// way, rather than answer 503 while the pool could answer it, whether it broke before
+    /// [`HEDGE_AFTER`] or while the read waited on it with the budget taken. Those wait for the
+    /// budget rather than skip it, as a break fails many reads at once. Other errors (a
+    /// statement PostgreSQL refused, or a read that used up [`BACKEND_TIMEOUT`]) are the answer.
     ///
     /// What bounds the cost: only the slowest or broken reads are sent twice, and no more than
     /// `hedges` at a time (half the pool by default), so when the database itself is slow,
