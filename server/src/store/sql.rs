@@ -859,18 +859,37 @@ mod tests {
         assert!(remembered(&store), "a full filtered first page implies a full unfiltered one");
     }
 
+    /// A PostgreSQL database of one test's own, on the test server; removed by [`Self::remove`].
+    struct ScratchPostgres {
+        admin: PgConnection,
+        database: String,
+        url: String,
+    }
+
+    impl ScratchPostgres {
+        /// `None` (with a notice) outside CI without a test PostgreSQL.
+        async fn create(prefix: &str) -> Option<Self> {
+            let admin_url = crate::store::test_postgres_url()?;
+            let database = format!("tasklane_{prefix}_{}", uuid::Uuid::new_v4().simple());
+            let mut admin = PgConnection::connect(&admin_url).await.unwrap();
+            sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin).await.unwrap();
+            let mut url = url::Url::parse(&admin_url).unwrap();
+            url.set_path(&database);
+            Some(Self { admin, database, url: url.into() })
+        }
+
+        async fn remove(mut self) {
+            let drop = format!("DROP DATABASE {} WITH (FORCE)", self.database);
+            sqlx::query(&drop).execute(&mut self.admin).await.unwrap();
+        }
+    }
+
     /// A read queued behind a stalled pipelined connection is answered by the pool, while the
     /// stall goes on (see `Pipelines::hedged`).
     #[tokio::test]
     async fn reads_stuck_behind_a_pipelined_connection_are_answered_by_the_pool() {
-        let Some(admin_url) = crate::store::test_postgres_url() else { return };
-        let database = format!("tasklane_hedge_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&admin_url).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin).await.unwrap();
-        let mut url = url::Url::parse(&admin_url).unwrap();
-        url.set_path(&database);
-
-        let store = PgStore::connect(url.as_str(), 4, 1).await.unwrap();
+        let Some(scratch) = ScratchPostgres::create("hedge").await else { return };
+        let store = PgStore::connect(&scratch.url, 4, 1).await.unwrap();
         let user = store.create_user("someone", "x", Utc::now()).await.unwrap().id;
         let new = NewTask { title: "kept".to_owned(), description: None, status: None };
         let task = store.create_task(user, &new, Utc::now()).await.unwrap();
@@ -889,21 +908,15 @@ mod tests {
         stall.await.unwrap().unwrap();
 
         drop(store);
-        sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)")).execute(&mut admin).await.unwrap();
+        scratch.remove().await;
     }
 
     /// Reads in flight on a pipelined connection that is killed are answered by the pool, not
     /// failed (see `Pipelines::hedged`).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reads_on_a_killed_pipelined_connection_are_answered_by_the_pool() {
-        let Some(admin_url) = crate::store::test_postgres_url() else { return };
-        let database = format!("tasklane_kill_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&admin_url).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin).await.unwrap();
-        let mut url = url::Url::parse(&admin_url).unwrap();
-        url.set_path(&database);
-
-        let store = Arc::new(PgStore::connect(url.as_str(), 8, 2).await.unwrap());
+        let Some(mut scratch) = ScratchPostgres::create("kill").await else { return };
+        let store = Arc::new(PgStore::connect(&scratch.url, 8, 2).await.unwrap());
         let user = store.create_user("someone", "x", Utc::now()).await.unwrap().id;
         for i in 0..5 {
             let new = NewTask { title: format!("t{i}"), description: None, status: None };
@@ -933,8 +946,8 @@ mod tests {
                  WHERE application_name = $1 AND datname = $2",
             )
             .bind(super::super::pipeline::APPLICATION_NAME)
-            .bind(&database)
-            .fetch_all(&mut admin)
+            .bind(&scratch.database)
+            .fetch_all(&mut scratch.admin)
             .await
             .unwrap();
             killed += done.into_iter().filter(|&d| d).count();
@@ -956,7 +969,7 @@ mod tests {
         assert!(answers.iter().all(|a| matches!(a, Ok(5))));
 
         drop(store);
-        sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)")).execute(&mut admin).await.unwrap();
+        scratch.remove().await;
     }
 
     /// On SQLite a writer waits for the one before it to finish; readers do not wait.
