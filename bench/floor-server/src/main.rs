@@ -13,6 +13,9 @@
 //! `MODE`: `tp` (tokio-postgres, a pool of `CONNS` connections, one statement on each at a
 //! time), `tp-pipe` (tokio-postgres, `CONNS` shared connections, statements pipelined), `sqlx`
 //! (sqlx connections in the same pool as `tp`). `READER` is the user whose tasks are listed.
+//! `HTTP`: `hyper` (the default: hyper's own connection loop) or `rocket` (Rocket 0.5.1, the
+//! version Tasklane runs, with one route and nothing attached: what Rocket itself costs per
+//! request, before Tasklane's fairing, guards, access line and metrics).
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -35,8 +38,19 @@ struct Task {
     description: Option<String>,
     status: String,
     user_id: i64,
+    #[serde(serialize_with = "rfc3339")]
     created_at: chrono::DateTime<chrono::Utc>,
+    #[serde(serialize_with = "rfc3339")]
     updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Timestamps as Tasklane writes them (`tasklane::types`): one string, not chrono's dozen
+/// pieces each escaped on its own.
+fn rfc3339<S: serde::Serializer>(
+    at: &chrono::DateTime<chrono::Utc>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
 }
 
 /// Exclusive connections: a request takes one, runs its statement, gives it back.
@@ -138,6 +152,9 @@ async fn main() {
         other => panic!("MODE: expected tp, tp-pipe or sqlx, got {other}"),
     };
     let db = Arc::new(db);
+    if env("HTTP", "hyper".to_owned()) == "rocket" {
+        return serve_rocket(db, reader, port).await;
+    }
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
     eprintln!("floor server: {mode}, {conns} connections, on 127.0.0.1:{port}");
     loop {
@@ -161,4 +178,42 @@ async fn main() {
             let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
+}
+
+/// The JSON body and its `X-Total-Count`.
+#[derive(rocket::Responder)]
+#[response(content_type = "json")]
+struct Listed {
+    body: Vec<u8>,
+    count: rocket::http::Header<'static>,
+}
+
+#[rocket::get("/tasks")]
+async fn rocket_list(db: &rocket::State<Arc<Db>>, reader: &rocket::State<i64>) -> Listed {
+    let tasks = list(db, **reader).await;
+    let count = rocket::http::Header::new("x-total-count", tasks.len().to_string());
+    Listed { body: serde_json::to_vec(&tasks).expect("encode"), count }
+}
+
+/// For the harness scripts, which wait for `/health` before loading a server.
+#[rocket::get("/health")]
+fn rocket_health() -> &'static str {
+    r#"{"status":"ok"}"#
+}
+
+async fn serve_rocket(db: Arc<Db>, reader: i64, port: u16) {
+    let figment = rocket::Config::figment()
+        .merge(("address", "127.0.0.1"))
+        .merge(("port", port))
+        .merge(("log_level", "off"));
+    eprintln!("floor server on Rocket, on 127.0.0.1:{port}");
+    let _ = rocket::custom(figment)
+        // An empty Shield replaces the default one, as in Tasklane.
+        .attach(rocket::shield::Shield::new())
+        .manage(db)
+        .manage(reader)
+        .mount("/", rocket::routes![rocket_list, rocket_health])
+        .launch()
+        .await
+        .expect("launch");
 }
