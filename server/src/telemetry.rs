@@ -13,7 +13,8 @@
 //! `route` is the route's pattern (`/tasks/<id>`), never the raw path, so label sets stay
 //! bounded; requests that match no route count under `unmatched`.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -59,11 +60,54 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
+/// The request counter and latency histogram of one label set.
+struct RequestMetrics {
+    method: &'static str,
+    status: u16,
+    count: metrics::Counter,
+    latency: metrics::Histogram,
+}
+
+/// Handles by route pattern, then method and status. Registering a label set builds its key
+/// (three label strings) and looks it up in the recorder's registry, for each of the two
+/// metrics; a handle kept here costs one lookup by route. Label sets are bounded (routes ×
+/// methods × statuses), and so is this map.
+type HandleCache = RwLock<HashMap<String, Vec<RequestMetrics>>>;
+
 /// Records one served request.
-pub fn record_request(method: &str, route: &str, status: u16, latency: Duration) {
+pub fn record_request(method: &'static str, route: &str, status: u16, latency: Duration) {
+    static HANDLES: OnceLock<HandleCache> = OnceLock::new();
+    let handles = HANDLES.get_or_init(|| {
+        // A handle taken before the recorder is installed would count nothing, for good.
+        prometheus();
+        HandleCache::default()
+    });
+    let record = |m: &RequestMetrics| {
+        m.count.increment(1);
+        m.latency.record(latency.as_secs_f64());
+    };
+    let known = handles.read().unwrap_or_else(PoisonError::into_inner);
+    if let Some(m) =
+        known.get(route).and_then(|v| v.iter().find(|m| m.method == method && m.status == status))
+    {
+        return record(m);
+    }
+    drop(known);
     let labels = [("method", method.to_owned()), ("route", route.to_owned()), ("status", status.to_string())];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels).record(latency.as_secs_f64());
+    let m = RequestMetrics {
+        method,
+        status,
+        count: metrics::counter!("http_requests_total", &labels),
+        latency: metrics::histogram!("http_request_duration_seconds", &labels),
+    };
+    record(&m);
+    // Two threads that miss at once both register the label set: the recorder hands both the
+    // same metric, so the first handle kept serves.
+    let mut known = handles.write().unwrap_or_else(PoisonError::into_inner);
+    let kept = known.entry(route.to_owned()).or_default();
+    if !kept.iter().any(|k| k.method == method && k.status == status) {
+        kept.push(m);
+    }
 }
 
 /// Prometheus metrics (text exposition format). Meant for the operator's network only.
@@ -103,4 +147,37 @@ pub fn init_logging() -> Result<(), String> {
         Ok(other) => return Err(format!("LOG_FORMAT: expected text or json, got {other:?}")),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the sample line that starts with `series`, in the rendered metrics.
+    fn sample(series: &str) -> Option<f64> {
+        prometheus().render().lines().find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    #[test]
+    fn kept_handles_count_every_request() {
+        let route = "/test/kept-handles";
+        for status in [200, 200, 404, 200] {
+            record_request("GET", route, status, Duration::from_millis(3));
+        }
+        record_request("POST", route, 200, Duration::from_millis(30));
+        let labels =
+            |method: &str, status: u16| format!(r#"{{method="{method}",route="{route}",status="{status}"}}"#);
+        assert_eq!(sample(&format!("http_requests_total{}", labels("GET", 200))), Some(3.0));
+        assert_eq!(sample(&format!("http_requests_total{}", labels("GET", 404))), Some(1.0));
+        assert_eq!(sample(&format!("http_requests_total{}", labels("POST", 200))), Some(1.0));
+        // Histogram samples are folded in at upkeep, which rendering also runs.
+        assert_eq!(sample(&format!("http_request_duration_seconds_count{}", labels("GET", 200))), Some(3.0));
+        let le = |bound: &str| {
+            format!(
+                r#"http_request_duration_seconds_bucket{{method="POST",route="{route}",status="200",le="{bound}"}}"#
+            )
+        };
+        assert_eq!(sample(&le("0.025")), Some(0.0));
+        assert_eq!(sample(&le("0.05")), Some(1.0));
+    }
 }
