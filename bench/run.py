@@ -21,6 +21,10 @@ floor runs alternately with scenario 1 (list, pgbench, list, pgbench, ...) on th
 its statement is the one the server sent, read back from pg_stat_activity, not a copy. Around
 those runs it reads /proc for the CPU each list request costs the server, PostgreSQL and the
 whole machine, and each pgbench transaction the whole machine: what bounds the ratio.
+After each pgbench run, two floor servers (bench/floor-server, built here too) run scenario 1
+with the same statement on 2 pipelined connections and the same JSON, and nothing else: one on
+Rocket 0.5.1 with no fairing, guard or log, one on bare hyper. Their ratios to pgbench show
+what the HTTP framework alone leaves of the floor, before any of Tasklane's own work.
 On PostgreSQL, scenario 1 with its floor, and scenario 5, run a second time with task reads on
 the pool (DATABASE_READ_PIPELINES=0; pipelined by default), on the same data as the default runs.
 Each scenario runs REPEAT times; the table shows medians (rps, p50, p99), the sum of errors and
@@ -91,6 +95,13 @@ STORM_ALONE = "5 list alone, just before the storm"
 POOLED_STORM = f"{STORM}, {POOLED}"
 POOLED_STORM_ALONE = f"{STORM_ALONE}, {POOLED}"
 BASELINE = os.environ.get("BENCH_BASELINE")
+FLOOR_MANIFEST = ROOT / "bench" / "floor-server" / "Cargo.toml"
+FLOOR_BINARY = ROOT / "bench" / "floor-server" / "target" / "release" / "tasklane-floor-server"
+FLOOR_PORT = int(os.environ.get("BENCH_FLOOR_PORT", "8791"))
+# The floor servers (bench/floor-server) answer scenario 1 with the server's own list statement on
+# 2 pipelined connections, as the default does, and the same JSON: nothing else, no auth, no
+# logging. One runs on Rocket 0.5.1, the framework Tasklane is built on, the other on bare hyper.
+FLOOR_SERVERS = (("floor server: bare Rocket", "rocket"), ("floor server: bare hyper", "hyper"))
 
 
 class Server:
@@ -156,9 +167,9 @@ def parse_wrk(out):
             "requests": requests}
 
 
-def wrk(script, env, connections=CONNECTIONS, background=False):
+def wrk(script, env, connections=CONNECTIONS, background=False, port=SERVER_PORT):
     cmd = ["wrk", f"-t{THREADS}", f"-c{connections}", f"-d{DURATION}s", "--latency", "-s", str(LUA / script),
-           f"http://127.0.0.1:{SERVER_PORT}"]
+           f"http://127.0.0.1:{port}"]
     full_env = dict(os.environ, BENCH_LUA_DIR=str(LUA), **env)
     if background:
         return subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, text=True)
@@ -228,13 +239,15 @@ def bench_backend(backend, work):
 
         list_scenario = lambda: wrk("list.lua", read_env)
         if backend == "postgres":
-            rows["1 list"], rows["pgbench: list query"] = list_and_floor(
-                server, list_scenario, env["DATABASE_URL"], reader)
+            reader["id"] = http("GET", "/auth/me", token=reader["access_token"])["id"]
+            rows["1 list"], rows["pgbench: list query"], floor_rows = list_and_floor(
+                server, list_scenario, env["DATABASE_URL"], reader, FLOOR_SERVERS)
+            rows.update(floor_rows)
             # The same with task reads on the pool (pipelined by default; see DESIGN.md), on the
             # same data.
             server.stop()
             server = start(DATABASE_READ_PIPELINES="0")
-            rows[POOLED_LIST], rows[POOLED_FLOOR] = list_and_floor(
+            rows[POOLED_LIST], rows[POOLED_FLOOR], _ = list_and_floor(
                 server, list_scenario, env["DATABASE_URL"], reader)
             server.stop()
             server = start()
@@ -356,11 +369,36 @@ def pgbench(url, script):
     return {"rps": tps, "p50": None, "p99": None, "errors": int(failed.group(1)) if failed else 0, "requests": done}
 
 
-def list_and_floor(server, list_scenario, url, reader):
+def floor_server_run(http_kind, url, reader, sql, read_env):
+    """One run of scenario 1 against a floor server, on FLOOR_PORT beside the idle Tasklane."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "RUST_LOG"))}
+    env.update(HTTP=http_kind, MODE="tp-pipe", CONNS="2", READER=str(reader), PORT=str(FLOOR_PORT),
+               DATABASE_URL=url, SQL=sql)
+    proc = subprocess.Popen([str(FLOOR_BINARY)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{FLOOR_PORT}/health", timeout=5).read()
+                break
+            except Exception:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise SystemExit(f"floor server ({http_kind}) did not start")
+                time.sleep(0.1)
+        return wrk("list.lua", read_env, port=FLOOR_PORT)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def list_and_floor(server, list_scenario, url, reader, floor_servers=()):
     """Scenario 1 and pgbench with the server's list statement, alternately, REPEAT times each, on
     the same data: the machine's speed drifts over minutes, and the write scenarios grow the
-    table, so a floor measured at another time or after them would not be comparable."""
+    table, so a floor measured at another time or after them would not be comparable. Each of
+    `floor_servers` runs scenario 1 too, after each pgbench run, its ratio taken to that run."""
     lists, floors, ratios = [], [], []
+    others = {name: ([], []) for name, _ in floor_servers}
+    sql = None
     cpu = {name: [] for name in ("server", "PostgreSQL", "the rest (wrk, kernel threads)", "whole machine",
                                  "pgbench transaction, whole machine")}
     script = None
@@ -383,12 +421,25 @@ def list_and_floor(server, list_scenario, url, reader):
             floors.append(floor)
             ratios.append(listed["rps"] / floor["rps"])
             log(f"pgbench run {i + 1}/{REPEAT}: {floor['rps']:.0f} tps; list/pgbench {ratios[-1]:.0%}")
+            for name, http_kind in floor_servers:
+                sql = sql or sent_list_statement(url)
+                other = floor_server_run(http_kind, url, reader["id"], sql, read_env_of(reader))
+                others[name][0].append(other)
+                others[name][1].append(other["rps"] / floor["rps"])
+                log(f"{name} run {i + 1}/{REPEAT}: {other['rps']:.0f} rps, {other['errors']} errors; "
+                    f"of pgbench {others[name][1][-1]:.0%}")
     finally:
         if script is not None:
             script.unlink()
     floor = median_of(floors)
     floor.update(rss=None, ratios=ratios, cpu={k: statistics.median(v) for k, v in cpu.items()})
-    return median_of(lists), floor
+    rows = {name: dict(median_of(runs), rss=None, ratios=rs) for name, (runs, rs) in others.items()}
+    return median_of(lists), floor, rows
+
+
+def read_env_of(reader):
+    """wrk's environment for scenario 1 as this reader."""
+    return {"BENCH_TOKEN": reader["access_token"]}
 
 
 def main():
@@ -397,6 +448,9 @@ def main():
         run(["apt-get", "install", "-y", "-qq", "wrk"], capture_output=True)
     log("building the server (release)")
     run(["cargo", "build", "--release", "-q", "-p", "tasklane-server"], cwd=ROOT)
+    if "postgres" in BACKENDS:
+        log("building the floor servers (release)")
+        run(["cargo", "build", "--release", "-q", "--manifest-path", str(FLOOR_MANIFEST)], cwd=ROOT)
     work = tempfile.mkdtemp(prefix="tasklane-bench-")
     os.chmod(work, 0o755)  # PostgreSQL runs as its own user and must reach its data dir inside
     services = dict(os.environ, TASKLANE_PG_PORT=str(PG_PORT), TASKLANE_REDIS_PORT=str(REDIS_PORT),
@@ -439,6 +493,12 @@ def print_table(results):
         ratios = floor["ratios"]
         print(f"\nPostgreSQL list{label}: server at {statistics.median(ratios):.0%} of pgbench running its statement "
               f"alone (median of the {len(ratios)} alternating pairs: {', '.join(f'{r:.0%}' for r in ratios)}).")
+        if not label:
+            for name, _ in FLOOR_SERVERS:
+                if name in pg:
+                    rs = pg[name]["ratios"]
+                    print(f"{name}: at {statistics.median(rs):.0%} of pgbench (each run against the pgbench run "
+                          f"before it: {', '.join(f'{r:.0%}' for r in rs)}).")
         cpu = floor["cpu"]
         print("CPU per list request, µs (medians, from /proc): " + ", ".join(
             f"{name} {value:.0f}" for name, value in cpu.items() if not name.startswith("pgbench")) +

@@ -13,7 +13,7 @@
 //! `MODE`: `tp` (tokio-postgres, a pool of `CONNS` connections, one statement on each at a
 //! time), `tp-pipe` (tokio-postgres, `CONNS` shared connections, statements pipelined), `sqlx`
 //! (sqlx connections in the same pool as `tp`). `READER` is the user whose tasks are listed.
-//! `HTTP`: `hyper` (the default: hyper's own connection loop) or `rocket` (Rocket 0.5.1, the
+//! `SQL` replaces the statement (same binds, same first seven columns). `HTTP`: `hyper` (the default: hyper's own connection loop) or `rocket` (Rocket 0.5.1, the
 //! version Tasklane runs, with one route and nothing attached: what Rocket itself costs per
 //! request, before Tasklane's fairing, guards, access line and metrics).
 use std::convert::Infallible;
@@ -27,9 +27,21 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::sync::{Mutex, Semaphore};
 
-const SQL: &str = "SELECT id, user_id, title, description, status, created_at, updated_at FROM tasks \
+/// The list statement: `SQL` from the environment (the harness passes the one Tasklane sent),
+/// else this copy of it. Binds: the user, the limit, the offset.
+fn sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| std::env::var("SQL").unwrap_or_else(|_| DEFAULT_SQL.to_owned()))
+}
+
+const DEFAULT_SQL: &str =
+    "SELECT id, user_id, title, description, status, created_at, updated_at FROM tasks \
                    WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3";
 const LIMIT: i64 = 50;
+
+/// The allocator Tasklane runs with, so that the two differ only in what they do per request.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Serialize, sqlx::FromRow)]
 struct Task {
@@ -106,7 +118,7 @@ async fn list(db: &Db, reader: i64) -> Vec<Task> {
         }
         Db::Sqlx(pool) => {
             let mut conn = pool.get().await;
-            let query = sqlx::query_as::<_, Task>(SQL).bind(reader).bind(LIMIT).bind(0i64);
+            let query = sqlx::query_as::<_, Task>(sql()).bind(reader).bind(LIMIT).bind(0i64);
             let rows = query.fetch_all(&mut conn).await.expect("list");
             pool.put(conn).await;
             rows
@@ -140,7 +152,7 @@ async fn main() {
                 let (client, connection) =
                     tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
                 tokio::spawn(connection);
-                let statement = client.prepare(SQL).await.expect("prepare");
+                let statement = client.prepare(sql()).await.expect("prepare");
                 all.push((client, statement));
             }
             if mode == "tp" {
