@@ -1,5 +1,5 @@
-//! The smallest HTTP server that answers `GET /tasks/` like Tasklane's scenario 1: hyper, one
-//! PostgreSQL statement per request (the server's list statement, limit 50), the rows encoded as
+//! The smallest HTTP server that answers `GET /tasks/` like Tasklane's scenario 1: hyper (or
+//! Rocket, below), one PostgreSQL statement per request (the server's list statement, limit 50), the rows encoded as
 //! the same JSON. No authentication, logging, metrics or middleware: a floor for what any server
 //! on this machine can do, to set Tasklane's figures against.
 //!
@@ -13,9 +13,11 @@
 //! `MODE`: `tp` (tokio-postgres, a pool of `CONNS` connections, one statement on each at a
 //! time), `tp-pipe` (tokio-postgres, `CONNS` shared connections, statements pipelined), `sqlx`
 //! (sqlx connections in the same pool as `tp`). `READER` is the user whose tasks are listed.
-//! `SQL` replaces the statement (same binds, same first seven columns). `HTTP`: `hyper` (the default: hyper's own connection loop) or `rocket` (Rocket 0.5.1, the
-//! version Tasklane runs, with one route and nothing attached: what Rocket itself costs per
-//! request, before Tasklane's fairing, guards, access line and metrics).
+//! `SQL` replaces the statement (same binds, same first seven columns). `HTTP`: `hyper` (the
+//! default: hyper's own connection loop) or `rocket` (Rocket 0.5.1, the version Tasklane runs,
+//! with one route and nothing attached: what Rocket itself costs per request, before
+//! Tasklane's fairing, guards, access line and metrics). `bench/run.py` runs both, `tp-pipe`
+//! with 2 connections and the statement the server sent.
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
