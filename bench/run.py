@@ -104,6 +104,20 @@ FLOOR_PORT = int(os.environ.get("BENCH_FLOOR_PORT", "8791"))
 FLOOR_SERVERS = (("floor server: bare Rocket", "rocket"), ("floor server: bare hyper", "hyper"))
 
 
+def wait_until_up(proc, port, seconds, failure):
+    """Waits for the server `proc` to answer GET /health on `port`; exits with `failure` if it
+    stops or does not answer within `seconds`."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read()
+            return
+        except Exception:
+            if proc.poll() is not None or time.time() > deadline:
+                raise SystemExit(failure)
+            time.sleep(0.1)
+
+
 class Server:
     def __init__(self, env, log_path, binary=BINARY):
         self.log = open(log_path, "a")
@@ -116,15 +130,7 @@ class Server:
             stderr=subprocess.STDOUT,
             cwd=env.get("BENCH_CWD", ROOT),
         )
-        deadline = time.time() + 60
-        while True:
-            try:
-                http("GET", "/health")
-                return
-            except Exception:
-                if self.proc.poll() is not None or time.time() > deadline:
-                    raise SystemExit(f"server did not start; see {log_path}")
-                time.sleep(0.1)
+        wait_until_up(self.proc, SERVER_PORT, 60, f"server did not start; see {log_path}")
 
     def rss_mb(self, field="VmRSS"):
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -239,16 +245,16 @@ def bench_backend(backend, work):
 
         list_scenario = lambda: wrk("list.lua", read_env)
         if backend == "postgres":
-            reader["id"] = http("GET", "/auth/me", token=reader["access_token"])["id"]
+            reader_id = http("GET", "/auth/me", token=reader["access_token"])["id"]
             rows["1 list"], rows["pgbench: list query"], floor_rows = list_and_floor(
-                server, list_scenario, env["DATABASE_URL"], reader, FLOOR_SERVERS)
+                server, list_scenario, env["DATABASE_URL"], reader_id, read_env, FLOOR_SERVERS)
             rows.update(floor_rows)
             # The same with task reads on the pool (pipelined by default; see DESIGN.md), on the
             # same data.
             server.stop()
             server = start(DATABASE_READ_PIPELINES="0")
             rows[POOLED_LIST], rows[POOLED_FLOOR], _ = list_and_floor(
-                server, list_scenario, env["DATABASE_URL"], reader)
+                server, list_scenario, env["DATABASE_URL"], reader_id, read_env)
             server.stop()
             server = start()
         else:
@@ -347,16 +353,14 @@ def sent_list_statement(url):
     return statements[0].strip()
 
 
-def pgbench_script(url, reader):
-    me = http("GET", "/auth/me", token=reader["access_token"])
-    sql = sent_list_statement(url)
+def pgbench_script(sql, user_id):
     log(f"pgbench statement (from pg_stat_activity): {' '.join(sql.split())}")
     # pgbench variables stand where the server binds parameters; -M prepared makes it a
     # prepared statement, as sqlx's are. (pgbench numbers each occurrence of :uid as its own
     # parameter, so the user id is bound twice with the same value; the plan is the same.)
     sql = sql.replace("$1", ":uid").replace("$2", ":lim").replace("$3", ":off")
     script = Path(tempfile.mkstemp(suffix=".sql")[1])
-    script.write_text(f"\\set uid {me['id']}\n\\set lim 50\n\\set off 0\n{sql};\n")
+    script.write_text(f"\\set uid {user_id}\n\\set lim 50\n\\set off 0\n{sql};\n")
     return script
 
 
@@ -369,36 +373,27 @@ def pgbench(url, script):
     return {"rps": tps, "p50": None, "p99": None, "errors": int(failed.group(1)) if failed else 0, "requests": done}
 
 
-def floor_server_run(http_kind, url, reader, sql, read_env):
+def floor_server_run(http_kind, url, reader_id, sql, read_env):
     """One run of scenario 1 against a floor server, on FLOOR_PORT beside the idle Tasklane."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "RUST_LOG"))}
-    env.update(HTTP=http_kind, MODE="tp-pipe", CONNS="2", READER=str(reader), PORT=str(FLOOR_PORT),
+    env.update(HTTP=http_kind, MODE="tp-pipe", CONNS="2", READER=str(reader_id), PORT=str(FLOOR_PORT),
                DATABASE_URL=url, SQL=sql)
     proc = subprocess.Popen([str(FLOOR_BINARY)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{FLOOR_PORT}/health", timeout=5).read()
-                break
-            except Exception:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise SystemExit(f"floor server ({http_kind}) did not start")
-                time.sleep(0.1)
+        wait_until_up(proc, FLOOR_PORT, 30, f"floor server ({http_kind}) did not start")
         return wrk("list.lua", read_env, port=FLOOR_PORT)
     finally:
         proc.terminate()
         proc.wait(timeout=15)
 
 
-def list_and_floor(server, list_scenario, url, reader, floor_servers=()):
+def list_and_floor(server, list_scenario, url, reader_id, read_env, floor_servers=()):
     """Scenario 1 and pgbench with the server's list statement, alternately, REPEAT times each, on
     the same data: the machine's speed drifts over minutes, and the write scenarios grow the
     table, so a floor measured at another time or after them would not be comparable. Each of
     `floor_servers` runs scenario 1 too, after each pgbench run, its ratio taken to that run."""
     lists, floors, ratios = [], [], []
     others = {name: ([], []) for name, _ in floor_servers}
-    sql = None
     cpu = {name: [] for name in ("server", "PostgreSQL", "the rest (wrk, kernel threads)", "whole machine",
                                  "pgbench transaction, whole machine")}
     script = None
@@ -414,7 +409,8 @@ def list_and_floor(server, list_scenario, url, reader, floor_servers=()):
             cpu["whole machine"].append(machine_us)
             lists.append(listed)
             if script is None:
-                script = pgbench_script(url, reader)
+                sql = sent_list_statement(url)
+                script = pgbench_script(sql, reader_id)
             before = machine_ticks()
             floor = pgbench(url, script)
             cpu["pgbench transaction, whole machine"].append((machine_ticks() - before) * TICK_US / floor["requests"])
@@ -422,8 +418,7 @@ def list_and_floor(server, list_scenario, url, reader, floor_servers=()):
             ratios.append(listed["rps"] / floor["rps"])
             log(f"pgbench run {i + 1}/{REPEAT}: {floor['rps']:.0f} tps; list/pgbench {ratios[-1]:.0%}")
             for name, http_kind in floor_servers:
-                sql = sql or sent_list_statement(url)
-                other = floor_server_run(http_kind, url, reader["id"], sql, read_env_of(reader))
+                other = floor_server_run(http_kind, url, reader_id, sql, read_env)
                 others[name][0].append(other)
                 others[name][1].append(other["rps"] / floor["rps"])
                 log(f"{name} run {i + 1}/{REPEAT}: {other['rps']:.0f} rps, {other['errors']} errors; "
@@ -435,11 +430,6 @@ def list_and_floor(server, list_scenario, url, reader, floor_servers=()):
     floor.update(rss=None, ratios=ratios, cpu={k: statistics.median(v) for k, v in cpu.items()})
     rows = {name: dict(median_of(runs), rss=None, ratios=rs) for name, (runs, rs) in others.items()}
     return median_of(lists), floor, rows
-
-
-def read_env_of(reader):
-    """wrk's environment for scenario 1 as this reader."""
-    return {"BENCH_TOKEN": reader["access_token"]}
 
 
 def main():

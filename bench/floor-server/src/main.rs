@@ -1,6 +1,6 @@
 //! The smallest HTTP server that answers `GET /tasks/` like Tasklane's scenario 1: hyper (or
-//! Rocket, below), one PostgreSQL statement per request (the server's list statement, limit 50), the rows encoded as
-//! the same JSON. No authentication, logging, metrics or middleware: a floor for what any server
+//! Rocket, below), one PostgreSQL statement per request (the server's list statement, limit
+//! 50), the rows encoded as the same JSON. No authentication, logging, metrics or middleware: a floor for what any server
 //! on this machine can do, to set Tasklane's figures against.
 //!
 //! ```sh
