@@ -197,7 +197,8 @@ pub fn finish(req: &Request<'_>, res: &mut Response<'_>) {
         method = %req.method(),
         path = %req.uri().path(),
         status,
-        latency_ms = latency.as_secs_f64() * 1000.0,
+        // Whole microseconds, so the line reads 1.804 rather than 1.8045369999999998.
+        latency_ms = latency.as_micros() as f64 / 1000.0,
         "response"
     );
 }

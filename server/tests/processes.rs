@@ -511,6 +511,8 @@ async fn access_log_is_one_json_line_per_request_with_its_id() {
         assert_eq!((line["method"].as_str(), line["path"].as_str()), (Some(method), Some(path)), "{line}");
         assert_eq!(line["status"], status, "{line}");
         assert!(line["latency_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{line}");
+        let decimals = line["latency_ms"].to_string().split_once('.').map_or(0, |(_, frac)| frac.len());
+        assert!(decimals <= 3, "latency in whole microseconds: {line}");
     }
     let register = lines
         .iter()
