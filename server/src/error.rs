@@ -235,13 +235,14 @@ fn problem_catcher(status: Status, req: &Request<'_>) -> ApiError {
         return err;
     }
     if status == Status::BadRequest && crate::routing::salvaged(req) {
-        // Rocket could not parse the request line. With a path the app serves, the method is
-        // what it did not know (such as `QUERY`): that is a 405 like any other wrong method.
+        // Rocket could not parse the request line: a method it does not know (such as
+        // `QUERY`), or a target without a path. On a path the app serves, that is a 405 like
+        // any other wrong method; on any other path, a 404 like any other unknown route.
         let allowed = crate::routing::allowed_methods(req);
         if !allowed.is_empty() {
             return ApiError::MethodNotAllowed(allowed);
         }
-        return ApiError::BadRequest("unsupported method or malformed request target".into());
+        return ApiError::for_status(Status::NotFound);
     }
     if status == Status::NotFound {
         let allowed = crate::routing::allowed_methods(req);

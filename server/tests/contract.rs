@@ -97,10 +97,24 @@ async fn methods_rocket_does_not_know_are_405_with_allow_and_the_usual_headers()
         assert_eq!(problem["status"], 405);
         assert_eq!(problem["type"], "about:blank");
     }
-    // On a path the app does not serve there is no method to suggest.
-    let res = http.request(query, server.url("/no/such/path")).send().await.unwrap();
-    assert_eq!(res.status(), 400);
+    // On a path the app does not serve there is no method to suggest: 404, as for a known
+    // method there (API.md: unknown route).
+    let res = http
+        .request(query, server.url("/no/such/path"))
+        .header("X-Request-Id", "probe-3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
     assert_eq!(res.headers()["content-type"], "application/problem+json");
+    assert_eq!(res.headers()["x-request-id"], "probe-3");
+    assert_eq!(res.headers().get("allow"), None);
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(
+        (problem["status"].as_u64(), problem["title"].as_str()),
+        (Some(404), Some("Not Found")),
+        "{problem}"
+    );
     // Known methods are unaffected: still 405 through the router, with the client's request id.
     let res = http.delete(server.url("/tasks/")).header("X-Request-Id", "probe-2").send().await.unwrap();
     assert_eq!(res.status(), 405);
