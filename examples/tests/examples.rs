@@ -226,6 +226,21 @@ fn taskctl_keeps_its_session_between_runs() {
     let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&session).unwrap()).unwrap();
     assert_eq!(saved["server"], server.url.as_str());
 
+    // Logging in again replaces the session, and ends the replaced one on the server: its
+    // refresh token, no longer saved anywhere, is refused from then on.
+    let replaced: tasklane::Tokens = serde_json::from_value(saved["tokens"].clone()).unwrap();
+    let run = server.run(
+        TASKCTL,
+        &["login"],
+        &[env[0], ("TASKLANE_USER", "ada"), ("TASKLANE_PASSWORD", "correct horse")],
+    );
+    assert_eq!((run.ok(), run.stderr.as_str()), ("logged in as ada\n", ""));
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&session).unwrap()).unwrap();
+    assert_ne!(saved["tokens"]["refresh_token"].as_str(), Some(replaced.refresh_token().expose()));
+    let old = tasklane::Client::builder(&server.url).tokens(replaced).build().unwrap();
+    let refused = tokio::runtime::Runtime::new().unwrap().block_on(old.refresh());
+    assert!(matches!(refused, Err(tasklane::Error::SessionExpired { .. })), "{refused:?}");
+
     let first = added_id(taskctl(&["add", "Write the docs", "--description", "all of them"]).ok());
     let second = added_id(taskctl(&["add", "Ship it"]).ok());
     let out = taskctl(&["ls"]).ok().to_owned();

@@ -21,7 +21,8 @@
 //! The session is kept in `session.json` in `~/.config/tasklane` (the platform's config
 //! directory; `TASKLANE_CONFIG_DIR` overrides it), readable only by you, together with the
 //! server's address: `login` once, and later runs resume the session, refreshing its tokens as
-//! needed. The server is `TASKLANE_URL` (default `http://127.0.0.1:8000`).
+//! needed. A new `login` or `register` ends the session it replaces on the server too. The
+//! server is `TASKLANE_URL` (default `http://127.0.0.1:8000`).
 //!
 //! Exit status: 0 on success, 1 on an error (one line on stderr), 2 on a usage error.
 
@@ -32,7 +33,7 @@ use std::process::ExitCode;
 
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use futures::TryStreamExt as _;
-use tasklane::{Client, Error, NewTask, TaskSort, TaskStatus, TaskUpdate};
+use tasklane::{Client, Error, NewTask, TaskSort, TaskStatus, TaskUpdate, Tokens};
 
 use crate::session::FileTokenStore;
 
@@ -121,11 +122,32 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Revokes the session a `login` or `register` replaced, so that its refresh token, no longer
+/// saved anywhere, cannot be used either. The new session is in place already: a failure here
+/// is reported, not fatal (the old refresh token still expires on its own).
+async fn end_replaced_session(url: &str, replaced: Option<Tokens>) {
+    let Some(tokens) = replaced else { return };
+    // A client of its own, with no store: the file now holds the new session.
+    let ended = match Client::builder(url).tokens(tokens).build() {
+        Ok(old) => old.logout().await,
+        Err(err) => Err(err),
+    };
+    if let Err(err) = ended {
+        eprintln!("taskctl: the previous session could not be ended on the server: {err}");
+    }
+}
+
 async fn run(command: &Command, url: &str) -> Result<(), Failure> {
     let dir = session::config_dir()
         .ok_or_else(|| Failure::Other("no config directory: set TASKLANE_CONFIG_DIR".into()))?;
     let store = FileTokenStore::new(dir.join("session.json"), url);
 
+    // A new session replaces the saved one, which is ended on the server once the new one
+    // exists (a failed login keeps it). An unreadable file has no session worth ending.
+    let replaced = match command {
+        Command::Register(_) | Command::Login(_) => store.load().ok().flatten(),
+        _ => None,
+    };
     // Resume the saved session, unless this command starts a new one.
     let saved = match command {
         Command::Register(_) | Command::Login(_) => None,
@@ -147,11 +169,13 @@ async fn run(command: &Command, url: &str) -> Result<(), Failure> {
             let (username, password) = credentials.resolve("register")?;
             client.register(&username, password).await?;
             println!("registered and logged in as {username}");
+            end_replaced_session(url, replaced).await;
         }
         Command::Login(credentials) => {
             let (username, password) = credentials.resolve("login")?;
             client.login(&username, password).await?;
             println!("logged in as {username}");
+            end_replaced_session(url, replaced).await;
         }
         Command::Logout => {
             if client.tokens().is_none() {
