@@ -223,7 +223,9 @@ fn taskctl_keeps_its_session_between_runs() {
         let mode = std::fs::metadata(&session).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "session file mode {mode:o}");
     }
-    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&session).unwrap()).unwrap();
+    let read_session =
+        || -> serde_json::Value { serde_json::from_slice(&std::fs::read(&session).unwrap()).unwrap() };
+    let saved = read_session();
     assert_eq!(saved["server"], server.url.as_str());
 
     // Logging in again replaces the session, and ends the replaced one on the server: its
@@ -235,8 +237,7 @@ fn taskctl_keeps_its_session_between_runs() {
         &[env[0], ("TASKLANE_USER", "ada"), ("TASKLANE_PASSWORD", "correct horse")],
     );
     assert_eq!((run.ok(), run.stderr.as_str()), ("logged in as ada\n", ""));
-    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&session).unwrap()).unwrap();
-    assert_ne!(saved["tokens"]["refresh_token"].as_str(), Some(replaced.refresh_token().expose()));
+    assert_ne!(read_session()["tokens"]["refresh_token"].as_str(), Some(replaced.refresh_token().expose()));
     let old = tasklane::Client::builder(&server.url).tokens(replaced).build().unwrap();
     let refused = tokio::runtime::Runtime::new().unwrap().block_on(old.refresh());
     assert!(matches!(refused, Err(tasklane::Error::SessionExpired { .. })), "{refused:?}");
@@ -263,8 +264,6 @@ fn taskctl_keeps_its_session_between_runs() {
 
     // Let the access token expire: the next run refreshes, and saves the rotated refresh token
     // for the run after it (reusing the old one would end the session).
-    let read_session =
-        || -> serde_json::Value { serde_json::from_slice(&std::fs::read(&session).unwrap()).unwrap() };
     let before = read_session()["tokens"]["refresh_token"].clone();
     let refreshes = server.refreshes();
     std::thread::sleep(Duration::from_millis(3500));

@@ -142,21 +142,20 @@ async fn run(command: &Command, url: &str) -> Result<(), Failure> {
         .ok_or_else(|| Failure::Other("no config directory: set TASKLANE_CONFIG_DIR".into()))?;
     let store = FileTokenStore::new(dir.join("session.json"), url);
 
-    // A new session replaces the saved one, which is ended on the server once the new one
-    // exists (a failed login keeps it). An unreadable file has no session worth ending.
-    let replaced = match command {
-        Command::Register(_) | Command::Login(_) => store.load().ok().flatten(),
-        _ => None,
-    };
-    // Resume the saved session, unless this command starts a new one.
-    let saved = match command {
-        Command::Register(_) | Command::Login(_) => None,
-        _ => store.load().map_err(|err| {
-            Failure::Other(format!(
-                "cannot read the session in {}: {err}; `taskctl login` replaces it",
-                store.path().display()
-            ))
-        })?,
+    // Resume the saved session, unless this command starts a new one. A new session replaces
+    // the saved one, which is ended on the server once the new one exists (a failed login
+    // keeps it); an unreadable file has no session worth ending.
+    let (saved, replaced) = match command {
+        Command::Register(_) | Command::Login(_) => (None, store.load().ok().flatten()),
+        _ => {
+            let saved = store.load().map_err(|err| {
+                Failure::Other(format!(
+                    "cannot read the session in {}: {err}; `taskctl login` replaces it",
+                    store.path().display()
+                ))
+            })?;
+            (saved, None)
+        }
     };
     let mut builder = Client::builder(url);
     if let Some(tokens) = saved {
@@ -169,13 +168,11 @@ async fn run(command: &Command, url: &str) -> Result<(), Failure> {
             let (username, password) = credentials.resolve("register")?;
             client.register(&username, password).await?;
             println!("registered and logged in as {username}");
-            end_replaced_session(url, replaced).await;
         }
         Command::Login(credentials) => {
             let (username, password) = credentials.resolve("login")?;
             client.login(&username, password).await?;
             println!("logged in as {username}");
-            end_replaced_session(url, replaced).await;
         }
         Command::Logout => {
             if client.tokens().is_none() {
@@ -225,6 +222,8 @@ async fn run(command: &Command, url: &str) -> Result<(), Failure> {
             println!("{} (user #{}) at {url}", me.username, me.id);
         }
     }
+    // Only a `login` or `register` that succeeded gets here with a replaced session.
+    end_replaced_session(url, replaced).await;
     Ok(())
 }
 
