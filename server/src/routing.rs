@@ -176,12 +176,13 @@ pub fn finish(req: &Request<'_>, res: &mut Response<'_>) {
         }
         res.set_header(Header::new("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"));
     }
-    // What Rocket's Shield would add, set here so that salvaged requests get them too.
+    // What Rocket's Shield would add, set here so that salvaged requests get them too; not
+    // Shield's `Permissions-Policy: interest-cohort=()`, which names a browser feature that no
+    // longer exists (browsers warn about it) and means nothing on JSON answers.
     for (name, value) in [
         ("X-Content-Type-Options", "nosniff"),
         ("X-Frame-Options", "DENY"),
         ("Referrer-Policy", "no-referrer"),
-        ("Permissions-Policy", "interest-cohort=()"),
     ] {
         if !res.headers().contains(name) {
             res.set_header(Header::new(name, value));
