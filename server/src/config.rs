@@ -291,7 +291,7 @@ impl Config {
 /// Shared read connections on PostgreSQL: two by default. On the list benchmark they served
 /// ~40-55 % more requests than the pool with less CPU per request. What kept them off until
 /// now, a p99 several-fold under a login storm (all statements on a connection wait while the
-/// thread driving it is preempted), is bounded by sending reads stuck for 40 ms to the pool as
+/// thread driving it is preempted), is bounded by sending reads stuck for 20 ms to the pool as
 /// well (`store::pipeline`); figures in bench/RESULTS.md. `0` keeps reads on the pool.
 const DEFAULT_READ_PIPELINES: usize = 2;
 

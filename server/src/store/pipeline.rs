@@ -52,8 +52,11 @@ pub const APPLICATION_NAME: &str = "tasklane-reads";
 /// the pool (see [`Pipelines::hedged`]). Measured on the login-storm benchmark (bench/RESULTS.md):
 /// at 10 ms 15-25 % of reads were sent twice and throughput fell below the pool's; at 40 ms
 /// about 1 %, and the list's p99 under the storm stayed at 45-52 ms, where without hedging three
-/// runs of four reached 190-306 ms; at 80 ms it stayed at 63-84 ms.
-pub const HEDGE_AFTER: Duration = Duration::from_millis(40);
+/// runs of four reached 190-306 ms; at 80 ms it stayed at 63-84 ms. Since stuck reads beyond the
+/// budget also go to the pool in turn, this delay is what bounds the tail: at 20 ms the storm's
+/// p99 was 8-33 ms against 15-48 ms at 40 ms (11 alternating rounds), with at most ~2 % of
+/// reads sent twice and no loss of throughput.
+pub const HEDGE_AFTER: Duration = Duration::from_millis(20);
 
 /// A few shared connections to one PostgreSQL database, for reads.
 pub struct Pipelines {
@@ -136,8 +139,8 @@ impl Pipelines {
     }
 
     /// Runs `pipelined` (a read on these connections); if it has not answered after
-    /// [`HEDGE_AFTER`], runs `pooled` (the same read on the pool) beside it and returns the
-    /// first success, or if both fail, the error of the last.
+    /// [`HEDGE_AFTER`], runs `pooled` (the same read on the pool) beside it, as soon as the
+    /// budget allows, and returns the first success, or if both fail, the error of the last.
     ///
     /// Why: statements on a pipelined connection are answered in order, so whatever holds the
     /// connection up holds up every statement queued on it, dozens at a time: on two busy cores,
@@ -155,8 +158,12 @@ impl Pipelines {
     ///
     /// What bounds the cost: only the slowest or broken reads are sent twice, and no more than
     /// `hedges` at a time (half the pool by default), so when the database itself is slow,
-    /// hedging neither doubles its load nor takes the pool from writes. Counted in
-    /// `db_read_hedges_total`, by `reason`: `slow` or `broken`.
+    /// hedging neither doubles its load nor takes the pool from writes. Stuck reads beyond the
+    /// budget wait for their connection or a permit, whichever comes first, and take permits
+    /// oldest first: a stall holds up dozens of reads at once, and each pooled read returns
+    /// its permit within a few milliseconds, so they drain through the pool in turn rather than
+    /// all wait out the stall. Counted in `db_read_hedges_total`, by `reason`: `slow` or
+    /// `broken`.
     pub async fn hedged<T>(
         &self,
         pipelined: impl Future<Output = Result<T, StoreError>>,
@@ -171,13 +178,24 @@ impl Pipelines {
         };
         let result = match early {
             Some(result) => result,
-            None => match self.hedges.try_acquire() {
-                Ok(_permit) => {
-                    metrics::counter!("db_read_hedges_total", "reason" => "slow").increment(1);
-                    return race(pipelined, pooled).await;
+            // Stuck: to the pool as well as soon as the budget allows, unless the connection
+            // answers first. The semaphore hands permits out in order, oldest read first.
+            None => {
+                let permit = tokio::select! {
+                    biased;
+                    result = &mut pipelined => Err(result),
+                    permit = self.hedges.acquire() => Ok(permit),
+                };
+                match permit {
+                    Ok(Ok(_permit)) => {
+                        metrics::counter!("db_read_hedges_total", "reason" => "slow").increment(1);
+                        return race(pipelined, pooled).await;
+                    }
+                    // Never closed; were it, the connection is all that is left.
+                    Ok(Err(_closed)) => pipelined.await,
+                    Err(result) => result,
                 }
-                Err(_) => pipelined.await,
-            },
+            }
         };
         match result {
             // Failed before its time was up: the connection broke (a read that timed out has
@@ -505,6 +523,22 @@ mod tests {
         };
         let (answer, ()) = tokio::join!(reads.hedged(late_break, async { Ok(8) }), release);
         assert_eq!(answer.unwrap(), 8);
+    }
+
+    /// A stall holds up many reads at once: beyond the budget they go to the pool in turn as
+    /// permits come back, rather than wait for the stalled connection.
+    #[tokio::test]
+    async fn a_stuck_read_beyond_the_budget_goes_to_the_pool_once_a_permit_is_back() {
+        let reads = unopened(1);
+        let held = reads.hedges.try_acquire().unwrap();
+        let release = async {
+            tokio::time::sleep(HEDGE_AFTER * 2).await;
+            drop(held);
+        };
+        let stuck = reads.hedged(std::future::pending(), async { Ok(9) });
+        let (answer, ()) = tokio::join!(tokio::time::timeout(HEDGE_AFTER * 20, stuck), release);
+        assert_eq!(answer.expect("answered by the pool, not left waiting").unwrap(), 9);
+        assert_eq!(reads.hedges.available_permits(), 1, "the permit is returned");
     }
 
     #[tokio::test]
