@@ -179,23 +179,16 @@ impl Pipelines {
         let result = match early {
             Some(result) => result,
             // Stuck: to the pool as well as soon as the budget allows, unless the connection
-            // answers first. The semaphore hands permits out in order, oldest read first.
-            None => {
-                let permit = tokio::select! {
-                    biased;
-                    result = &mut pipelined => Err(result),
-                    permit = self.hedges.acquire() => Ok(permit),
-                };
-                match permit {
-                    Ok(Ok(_permit)) => {
-                        metrics::counter!("db_read_hedges_total", "reason" => "slow").increment(1);
-                        return race(pipelined, pooled).await;
-                    }
-                    // Never closed; were it, the connection is all that is left.
-                    Ok(Err(_closed)) => pipelined.await,
-                    Err(result) => result,
+            // answers first. The semaphore hands permits out in order, oldest read first (it is
+            // never closed; were it, the connection would be all that is left).
+            None => tokio::select! {
+                biased;
+                result = &mut pipelined => result,
+                Ok(_permit) = self.hedges.acquire() => {
+                    metrics::counter!("db_read_hedges_total", "reason" => "slow").increment(1);
+                    return race(pipelined, pooled).await;
                 }
-            }
+            },
         };
         match result {
             // Failed before its time was up: the connection broke (a read that timed out has
