@@ -171,3 +171,87 @@ async fn postgres_restart_under_load_is_503_then_recovers() {
     assert_eq!(open.iter().map(|(_, c)| c).sum::<i64>(), count("") + count("tasklane-reads"), "{open:?}");
     Arc::try_unwrap(server).ok().expect("workers are done").stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_that_stops_answering_is_503_within_the_timeout_not_a_hang() {
+    let Some(pg) = PrivatePostgres::start() else { return };
+    let mut admin = sqlx::PgConnection::connect(&pg.admin_url()).await.unwrap();
+    sqlx::query("CREATE DATABASE tasklane").execute(&mut admin).await.unwrap();
+    drop(admin);
+    let mut config = Config::sqlite("unused.db");
+    config.database_url =
+        DatabaseUrl::Postgres(format!("postgres://postgres@127.0.0.1:{}/tasklane", pg.port));
+    config.secret_key = SecretKey::Given(SECRET.to_vec());
+    config.database_max_connections = 4;
+    config.database_read_pipelines = 2;
+    config.rate_limits = LimitSettings::off();
+    let server = TestServer::with_config(config, None).await;
+    // Far above what the server may take, so a hang fails the test instead of stalling it.
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let (status, pair) = post(
+        &http,
+        server.url("/auth/register"),
+        None,
+        json!({"username": "frozen", "password": "correct horse"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let access = pair["access_token"].as_str().unwrap().to_owned();
+    let (status, task) = post(&http, server.url("/tasks/"), Some(&access), json!({"title": "before"})).await;
+    assert_eq!(status, 201);
+    let task_url = server.url(&format!("/tasks/{}", task["id"]));
+    // Warm connections: used within the last seconds, so the pool hands them out untested.
+    for _ in 0..4 {
+        let list = http.get(server.url("/tasks/")).bearer_auth(&access).send().await.unwrap();
+        assert_eq!(list.status(), 200);
+        assert_eq!(http.get(server.url("/auth/me")).bearer_auth(&access).send().await.unwrap().status(), 200);
+    }
+
+    tokio::task::block_in_place(|| pg.freeze());
+    let requests = [
+        http.get(server.url("/tasks/")).bearer_auth(&access),
+        http.get(task_url.clone()).bearer_auth(&access),
+        http.get(server.url("/auth/me")).bearer_auth(&access),
+        http.post(server.url("/tasks/")).bearer_auth(&access).json(&json!({"title": "during"})),
+        http.put(task_url.clone()).bearer_auth(&access).json(&json!({"status": "done"})),
+        http.get(server.url("/ready")),
+    ];
+    let answers = futures::future::join_all(requests.into_iter().map(|request| async move {
+        let started = Instant::now();
+        let response = request.send().await;
+        let status = response.as_ref().map(|r| r.status().as_u16()).map_err(|e| e.to_string());
+        let problem: serde_json::Value = match response {
+            Ok(response) => response.json().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        (status, problem, started.elapsed())
+    }))
+    .await;
+    tokio::task::block_in_place(|| pg.thaw());
+    for (status, problem, took) in &answers {
+        assert_eq!(status, &Ok(503), "answered, not hung (after {took:?}): {problem}");
+        if !problem.is_null() {
+            assert_eq!(problem["status"], 503, "{problem}");
+        }
+        // One wait for a connection (3 s) and one for its statement (3 s), at most.
+        assert!(*took < Duration::from_secs(10), "answered after {took:?}");
+    }
+
+    // Thawed, it serves again without a restart of the server, and nothing half-done shows.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let list = http.get(server.url("/tasks/")).bearer_auth(&access).send().await.unwrap();
+        if list.status() == 200 {
+            let tasks: serde_json::Value = list.json().await.unwrap();
+            let titles: Vec<_> = tasks.as_array().unwrap().iter().map(|t| t["title"].clone()).collect();
+            assert!(titles.contains(&json!("before")), "{titles:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not recovered: {}", list.status());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, _) = post(&http, server.url("/tasks/"), Some(&access), json!({"title": "after"})).await;
+    assert_eq!(status, 201);
+    assert_eq!(http.get(server.url("/ready")).send().await.unwrap().status(), 200);
+    server.stop().await;
+}

@@ -58,6 +58,10 @@ impl PgStore {
             ),
             None => {}
         }
+        // PostgreSQL cancels what runs longer than a request would wait for it (the client's
+        // side is `bounded`), so an abandoned statement does not keep the connection or its
+        // locks. Migrations, above, run without it.
+        let options = options.options([("statement_timeout", BACKEND_TIMEOUT.as_millis().to_string())]);
         let mut store = Self::new(SqlPool::new(options, max_connections)?, None);
         store.reads = reads.map(Arc::new);
         Ok(store)
@@ -305,6 +309,23 @@ struct CredentialsRow {
 
 /// The [`StoreError`] of a sqlx error: 503 for a backend that does not answer, 409 for a
 /// uniqueness rule, 500 for the rest.
+/// One use of a pooled connection, bounded by [`BACKEND_TIMEOUT`]. Waiting for, opening and
+/// testing a connection are bounded by the pool; this bounds the statements once it is ours, so
+/// a database that stops answering (a network partition, a frozen host) gets a 503 after the
+/// timeout instead of holding the request until TCP gives up, some 15 minutes later. The
+/// connection is left unsettled (see `pool.rs`), so it is tested, or replaced, before its next
+/// use; a transaction cut short this way is rolled back then.
+async fn bounded<T>(
+    work: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    tokio::time::timeout(BACKEND_TIMEOUT, work).await.unwrap_or_else(|_| {
+        Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the database did not answer within {} s", BACKEND_TIMEOUT.as_secs()),
+        )))
+    })
+}
+
 pub(super) fn map_err(err: sqlx::Error) -> StoreError {
     match &err {
         sqlx::Error::PoolTimedOut
@@ -503,7 +524,7 @@ macro_rules! impl_sql_store {
                     Some(status) => query.bind(status),
                     None => query,
                 };
-                let result = query.bind(binds.limit).bind(binds.offset).fetch_all(self.conn()).await;
+                let result = bounded(query.bind(binds.limit).bind(binds.offset).fetch_all(self.conn())).await;
                 self.settle(result)
             }
         }
@@ -527,7 +548,7 @@ macro_rules! impl_sql_store {
                     Some(status) => query.bind(status),
                     None => query,
                 };
-                let result = query.fetch_one(self.conn()).await;
+                let result = bounded(query.fetch_one(self.conn())).await;
                 self.settle(result)
             }
         }
@@ -541,32 +562,32 @@ macro_rules! impl_sql_store {
                 now: DateTime<Utc>,
             ) -> Result<User, StoreError> {
                 let mut conn = self.writer().await?;
-                let result = sqlx::query_scalar(
+                let result = bounded(sqlx::query_scalar(
                     "INSERT INTO users (username, password_hash, created_at) VALUES ($1, $2, $3) RETURNING id",
                 )
                 .bind(username)
                 .bind(password_hash)
                 .bind(now)
                 .fetch_one(conn.conn())
-                    .await;
+                    ).await;
                 let id: i64 = conn.settle(result)?;
                 Ok(User { id, username: username.to_owned(), created_at: now })
             }
 
             async fn delete_user(&self, id: i64) -> Result<(), StoreError> {
                 let mut conn = self.writer().await?;
-                let result = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(conn.conn()).await;
+                let result = bounded(sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(conn.conn())).await;
                 conn.settle(result).map(drop)
             }
 
             async fn find_credentials(&self, username: &str) -> Result<Option<UserCredentials>, StoreError> {
                 let mut conn = self.pool.get().await?;
-                let result = sqlx::query_as(
+                let result = bounded(sqlx::query_as(
                     "SELECT id, username, created_at, password_hash FROM users WHERE lower(username) = lower($1)",
                 )
                 .bind(username)
                 .fetch_optional(conn.conn())
-                    .await;
+                    ).await;
                 let row: Option<CredentialsRow> = conn.settle(result)?;
                 Ok(row.map(|r| UserCredentials { user: r.user.into(), password_hash: r.password_hash }))
             }
@@ -574,10 +595,10 @@ macro_rules! impl_sql_store {
             async fn get_user(&self, id: i64) -> Result<Option<User>, StoreError> {
                 let mut conn = self.pool.get().await?;
                 let result =
-                    sqlx::query_as("SELECT id, username, created_at FROM users WHERE id = $1")
+                    bounded(sqlx::query_as("SELECT id, username, created_at FROM users WHERE id = $1")
                         .bind(id)
                         .fetch_optional(conn.conn())
-                    .await;
+                    ).await;
                 let row: Option<UserRow> = conn.settle(result)?;
                 Ok(row.map(User::from))
             }
@@ -589,7 +610,7 @@ macro_rules! impl_sql_store {
                 now: DateTime<Utc>,
             ) -> Result<Task, StoreError> {
                 let mut conn = self.writer().await?;
-                let result = sqlx::query_as(&format!(
+                let result = bounded(sqlx::query_as(&format!(
                     "INSERT INTO tasks (user_id, title, description, status, created_at, updated_at)
                      VALUES ($1, $2, $3, $4, $5, $5) RETURNING {TASK_COLUMNS}"
                 ))
@@ -599,7 +620,7 @@ macro_rules! impl_sql_store {
                 .bind(task.status.unwrap_or_default().as_str())
                 .bind(now)
                 .fetch_one(conn.conn())
-                    .await;
+                    ).await;
                 let row: TaskRow = conn.settle(result)?;
                 row.try_into()
             }
@@ -616,7 +637,7 @@ macro_rules! impl_sql_store {
                 let pooled = async {
                     let mut conn = self.pool.get().await?;
                     let result =
-                        sqlx::query_as(GET_TASK_SQL).bind(id).bind(user_id).fetch_optional(conn.conn()).await;
+                        bounded(sqlx::query_as(GET_TASK_SQL).bind(id).bind(user_id).fetch_optional(conn.conn())).await;
                     let row: Option<TaskRow> = conn.settle(result)?;
                     row.map(Task::try_from).transpose()
                 };
@@ -640,7 +661,7 @@ macro_rules! impl_sql_store {
                 now: DateTime<Utc>,
             ) -> Result<Option<Task>, StoreError> {
                 let mut conn = self.writer().await?;
-                let result = sqlx::query_as(&format!(
+                let result = bounded(sqlx::query_as(&format!(
                     "UPDATE tasks SET
                         title = COALESCE($3, title),
                         description = CASE WHEN $4 THEN $5 ELSE description END,
@@ -657,25 +678,25 @@ macro_rules! impl_sql_store {
                 .bind(update.status.map(|s| s.as_str()))
                 .bind(now)
                 .fetch_optional(conn.conn())
-                    .await;
+                    ).await;
                 let row: Option<TaskRow> = conn.settle(result)?;
                 row.map(Task::try_from).transpose()
             }
 
             async fn delete_task(&self, user_id: i64, id: i64) -> Result<bool, StoreError> {
                 let mut conn = self.writer().await?;
-                let result = sqlx::query("DELETE FROM tasks WHERE id = $1 AND user_id = $2")
+                let result = bounded(sqlx::query("DELETE FROM tasks WHERE id = $1 AND user_id = $2")
                     .bind(id)
                     .bind(user_id)
                     .execute(conn.conn())
-                    .await;
+                    ).await;
                 let done = conn.settle(result)?;
                 Ok(done.rows_affected() > 0)
             }
 
             async fn ping(&self) -> Result<(), StoreError> {
                 let mut conn = self.pool.get().await?;
-                let result = sqlx::query("SELECT 1").execute(conn.conn()).await;
+                let result = bounded(sqlx::query("SELECT 1").execute(conn.conn())).await;
                 conn.settle(result).map(drop)
             }
 
@@ -706,7 +727,7 @@ macro_rules! impl_sql_store {
             ) -> Result<(), StoreError> {
                 let now = super::now();
                 let mut conn = self.writer().await?;
-                let result = async {
+                let result = bounded(async {
                     let mut tx = conn.conn().begin().await?;
                     // Expired families of this user go as a new one starts, so the tables stay
                     // bounded by live sessions without a sweeper.
@@ -729,7 +750,7 @@ macro_rules! impl_sql_store {
                         .await?;
                     tx.commit().await
                 }
-                .await;
+                ).await;
                 conn.settle(result)
             }
 
@@ -742,7 +763,7 @@ macro_rules! impl_sql_store {
             ) -> Result<Rotation, StoreError> {
                 let now = super::now();
                 let mut conn = self.writer().await?;
-                let result = async {
+                let result = bounded(async {
                     let mut tx = conn.conn().begin().await?;
                     // The DELETE is the atomic step: of two racing transactions only one gets the row.
                     let consumed: Option<String> = sqlx::query_scalar(
@@ -775,13 +796,13 @@ macro_rules! impl_sql_store {
                     tx.commit().await?;
                     Ok(Rotation::Rotated)
                 }
-                .await;
+                ).await;
                 conn.settle(result)
             }
 
             async fn is_active(&self, family: &str, jti: &str) -> Result<bool, StoreError> {
                 let mut conn = self.pool.get().await?;
-                let result: Result<Option<i64>, _> = sqlx::query_scalar(
+                let result: Result<Option<i64>, _> = bounded(sqlx::query_scalar(
                     "SELECT 1 FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
                      WHERE t.jti = $1 AND f.id = $2 AND f.expires_at > $3",
                 )
@@ -789,14 +810,14 @@ macro_rules! impl_sql_store {
                 .bind(family)
                 .bind(super::now())
                 .fetch_optional(conn.conn())
-                .await;
+                ).await;
                 Ok(conn.settle(result)?.is_some())
             }
 
             async fn revoke_family(&self, family: &str) -> Result<(), StoreError> {
                 let mut conn = self.writer().await?;
                 let result =
-                    sqlx::query("DELETE FROM refresh_families WHERE id = $1").bind(family).execute(conn.conn()).await;
+                    bounded(sqlx::query("DELETE FROM refresh_families WHERE id = $1").bind(family).execute(conn.conn())).await;
                 conn.settle(result).map(drop)
             }
 

@@ -472,6 +472,33 @@ impl PrivatePostgres {
         ));
     }
 
+    /// Freezes the postmaster and every backend (SIGSTOP), as a hung host or a network
+    /// partition would look from here: connections stay open, nothing answers.
+    pub fn freeze(&self) {
+        self.signal_all("-STOP");
+    }
+
+    /// Undoes [`PrivatePostgres::freeze`].
+    pub fn thaw(&self) {
+        self.signal_all("-CONT");
+    }
+
+    fn signal_all(&self, signal: &str) {
+        let pid_file = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid")).unwrap();
+        let postmaster = pid_file.lines().next().unwrap().trim().to_owned();
+        let mut pids = vec![postmaster.clone()];
+        for entry in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            // pid (comm) state ppid ...: comm may hold spaces, so read after its closing ')'.
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1));
+            if ppid == Some(postmaster.as_str()) {
+                pids.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        let status = std::process::Command::new("kill").arg(signal).args(&pids).status().unwrap();
+        assert!(status.success(), "kill {signal} {pids:?}");
+    }
+
     /// Stops it, closing every connection (a restart's first half).
     pub fn stop(&self) {
         self.run(&format!(
