@@ -42,6 +42,15 @@ impl DatabaseUrl {
         Err("expected a sqlite: path or a postgres:// / postgresql:// URL".to_owned())
     }
 
+    /// `DATABASE_URL` as set (`None` when unset or empty: the embedded default,
+    /// `sqlite:tasklane.db`).
+    pub fn from_setting(value: Option<String>) -> Result<Self, ConfigError> {
+        match value.filter(|v| !v.trim().is_empty()) {
+            Some(url) => Self::parse(&url).map_err(|m| ConfigError::new("DATABASE_URL", m)),
+            None => Ok(Self::Sqlite("sqlite:tasklane.db".to_owned())),
+        }
+    }
+
     /// The SQLite file, if this is a SQLite database kept in a file.
     pub fn sqlite_file(&self) -> Option<PathBuf> {
         let Self::Sqlite(url) = self else { return None };
@@ -162,10 +171,7 @@ impl Config {
     /// Reads the settings through `lookup` (the environment, or a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let database_url = match get("DATABASE_URL") {
-            Some(url) => DatabaseUrl::parse(&url).map_err(|m| ConfigError::new("DATABASE_URL", m))?,
-            None => DatabaseUrl::Sqlite("sqlite:tasklane.db".to_owned()),
-        };
+        let database_url = DatabaseUrl::from_setting(get("DATABASE_URL"))?;
         let redis_url = match get("REDIS_URL") {
             Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => Some(url),
             Some(_) => return Err(ConfigError::new("REDIS_URL", "expected a redis:// or rediss:// URL")),

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use tasklane_server::config::DatabaseUrl;
 use tasklane_server::{store, Config};
 
 /// mimalloc rather than glibc's malloc: a request allocates and frees many short-lived buffers
@@ -23,8 +24,9 @@ ROCKET_ADDRESS, ROCKET_PORT (see README.md).";
 
 #[rocket::main]
 async fn main() -> ExitCode {
-    // A missing .env is normal; a broken one is reported below as the setting it breaks.
-    if let Err(e) = dotenvy::dotenv() {
+    // A missing .env is normal; a broken one is reported below as the setting it breaks. Only
+    // the working directory's: `dotenvy::dotenv` would also take one from any parent directory.
+    if let Err(e) = dotenvy::from_path(".env") {
         if !e.not_found() {
             eprintln!("tasklane-server: .env: {e}");
             return ExitCode::from(2);
@@ -51,19 +53,24 @@ async fn main() -> ExitCode {
         eprintln!("tasklane-server: unknown command {other:?}\n\n{USAGE}");
         return ExitCode::from(2);
     }
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(e) => return fail(e),
-    };
     if command.is_some() {
-        return match store::migrate(&config).await {
+        // Migrating needs the database and nothing else (no SECRET_KEY, say).
+        let database_url = match DatabaseUrl::from_setting(std::env::var("DATABASE_URL").ok()) {
+            Ok(url) => url,
+            Err(e) => return fail(e),
+        };
+        return match store::migrate(&database_url).await {
             Ok(()) => {
-                println!("migrations applied to {}", config.database_url.redacted());
+                println!("migrations applied to {}", database_url.redacted());
                 ExitCode::SUCCESS
             }
             Err(e) => fail(format!("DATABASE_URL: {e}")),
         };
     }
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => return fail(e),
+    };
     // Check Rocket's own settings first, so a bad ROCKET_PORT is one line too.
     let figment = tasklane_server::rocket_figment();
     if let Err(e) = figment.extract::<rocket::Config>() {

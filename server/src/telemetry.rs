@@ -138,7 +138,11 @@ pub const DEFAULT_LOG_FILTER: &str = "info,rocket::server=error,rocket::shield=w
 pub fn init_logging() -> Result<(), String> {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    // Unset or empty (as compose passes an unset variable) means the default.
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => EnvFilter::new(directives),
+        _ => EnvFilter::new(DEFAULT_LOG_FILTER),
+    };
     let builder =
         tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stdout().is_terminal());
     match std::env::var("LOG_FORMAT").as_deref() {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{free_port, post, scratch_config, Backend, SECRET};
 use serde_json::{json, Value};
+use sqlx::Connection;
 use tasklane_server::config::DatabaseUrl;
 
 /// These tests load whole server processes; on a two-core machine they take turns.
@@ -520,5 +521,76 @@ async fn access_log_is_one_json_line_per_request_with_its_id() {
         .unwrap_or_else(|| panic!("no access line for the register:\n{}", server.log()));
     assert_eq!(register["status"], 201);
     assert_eq!(register["request_id"].as_str().map(str::len), Some(32), "a generated id: {register}");
+    server.stop().await;
+}
+
+/// Runs `tasklane-server migrate` in `dir` with exactly these settings.
+fn migrate(dir: &std::path::Path, settings: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tasklane-server"))
+        .arg("migrate")
+        .env_clear()
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .envs(settings.iter().copied())
+        .output()
+        .expect("run tasklane-server migrate")
+}
+
+#[tokio::test]
+async fn migrate_needs_only_the_database_url_and_reads_no_parent_env_file() {
+    let Some((config, scratch)) = scratch_config(Backend::Postgres).await else { return };
+    let DatabaseUrl::Postgres(database_url) = &config.database_url else { unreachable!() };
+    let parent = tempfile::tempdir().unwrap();
+    // Were this read, migrate would stop on it.
+    std::fs::write(parent.path().join(".env"), "DATABASE_URL=mysql://elsewhere\n").unwrap();
+    let dir = parent.path().join("deploy");
+    std::fs::create_dir(&dir).unwrap();
+
+    // PostgreSQL, with no SECRET_KEY (serving would need one; migrating does not).
+    let output = migrate(&dir, &[("DATABASE_URL", database_url.as_str())]);
+    let said =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{said}");
+    assert!(said.contains("migrations applied"), "{said}");
+    let mut db = sqlx::PgConnection::connect(database_url).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert!(applied > 0);
+    let tasks: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks").fetch_one(&mut db).await.unwrap();
+    assert_eq!(tasks, 0);
+    db.close().await.unwrap();
+
+    // Nothing set: the embedded default, in the working directory, not the parent's .env.
+    let output = migrate(&dir, &[]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(dir.join("tasklane.db").exists());
+    // A .env in the working directory is read.
+    std::fs::write(dir.join(".env"), "DATABASE_URL=mysql://here\n").unwrap();
+    let output = migrate(&dir, &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("DATABASE_URL"));
+    scratch.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_empty_rust_log_keeps_the_default_filter() {
+    let secret = secret();
+    // What compose passes when RUST_LOG is not set on the host.
+    let server = ServerProcess::start(&[("SECRET_KEY", secret.as_str()), ("RUST_LOG", "")]).await;
+    let http = reqwest::Client::new();
+    let res = http.get(server.url("/health")).header("X-Request-Id", "empty-filter").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.log().contains("empty-filter") {
+        assert!(Instant::now() < deadline, "no access line:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = server.log();
+    // Rocket's own per-request lines stay out, as under the default filter.
+    for rocket_line in ["Matched:", "Outcome:", "Response succeeded"] {
+        assert!(!log.contains(rocket_line), "{rocket_line}:\n{log}");
+    }
     server.stop().await;
 }

@@ -183,9 +183,9 @@ pub async fn open(config: &Config) -> Result<Stores, StoreError> {
     Ok(Stores { store, refresh, redis })
 }
 
-/// Applies the migrations of the configured database and returns.
-pub async fn migrate(config: &Config) -> Result<(), StoreError> {
-    match &config.database_url {
+/// Applies the migrations of this database and returns.
+pub async fn migrate(database_url: &DatabaseUrl) -> Result<(), StoreError> {
+    match database_url {
         DatabaseUrl::Postgres(url) => PgStore::connect(url, 1, 0).await.map(drop),
         DatabaseUrl::Sqlite(url) => SqliteStore::connect(url, 1).await.map(drop),
     }
