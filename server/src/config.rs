@@ -109,7 +109,7 @@ pub struct Config {
     /// `DATABASE_MAX_CONNECTIONS`: the SQL pool's size.
     pub database_max_connections: u32,
     /// `DATABASE_READ_PIPELINES`: on PostgreSQL, the shared connections task reads go over,
-    /// besides the pool (default 0: reads use the pool).
+    /// besides the pool (default 2; 0: reads use the pool).
     pub database_read_pipelines: usize,
     /// `PASSWORD_HASH_CONCURRENCY`: argon2 hashes running at once (default: the CPU count).
     pub password_hash_concurrency: usize,
