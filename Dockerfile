@@ -18,6 +18,11 @@ RUN apt-get update \
 COPY --from=build /usr/local/bin/tasklane-server /usr/local/bin/tasklane-server
 USER tasklane
 WORKDIR /var/lib/tasklane
+# Without DATABASE_URL the server keeps its SQLite database (tasklane.db) and generated signing
+# key (tasklane.secret) here, in the working directory. A volume keeps them when the container
+# is removed. The directory is the tasklane user's home, created above and owned by it, so a new
+# named volume starts out owned by it too; a bind-mounted directory must be writable by uid 10001.
+VOLUME /var/lib/tasklane
 ENV ROCKET_ADDRESS=0.0.0.0 \
     ROCKET_PORT=8000
 EXPOSE 8000
