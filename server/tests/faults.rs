@@ -255,3 +255,56 @@ async fn postgres_that_stops_answering_is_503_within_the_timeout_not_a_hang() {
     assert_eq!(http.get(server.url("/ready")).send().await.unwrap().status(), 200);
     server.stop().await;
 }
+
+/// `redis-cli -p <port> <args>`, expecting OK.
+fn redis_cli(port: u16, args: &[&str]) {
+    let output = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK", "redis-cli {args:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_refusing_writes_in_a_failover_is_503_and_recovers() {
+    let Some(redis) = PrivateRedis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::sqlite(dir.path().join("tasklane.db"));
+    config.secret_key = SecretKey::Given(SECRET.to_vec());
+    config.redis_url = Some(redis.url());
+    // On, so the limiter's script (a write) runs before each session step.
+    config.rate_limits = LimitSettings {
+        per_account: std::num::NonZeroU32::new(1000),
+        per_address: std::num::NonZeroU32::new(1000),
+    };
+    let server = TestServer::with_config(config, None).await;
+    let http = reqwest::Client::new();
+    let creds = json!({"username": "failover", "password": "correct horse"});
+    let (status, pair) = post(&http, server.url("/auth/register"), None, creds.clone()).await;
+    assert_eq!(status, 201);
+    let refresh = pair["refresh_token"].as_str().unwrap().to_owned();
+
+    // Demoted to a replica of a primary that is not there, as in a failover: every write is
+    // answered READONLY (reads still answer).
+    redis_cli(redis.port, &["REPLICAOF", "127.0.0.1", &common::free_port().to_string()]);
+    for (path, body) in [
+        ("/auth/login", creds.clone()),
+        ("/auth/refresh", json!({"refresh_token": refresh})),
+        ("/auth/register", json!({"username": "during", "password": "correct horse"})),
+        ("/auth/logout", json!({"refresh_token": refresh})),
+    ] {
+        let (status, problem) = post(&http, server.url(path), None, body).await;
+        assert_eq!(status, 503, "{path}: {problem}");
+        assert_eq!(problem["status"], 503, "{path}: {problem}");
+    }
+
+    // Promoted again: the session from before is intact, as nothing was consumed.
+    redis_cli(redis.port, &["REPLICAOF", "NO", "ONE"]);
+    let (status, problem) =
+        post(&http, server.url("/auth/refresh"), None, json!({"refresh_token": refresh})).await;
+    assert_eq!(status, 200, "{problem}");
+    let (status, _) = post(&http, server.url("/auth/login"), None, creds).await;
+    assert_eq!(status, 200);
+    server.stop().await;
+}

@@ -51,8 +51,28 @@ fn ttl_ms(expires_at: DateTime<Utc>) -> i64 {
     (expires_at - Utc::now()).num_milliseconds().max(1)
 }
 
+/// 503 for what passes: no connection, and the errors Redis itself answers while it cannot
+/// serve, such as `LOADING` while a persistent Redis replays its file after a restart,
+/// `READONLY` on a primary demoted in a failover, `MASTERDOWN`, `TRYAGAIN`, `CLUSTERDOWN`, and
+/// `OOM` when it is full. Anything else is a bug: 500.
 fn map_err(err: redis::RedisError) -> StoreError {
-    if err.is_io_error() || err.is_connection_refusal() || err.is_timeout() || err.is_connection_dropped() {
+    use redis::{ErrorKind, ServerErrorKind};
+    let refused = matches!(
+        err.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+                | ServerErrorKind::ReadOnly
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+        )
+    ) || err.code() == Some("OOM");
+    if refused
+        || err.is_io_error()
+        || err.is_connection_refusal()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+    {
         StoreError::Unavailable(format!("redis: {err}"))
     } else {
         StoreError::Internal(format!("redis: {err}"))
