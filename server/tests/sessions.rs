@@ -55,6 +55,61 @@ async fn concurrent_refresh_has_one_winner_postgres() {
     concurrent_refresh_has_one_winner(Backend::Postgres).await;
 }
 
+/// Refreshes racing logouts of the same sessions: each refresh wins (200) or finds the session
+/// gone (401), each logout answers 204, and nothing fails. (On PostgreSQL the two lock a
+/// session's rows, and must take them in the same order not to deadlock.)
+async fn refresh_racing_logout_never_fails(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let http = reqwest::Client::new();
+    register(&http, &server, "racing").await;
+    let creds = json!({"username": "racing", "password": "correct horse"});
+    for round in 0..3 {
+        let logins = (0..16).map(|_| {
+            let (http, url, creds) = (http.clone(), server.url("/auth/login"), creds.clone());
+            async move {
+                let res = http.post(url).json(&creds).send().await.unwrap();
+                assert_eq!(res.status(), 200);
+                res.json::<Value>().await.unwrap()["refresh_token"].as_str().unwrap().to_owned()
+            }
+        });
+        let tokens = join_all(logins).await;
+        let races = tokens.iter().flat_map(|token| {
+            let body = json!({"refresh_token": token});
+            ["/auth/refresh", "/auth/logout"].map(|path| {
+                let (http, url, body) = (http.clone(), server.url(path), body.clone());
+                async move {
+                    let res = http.post(url).json(&body).send().await.unwrap();
+                    (path, res.status().as_u16(), res.text().await.unwrap())
+                }
+            })
+        });
+        for (path, status, body) in join_all(races).await {
+            match path {
+                "/auth/refresh" => {
+                    assert!(matches!(status, 200 | 401), "round {round}: {path} {status} {body}")
+                }
+                _ => assert_eq!(status, 204, "round {round}: {path} {body}"),
+            }
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refresh_racing_logout_never_fails_sqlite() {
+    refresh_racing_logout_never_fails(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refresh_racing_logout_never_fails_redis() {
+    refresh_racing_logout_never_fails(Backend::PostgresRedis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refresh_racing_logout_never_fails_postgres() {
+    refresh_racing_logout_never_fails(Backend::Postgres).await;
+}
+
 /// The whole flow over HTTP/1.1 on a socket, as curl would do it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_flow_over_a_socket() {

@@ -765,7 +765,21 @@ macro_rules! impl_sql_store {
                 let mut conn = self.writer().await?;
                 let result = bounded(async {
                     let mut tx = conn.conn().begin().await?;
-                    // The DELETE is the atomic step: of two racing transactions only one gets the row.
+                    // The family's row first, then the token's: the order a revocation takes
+                    // them in (its DELETE cascades from family to tokens), so the two cannot
+                    // deadlock on PostgreSQL. The UPDATE renews a live family and locks its row.
+                    let live =
+                        sqlx::query("UPDATE refresh_families SET expires_at = $2 WHERE id = $1 AND expires_at > $3")
+                            .bind(family)
+                            .bind(expires_at)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                    if live.rows_affected() == 0 {
+                        return Ok(Rotation::FamilyRevoked);
+                    }
+                    // The DELETE is the atomic step: of two racing transactions only one gets the
+                    // row. The loser's renewal above is rolled back with its transaction.
                     let consumed: Option<String> = sqlx::query_scalar(
                         "DELETE FROM refresh_tokens WHERE jti = $1 AND family_id = $2 RETURNING jti",
                     )
@@ -775,17 +789,6 @@ macro_rules! impl_sql_store {
                     .await?;
                     if consumed.is_none() {
                         return Ok(Rotation::Reused);
-                    }
-                    let live =
-                        sqlx::query("UPDATE refresh_families SET expires_at = $2 WHERE id = $1 AND expires_at > $3")
-                            .bind(family)
-                            .bind(expires_at)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
-                    if live.rows_affected() == 0 {
-                        tx.commit().await?;
-                        return Ok(Rotation::FamilyRevoked);
                     }
                     sqlx::query("INSERT INTO refresh_tokens (jti, family_id, expires_at) VALUES ($1, $2, $3)")
                         .bind(new_jti)
