@@ -139,6 +139,7 @@ impl From<StoreError> for ApiError {
                 Self::Unavailable("a backing service is unavailable; retry shortly".into())
             }
             StoreError::Conflict => Self::Conflict("already exists".into()),
+            err @ StoreError::UserGone => Self::Unauthorized(err.to_string()),
             StoreError::Internal(msg) => Self::Internal(msg),
         }
     }

@@ -28,6 +28,7 @@ backend_tests![
     request_ids_are_echoed_or_generated,
     health_ready_openapi_and_docs,
     metrics_and_security_headers,
+    tokens_of_a_deleted_user_are_401,
 ];
 
 const PW: &str = "correct horse";
@@ -665,4 +666,27 @@ async fn metrics_and_security_headers(app: &TestApp) {
     // Errors carry them too; Swagger UI keeps the scripts it needs.
     assert_eq!(app.send("GET", "/nowhere", None, None).await.header("cache-control"), Some("no-store"));
     assert_eq!(app.send("GET", "/docs/index.html", None, None).await.header("content-security-policy"), None);
+}
+
+/// A user deleted while their token is still valid (a database restored from an older backup,
+/// say): whatever the token asks is refused as 401, never a 500.
+async fn tokens_of_a_deleted_user_are_401(app: &TestApp) {
+    let tokens = app.register("vanished").await;
+    let task = app.create_task(&tokens.access, json!({"title": "mine"})).await;
+    let id = app.get("/auth/me", &tokens.access).await.json()["id"].as_i64().unwrap();
+    let state = app.client.rocket().state::<tasklane_server::AppState>().unwrap();
+    state.stores.store.delete_user(id).await.unwrap();
+
+    let detail = app.get("/auth/me", &tokens.access).await.problem(401)["detail"].clone();
+    assert_eq!(detail, "the user of this token no longer exists");
+    let created = app.post("/tasks/", Some(&tokens.access), json!({"title": "orphan"})).await;
+    assert_eq!(created.problem(401)["detail"], detail);
+    app.send("PUT", &format!("/tasks/{}", task["id"]), Some(&tokens.access), Some(json!({"title": "x"})))
+        .await
+        .problem(404);
+    let list = app.get("/tasks/", &tokens.access).await;
+    assert_eq!((list.status, list.json()), (200, json!([])));
+    // Their session went with them.
+    let refreshed = app.post("/auth/refresh", None, json!({"refresh_token": tokens.refresh})).await;
+    refreshed.problem(401);
 }

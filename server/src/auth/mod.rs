@@ -175,6 +175,14 @@ async fn refresh(
         state.limits.check(Action::Refresh, Some(&claims.sub), address.0).await?;
         let now = crate::store::now();
         let refresh = state.stores.refresh.as_ref();
+        // The user must still exist: sessions may live in Redis, which a user's deletion (or a
+        // database restored from an older backup) does not reach. Looked up before the token
+        // is consumed, so a database that cannot answer fails the refresh (503) with the
+        // session intact, rather than after, with the new token lost.
+        if state.stores.store.get_user(user_id).await?.is_none() {
+            refresh.revoke_family(family).await?;
+            return Err(user_gone());
+        }
         if !state.config.refresh_token_rotation {
             // Compatibility mode: the same refresh token keeps working until it expires or logout.
             if !refresh.is_active(family, &claims.jti).await? {
@@ -231,6 +239,11 @@ async fn me(state: &State<AppState>, user: AuthUser) -> ApiResult<Json<User>> {
     match state.stores.store.get_user(user.id).await? {
         Some(found) => Ok(Json(found)),
         // A valid token for a user who no longer exists: the credentials are no good.
-        None => Err(ApiError::Unauthorized("the user of this token no longer exists".into())),
+        None => Err(user_gone()),
     }
+}
+
+/// A valid token of a user who no longer exists.
+fn user_gone() -> ApiError {
+    ApiError::Unauthorized(crate::store::StoreError::UserGone.to_string())
 }

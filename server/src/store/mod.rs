@@ -38,6 +38,10 @@ pub enum StoreError {
     /// A uniqueness rule was broken: 409.
     #[error("conflict")]
     Conflict,
+    /// A row the statement refers to is gone: the user of a token that is still valid was
+    /// deleted (a database restored from a backup, say). 401, as for `/auth/me`.
+    #[error("the user of this token no longer exists")]
+    UserGone,
     /// Anything else: 500, logged.
     #[error("storage error: {0}")]
     Internal(String),

@@ -334,6 +334,8 @@ pub(super) fn map_err(err: sqlx::Error) -> StoreError {
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err.to_string()),
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+        // Every foreign key leads to the user (a task's or a session's owner).
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::UserGone,
         sqlx::Error::Database(db) => match db.code().as_deref() {
             Some(code) if unavailable_code(code) => StoreError::Unavailable(err.to_string()),
             // SQLite: SQLITE_BUSY / SQLITE_LOCKED after the busy timeout.
