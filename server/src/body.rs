@@ -19,12 +19,19 @@ use crate::error::ApiError;
 
 /// A JSON request body of type `T`.
 ///
-/// Up to 65,536 bytes are read; a larger body is 413. A `Content-Type` other than JSON is 415
-/// (a missing one is taken as JSON, as the service Tasklane replaces did). Bad syntax is 400;
+/// Up to 65,536 bytes are read; a larger body is 413, and one that has not arrived within
+/// [`BODY_READ_TIMEOUT`] is 408 (Rocket 0.5 sets no read deadline of its own, so a client that
+/// stops sending would hold its request forever). A `Content-Type` other than JSON, or one that
+/// does not parse, is 415 (a missing one is taken as JSON, as the service Tasklane replaces
+/// did). Bad syntax is 400;
 /// a well-formed body of the wrong shape (not an object, unknown field, wrong type, bad enum
 /// value, a nested object or array: every body of this API is a flat object) is 422 and names
 /// the field.
 pub struct JsonBody<T>(pub T);
+
+/// How long a request body may take to arrive: 64 KiB in 10 s is 6.4 KB/s, well below any
+/// link a client would use.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[rocket::async_trait]
 impl<'r, T: DeserializeOwned> FromData<'r> for JsonBody<T> {
@@ -39,19 +46,21 @@ impl<'r, T: DeserializeOwned> FromData<'r> for JsonBody<T> {
 }
 
 async fn parse<T: DeserializeOwned>(req: &Request<'_>, data: Data<'_>) -> Result<T, ApiError> {
-    if let Some(ct) = req.content_type() {
-        let json = ct.is_json() || (ct.top() == "application" && ct.sub().as_str().ends_with("+json"));
+    if let Some(raw) = req.headers().get_one("Content-Type") {
+        // Rocket reads a header that does not parse as no type at all; that is not JSON either.
+        let json = req.content_type().is_some_and(|ct| {
+            ct.is_json() || (ct.top() == "application" && ct.sub().as_str().ends_with("+json"))
+        });
         if !json {
+            let named = req.content_type().map_or_else(|| raw.to_owned(), |ct| ct.media_type().to_string());
             return Err(ApiError::UnsupportedMediaType(format!(
-                "the body must be application/json, not {}",
-                ct.media_type()
+                "the body must be application/json, not {named:?}"
             )));
         }
     }
-    let bytes = data
-        .open(BODY_MAX_BYTES.bytes())
-        .into_bytes()
+    let bytes = tokio::time::timeout(BODY_READ_TIMEOUT, data.open(BODY_MAX_BYTES.bytes()).into_bytes())
         .await
+        .map_err(|_| ApiError::RequestTimeout(BODY_READ_TIMEOUT))?
         .map_err(|e| ApiError::BadRequest(format!("could not read the body: {e}")))?;
     if !bytes.is_complete() {
         return Err(ApiError::PayloadTooLarge);

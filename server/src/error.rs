@@ -30,6 +30,9 @@ pub enum ApiError {
     /// 405: the path exists with other methods.
     #[error("method not allowed; allowed: {}", .0.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "))]
     MethodNotAllowed(Vec<Method>),
+    /// 408: the body did not arrive in time.
+    #[error("the request body did not arrive within {} s", .0.as_secs())]
+    RequestTimeout(Duration),
     /// 409: the resource already exists.
     #[error("{0}")]
     Conflict(String),
@@ -73,6 +76,7 @@ impl ApiError {
             Self::Unauthorized(_) => Status::Unauthorized,
             Self::NotFound(_) => Status::NotFound,
             Self::MethodNotAllowed(_) => Status::MethodNotAllowed,
+            Self::RequestTimeout(_) => Status::RequestTimeout,
             Self::Conflict(_) => Status::Conflict,
             Self::PayloadTooLarge => Status::PayloadTooLarge,
             Self::UnsupportedMediaType(_) => Status::UnsupportedMediaType,
@@ -163,7 +167,7 @@ impl<'r> Responder<'r, 'static> for ApiError {
                 let allow: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
                 res.header(Header::new("Allow", allow.join(", ")));
             }
-            Self::PayloadTooLarge => {
+            Self::PayloadTooLarge | Self::RequestTimeout(_) => {
                 // The rest of the body was never read: the connection cannot carry another
                 // request, so say so rather than let the client reuse it and fail.
                 res.header(Header::new("Connection", "close"));
@@ -197,6 +201,7 @@ impl OpenApiResponderInner for ApiError {
             ("400", "Malformed JSON or request"),
             ("401", "Missing, invalid or expired token, or bad credentials (`WWW-Authenticate: Bearer`)"),
             ("404", "Not found, or owned by another user"),
+            ("408", "The request body did not arrive within 10 s"),
             ("409", "Already exists"),
             ("413", "Body over 65,536 bytes"),
             ("415", "Body is not application/json"),

@@ -499,6 +499,14 @@ async fn framework_errors_are_problem_json(app: &TestApp) {
     )
     .await
     .problem(415);
+    // A type that does not parse is not JSON either, whatever the body holds.
+    for unparsable in ["json", "garbage", "application/"] {
+        let res = app
+            .send_raw("POST", "/tasks/", Some(&t), Some(unparsable), br#"{"title":"typed"}"#.to_vec())
+            .await;
+        let detail = res.problem(415)["detail"].as_str().unwrap().to_owned();
+        assert!(detail.contains(unparsable), "{detail}");
+    }
     // A body without a content type is read as JSON (as the old service did).
     let res = app.send_raw("POST", "/tasks/", Some(&t), None, br#"{"title":"untyped"}"#.to_vec()).await;
     assert_eq!(res.status, 201, "{}", res.text);
