@@ -96,18 +96,20 @@ pub struct RateLimits {
     backend: Backend,
 }
 
-// GCRA on Redis's own clock. KEYS[1]: bucket. ARGV: emission interval in ms, burst.
-// Returns 0 when allowed, else the milliseconds until the next attempt is allowed.
+// GCRA on Redis's own clock, in microseconds (a quota of 100,000 a minute is one attempt per
+// 600 µs; in milliseconds it rounded to 0, and `PX 0` is an error). KEYS[1]: bucket. ARGV:
+// emission interval in µs, burst. Returns 0 when allowed, else the microseconds until the next
+// attempt is allowed. Lua's numbers are doubles: µs since 1970 stay exact until 2255.
 const GCRA_LUA: &str = r"
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local tolerance = interval * (tonumber(ARGV[2]) - 1)
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 if tat - now > tolerance then return tat - now - tolerance end
 local new_tat = tat + interval
-redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now)
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000))
 return 0
 ";
 
@@ -181,12 +183,13 @@ impl RateLimits {
                 }))
             }
             Backend::Redis { pool, gcra } => {
-                let interval_ms = 60_000 / u64::from(quota.get());
+                let interval_us = 60_000_000 / u64::from(quota.get());
                 let mut invocation = gcra.prepare_invoke();
-                invocation.key(format!("tasklane:limit:{bucket}")).arg(interval_ms).arg(quota.get());
-                let wait_ms: u64 =
+                // v2: the bucket holds microseconds (v1's held milliseconds).
+                invocation.key(format!("tasklane:limit:v2:{bucket}")).arg(interval_us).arg(quota.get());
+                let wait_us: u64 =
                     pool.run(|mut conn| async move { invocation.invoke_async(&mut conn).await }).await?;
-                Ok(Duration::from_millis(wait_ms))
+                Ok(Duration::from_micros(wait_us))
             }
         }
     }

@@ -132,7 +132,11 @@ async fn a_body_that_stops_arriving_is_408_and_closes_the_connection() {
     let mut answer = Vec::new();
     // The whole answer, up to the server closing the connection; bounded, so a hang fails.
     let read = tokio::time::timeout(Duration::from_secs(30), socket.read_to_end(&mut answer)).await;
-    assert!(read.is_ok(), "the server answers and closes, rather than wait for the body: {:?}", String::from_utf8_lossy(&answer));
+    assert!(
+        read.is_ok(),
+        "the server answers and closes, rather than wait for the body: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
     let waited = started.elapsed();
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
@@ -484,4 +488,36 @@ async fn cors_follows_the_configured_origins() {
     assert_eq!(res.headers().get_one("Access-Control-Allow-Origin"), None);
     drop(res);
     plain.finish().await;
+}
+
+/// Limits kept in Redis hold at any quota the settings accept, from 1 to 100,000 a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_limits_hold_at_every_quota() {
+    use std::num::NonZeroU32;
+    use tasklane_server::limits::{Action, LimitSettings, RateLimits};
+    let Some((config, scratch)) = scratch_config(Backend::PostgresRedis).await else { return };
+    let pool = tasklane_server::store::RedisPool::connect(config.redis_url.as_deref().unwrap()).unwrap();
+    let account = format!("quota-{}", uuid::Uuid::new_v4().simple());
+    for quota in [1, 7, 60_000, 60_001, 100_000] {
+        let settings = LimitSettings { per_account: NonZeroU32::new(quota), per_address: None };
+        let limits = RateLimits::redis(settings, pool.clone());
+        let account = format!("{account}-{quota}");
+        // The whole burst is let in at once (up to 200 tried), then the next attempt is refused
+        // with the wait until one more is allowed.
+        for attempt in 0..quota.min(200) {
+            let allowed = limits.check(Action::Login, Some(&account), None).await;
+            assert!(allowed.is_ok(), "quota {quota}, attempt {attempt}: {allowed:?}");
+        }
+        if quota <= 200 {
+            let refused = limits.check(Action::Login, Some(&account), None).await.unwrap_err();
+            let expected = (60.0 / f64::from(quota)).ceil() as u64;
+            assert_eq!(refused.status().code, 429, "quota {quota}");
+            assert_eq!(
+                refused.to_string(),
+                format!("too many requests; retry in {expected} s"),
+                "quota {quota}"
+            );
+        }
+    }
+    scratch.cleanup().await;
 }
