@@ -521,3 +521,23 @@ async fn redis_limits_hold_at_every_quota() {
     }
     scratch.cleanup().await;
 }
+
+/// `DATABASE_URL=sqlite::memory:` serves, and keeps what it was given while the server runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_memory_database_serves() {
+    let mut config = Config::sqlite("unused.db");
+    config.database_url = tasklane_server::config::DatabaseUrl::Sqlite("sqlite::memory:".to_owned());
+    config.secret_key = SecretKey::Given(SECRET.to_vec());
+    let app = TestApp::with_config(config, Backend::Sqlite, None).await;
+    let tokens = app.register("ephemeral").await;
+    for title in ["one", "two"] {
+        app.create_task(&tokens.access, json!({"title": title})).await;
+    }
+    let list = app.get("/tasks/?sort=title", &tokens.access).await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    let titles: Vec<Value> = list.json().as_array().unwrap().iter().map(|t| t["title"].clone()).collect();
+    assert_eq!(titles, [json!("one"), json!("two")]);
+    let res = app.post("/auth/refresh", None, json!({"refresh_token": tokens.refresh})).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    app.finish().await;
+}

@@ -36,6 +36,9 @@ pub struct SqlStore<C: Connection> {
     /// On PostgreSQL, the shared connections that task reads go over (see `pipeline.rs`);
     /// `None` on SQLite, or when the database link asks for TLS.
     reads: Option<Arc<Pipelines>>,
+    /// On an in-memory SQLite database, a connection held for the store's life: the database
+    /// lives only while one is open, and the pools close theirs when idle.
+    keep_alive: Option<Arc<std::sync::Mutex<C>>>,
 }
 
 /// The store on PostgreSQL.
@@ -81,9 +84,20 @@ impl SqliteStore {
             // Writers queue for the lock instead of failing at once; bounded like every backend call.
             .busy_timeout(BACKEND_TIMEOUT)
             .foreign_keys(true);
+        // `sqlite::memory:` is one database shared by the connections of these options (sqlx
+        // names it and opens it in shared-cache mode) for as long as one of them is open.
+        let in_memory = crate::config::DatabaseUrl::Sqlite(url.to_owned()).sqlite_file().is_none();
+        let keep_alive = match in_memory {
+            true => Some(Arc::new(std::sync::Mutex::new(
+                sqlx::ConnectOptions::connect(&options).await.map_err(map_err)?,
+            ))),
+            false => None,
+        };
         migrate::<Sqlite>(options.clone(), sqlx::migrate!("../migrations/sqlite")).await?;
         let writes = SqlPool::new(options.clone(), 1)?;
-        Ok(Self::new(SqlPool::new(options, max_connections)?, Some(writes)))
+        let mut store = Self::new(SqlPool::new(options, max_connections)?, Some(writes));
+        store.keep_alive = keep_alive;
+        Ok(store)
     }
 }
 
@@ -94,6 +108,7 @@ impl<C: Connection + 'static> SqlStore<C> {
             full_first_pages: Arc::new(quick_cache::sync::Cache::new(FULL_FIRST_PAGES_REMEMBERED)),
             writes,
             reads: None,
+            keep_alive: None,
         }
     }
 
