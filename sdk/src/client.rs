@@ -201,10 +201,12 @@ impl Client {
         self.inner.base_url.join(path).expect("API paths join onto the base URL")
     }
 
-    /// Whether `url` is on the API's origin (scheme, host and port): only such URLs are
-    /// followed with the access token.
-    pub(crate) fn is_same_origin(&self, url: &Url) -> bool {
-        url.origin() == self.inner.base_url.origin()
+    /// Whether `url` is below the base URL: on the API's origin (scheme, host and port) and
+    /// under its path. Only such URLs are followed with the access token; another path on the
+    /// same host may be another application.
+    pub(crate) fn is_below_base(&self, url: &Url) -> bool {
+        let base = &self.inner.base_url;
+        url.origin() == base.origin() && url.path().starts_with(base.path())
     }
 
     /// A request with this client's headers and, if given, a JSON body.

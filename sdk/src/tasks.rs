@@ -246,8 +246,9 @@ pub struct Page<T> {
     /// How many items match the listing across all pages (`X-Total-Count`), if the server
     /// said.
     pub total: Option<u64>,
-    /// The next page (`Link: <...>; rel="next"`), resolved against the request's URL; `None`
-    /// on the last page.
+    /// The next page (`Link: <...>; rel="next"`); `None` on the last page. A root-relative
+    /// link (`</tasks/?offset=50>`, as the server writes them) is resolved below the client's
+    /// base URL, any other against the URL of the request.
     pub next: Option<Url>,
     /// The previous page (`rel="prev"`); `None` on the first page.
     pub prev: Option<Url>,
@@ -278,21 +279,29 @@ fn page_links(client: &Client, response: &Response) -> Result<PageLinks> {
     Ok((total, link_target(client, response, "next")?, link_target(client, response, "prev")?))
 }
 
-/// The `rel` link of a response, resolved against the URL that was requested.
+/// The `rel` link of a response, as a URL to request.
 ///
-/// A link to another origin is an error rather than a page to follow: the client would send
-/// it the access token.
+/// The server knows nothing of a proxy that serves the API under a path prefix, so it writes
+/// its links root-relative (`</tasks/?offset=50>`): such a target is an API path, joined below
+/// the base URL like every other. Any other target is resolved against the URL that was
+/// requested. A link that leads away from the base URL (another origin, or another path on the
+/// same host) is an error rather than a page to follow: the client would send it the access
+/// token.
 fn link_target(client: &Client, response: &Response, rel: &str) -> Result<Option<Url>> {
     let headers = response.headers();
     let values = headers.get_all(LINK).iter().filter_map(|v| v.to_str().ok());
     let Some(target) = crate::link::find(values, rel) else { return Ok(None) };
     let invalid = |why: String| Error::decode(response.status(), request_id(headers), why);
-    let url = response
-        .url()
-        .join(target)
-        .map_err(|err| invalid(format!("bad Link rel=\"{rel}\" `{target}`: {err}")))?;
-    if !client.is_same_origin(&url) {
-        return Err(invalid(format!("Link rel=\"{rel}\" leads away from the API's origin, to `{url}`")));
+    let resolved = match target.strip_prefix('/') {
+        Some(api_path) if !api_path.starts_with('/') => client.base_url().join(api_path),
+        _ => response.url().join(target),
+    };
+    let url = resolved.map_err(|err| invalid(format!("bad Link rel=\"{rel}\" `{target}`: {err}")))?;
+    if !client.is_below_base(&url) {
+        return Err(invalid(format!(
+            "Link rel=\"{rel}\" leads away from the API's base URL {}, to `{url}`",
+            client.base_url()
+        )));
     }
     Ok(Some(url))
 }
