@@ -38,6 +38,9 @@ pub struct ErrorResponse {
     pub request_id: Option<String>,
     /// The whole problem document, when the body was `application/problem+json`.
     pub problem: Option<Box<Problem>>,
+    /// How long the server asked to wait before trying again (`Retry-After`), whatever the
+    /// status: Tasklane sends it with 429 and 503.
+    pub retry_after: Option<Duration>,
 }
 
 impl ErrorResponse {
@@ -55,7 +58,13 @@ impl ErrorResponse {
                 }
             }
         };
-        Self { status: status.as_u16(), detail, request_id: request_id(headers), problem }
+        Self {
+            status: status.as_u16(),
+            detail,
+            request_id: request_id(headers),
+            problem,
+            retry_after: retry_after(headers),
+        }
     }
 }
 
@@ -147,7 +156,8 @@ pub enum Error {
         response: ErrorResponse,
     },
 
-    /// A 5xx status. 502, 503 and 504 are retryable; 500 is not.
+    /// A 5xx status. 502, 503 and 504 are retryable; 500 is not. A 503 may say how long to
+    /// wait ([`Error::retry_after`]).
     #[error("server error: {response}")]
     Server {
         /// The server's answer.
@@ -233,11 +243,12 @@ impl Error {
         }
     }
 
-    /// How long the server asked to wait before trying again (`Retry-After` on a 429).
+    /// How long the server asked to wait before trying again: the `Retry-After` of the answer
+    /// this error comes from (Tasklane sends it with 429 and 503).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::RateLimited { retry_after, .. } => *retry_after,
-            _ => None,
+            _ => self.response().and_then(|r| r.retry_after),
         }
     }
 
@@ -265,7 +276,7 @@ impl Error {
                 errors: response.problem.as_ref().and_then(|p| p.errors.clone()).unwrap_or_default(),
                 response: Some(response),
             },
-            429 => Error::RateLimited { retry_after: retry_after(headers), response },
+            429 => Error::RateLimited { retry_after: response.retry_after, response },
             500..=599 => Error::Server { response },
             _ => Error::Http { response },
         }

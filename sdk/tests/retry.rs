@@ -158,19 +158,33 @@ async fn retry_after_is_honoured() {
 }
 
 #[tokio::test]
+async fn retry_after_on_a_503_is_honoured() {
+    let waited = time_to_success_after_retry_after(503).await;
+    assert!(waited >= Duration::from_secs(1), "retried after {waited:?}, before the 1 s asked for");
+    assert!(waited < Duration::from_millis(2500), "retried after {waited:?}");
+}
+
+#[tokio::test]
 async fn a_retry_after_beyond_the_longest_delay_is_returned_to_the_caller() {
-    let server = MockServer::start().await;
-    Mock::given(path("/tasks/1"))
-        .respond_with(problem(429, "slow down").insert_header("retry-after", "120"))
-        .expect(1)
-        .mount(&server)
-        .await;
-    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+    for status in [429, 503] {
+        let server = MockServer::start().await;
+        Mock::given(path("/tasks/1"))
+            .respond_with(problem(status, "come back later").insert_header("retry-after", "120"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
 
-    let err = client.tasks().get(1).await.unwrap_err();
+        let err = client.tasks().get(1).await.unwrap_err();
 
-    assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
-    assert_eq!(err.retry_after(), Some(Duration::from_secs(120)));
+        let variant_ok = match status {
+            429 => matches!(err, Error::RateLimited { .. }),
+            _ => matches!(err, Error::Server { .. }),
+        };
+        assert!(variant_ok, "{err:?}");
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(120)), "{status}");
+        assert_eq!(err.response().unwrap().retry_after, Some(Duration::from_secs(120)), "{status}");
+    }
 }
 
 #[tokio::test]
