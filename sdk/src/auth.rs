@@ -332,28 +332,28 @@ impl Session {
     }
 
     /// The tokens to send a request with: the current ones, refreshed first if the access token
-    /// expires within the skew. `None` when the client holds no tokens.
+    /// expires within the skew. [`Error::SessionExpired`] when the client holds no tokens.
     ///
     /// `exchange` sends `POST /auth/refresh` with a refresh token; it is called only if this
     /// caller is the one that starts a refresh.
-    pub(crate) async fn bearer<E, F>(self: &Arc<Self>, exchange: E) -> Result<Option<Bearer>>
+    pub(crate) async fn bearer<E, F>(self: &Arc<Self>, exchange: E) -> Result<Bearer>
     where
         E: FnOnce(Secret) -> F + Send + 'static,
         F: Future<Output = Result<TokenPair>> + Send + 'static,
     {
-        let Some(bearer) = self.current() else { return Ok(None) };
+        let bearer = self.current().ok_or(Error::SessionExpired { response: None })?;
         if !bearer.tokens.expires_within(self.skew, Utc::now()) {
-            return Ok(Some(bearer));
+            return Ok(bearer);
         }
         match self.refresh(bearer.generation, exchange).await {
-            Ok(fresh) => Ok(Some(fresh)),
+            Ok(fresh) => Ok(fresh),
             // A refresh that failed for a passing reason should not fail a request that the old
             // token, only inside the skew, can still make.
             Err(err)
                 if !matches!(err, Error::SessionExpired { .. })
                     && !bearer.tokens.expires_within(Duration::ZERO, Utc::now()) =>
             {
-                Ok(Some(bearer))
+                Ok(bearer)
             }
             Err(err) => Err(err),
         }

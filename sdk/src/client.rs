@@ -30,7 +30,8 @@ const DEFAULT_USER_AGENT: &str = concat!("tasklane-rust/", env!("CARGO_PKG_VERSI
 /// The client refreshes the access token by itself, once for any number of concurrent
 /// requests: shortly before it expires, and when the server answers 401 to a request made
 /// with it (which is then sent again, once). See [`Error::SessionExpired`] for when that is no
-/// longer possible.
+/// longer possible: a call that needs a session fails with it, without a round trip, while the
+/// client holds no tokens.
 ///
 /// ```no_run
 /// # async fn demo() -> tasklane::Result<()> {
@@ -66,7 +67,8 @@ pub(crate) enum Auth {
     /// No `Authorization` header, and a 401 is final: `/auth/register`, `/auth/login`,
     /// `/auth/refresh`, `/auth/logout`, `/health`, `/ready`.
     None,
-    /// `Authorization: Bearer`, with proactive and reactive refresh.
+    /// `Authorization: Bearer`, with proactive and reactive refresh; without tokens the
+    /// request is not sent and fails with [`Error::SessionExpired`].
     Bearer,
 }
 
@@ -171,6 +173,10 @@ impl Client {
     }
 
     /// The logged-in user (`GET /auth/me`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SessionExpired`] without a session, as for every call that needs one.
     pub async fn me(&self) -> Result<User> {
         self.get_json(self.endpoint("auth/me"), Auth::Bearer).await
     }
@@ -255,14 +261,14 @@ impl Client {
     }
 
     /// One attempt: with the access token (refreshed first if it is about to expire), and once
-    /// more with a refreshed one if the server answers 401 to it.
+    /// more with a refreshed one if the server answers 401 to it. Without tokens, a request
+    /// that needs them is not sent: [`Error::SessionExpired`].
     async fn attempt(&self, request: &Request, auth: Auth) -> Result<Response> {
         let session = &self.inner.session;
-        let bearer = match auth {
-            Auth::None => None,
-            Auth::Bearer => session.bearer(self.exchange()).await?,
-        };
-        let Some(bearer) = bearer else { return self.transmit(request, None).await };
+        if auth == Auth::None {
+            return self.transmit(request, None).await;
+        }
+        let bearer = session.bearer(self.exchange()).await?;
         match self.transmit(request, Some(&bearer.tokens)).await {
             Err(Error::Unauthorized { .. }) => {
                 // Refresh the generation this request was sent with: if another request has

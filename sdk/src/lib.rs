@@ -57,7 +57,8 @@
 //!
 //! When the server refuses the refresh token (the session was logged out elsewhere, or it
 //! expired after 7 days), calls fail with [`Error::SessionExpired`] and the store is cleared:
-//! log in again.
+//! log in again. A client that holds no tokens (never logged in, or logged out) fails the same
+//! way, without sending the request.
 //!
 //! ## Listing
 //!

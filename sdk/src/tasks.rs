@@ -16,7 +16,8 @@ use crate::{Error, Result};
 /// The header with the number of tasks that match a listing, across all pages.
 const TOTAL_COUNT: &str = "x-total-count";
 
-/// The logged-in user's tasks; made by [`Client::tasks`]. Every call needs a session.
+/// The logged-in user's tasks; made by [`Client::tasks`]. Every call needs a session, and
+/// fails with [`Error::SessionExpired`] without sending anything while the client has none.
 ///
 /// Requests are checked against the API's rules (lengths, page size) before they are sent, so
 /// a bad one fails with [`Error::Validation`] without a round trip.

@@ -422,15 +422,47 @@ async fn logout_revokes_the_refresh_token_and_clears_the_store() {
 }
 
 #[tokio::test]
-async fn without_a_session_requests_go_out_without_a_token() {
+async fn without_a_session_authenticated_calls_end_before_any_round_trip() {
     let server = MockServer::start().await;
-    mount_refresh(&server, "r0", "a1", "r1", 0).await;
-    Mock::given(path("/tasks/1")).respond_with(problem(401, "missing token")).expect(1).mount(&server).await;
+    Mock::given(path("/health"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"status": "ok"})))
+        .expect(1)
+        .mount(&server)
+        .await;
     let client = builder(&server).build().unwrap();
+
+    // Never logged in: one variant to match for a login prompt, and nothing sent.
+    let errors = [
+        client.tasks().get(1).await.unwrap_err(),
+        client.tasks().list().await.unwrap_err(),
+        client.tasks().create(tasklane::NewTask::new("t")).await.unwrap_err(),
+        client.tasks().delete(1).await.unwrap_err(),
+        client.me().await.unwrap_err(),
+        client.refresh().await.unwrap_err(),
+    ];
+    for err in &errors {
+        assert!(matches!(err, Error::SessionExpired { response: None }), "{err:?}");
+        assert!(!err.is_retryable());
+    }
+    // Calls that need no session still go out.
+    assert_eq!(client.health().await.unwrap().status, "ok");
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.iter().map(|r| r.url.path()).collect::<Vec<_>>(), ["/health"]);
+}
+
+#[tokio::test]
+async fn after_logout_authenticated_calls_end_before_any_round_trip() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/auth/logout"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+    client.logout().await.unwrap();
 
     let err = client.tasks().get(1).await.unwrap_err();
 
-    assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
-    let requests = server.received_requests().await.unwrap();
-    assert!(!requests[0].headers.contains_key("authorization"));
+    assert!(matches!(err, Error::SessionExpired { response: None }), "{err:?}");
+    assert_eq!(received(&server, "/tasks/1").await, 0);
 }

@@ -200,7 +200,11 @@ async fn dropped_connections_are_retried() {
             drop(socket);
         }
     });
-    let client = Client::builder(format!("http://{address}")).retry_policy(fast_retries()).build().unwrap();
+    let client = Client::builder(format!("http://{address}"))
+        .tokens(fresh("a0", "r0"))
+        .retry_policy(fast_retries())
+        .build()
+        .unwrap();
 
     let err = client.tasks().get(1).await.unwrap_err();
 
