@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
+use serde::Deserialize as _;
 
 use crate::types::{FieldError, Problem};
 
@@ -45,14 +46,14 @@ pub struct ErrorResponse {
 
 impl ErrorResponse {
     fn new(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Self {
-        let problem = serde_json::from_slice::<Problem>(body).ok().map(Box::new);
+        let problem = read_problem(status, body).map(Box::new);
         let detail = match &problem {
             Some(problem) => problem.detail.clone(),
             None => {
                 let text = String::from_utf8_lossy(body);
                 let text = text.trim();
                 if text.is_empty() {
-                    status.canonical_reason().unwrap_or("error").to_owned()
+                    reason(status).to_owned()
                 } else {
                     text.chars().take(DETAIL_MAX_CHARS).collect()
                 }
@@ -326,6 +327,35 @@ pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
     headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
+/// A problem document (RFC 9457) read as the RFC asks, since gateways and proxies in front of
+/// the server send their own: every member is optional, and a member of the wrong type is
+/// ignored. A missing `title` is the status's reason phrase, a missing `status` the HTTP status,
+/// a missing `detail` the title. A JSON object with none of `type`, `title`, `status` and
+/// `detail` is not taken for a problem.
+fn read_problem(status: StatusCode, body: &[u8]) -> Option<Problem> {
+    let serde_json::Value::Object(members) = serde_json::from_slice(body).ok()? else { return None };
+    let text = |name: &str| members.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
+    let (kind, title, detail) = (text("type"), text("title"), text("detail"));
+    let code = members.get("status").and_then(serde_json::Value::as_u64).and_then(|c| u16::try_from(c).ok());
+    if kind.is_none() && title.is_none() && code.is_none() && detail.is_none() {
+        return None;
+    }
+    let errors = members.get("errors").and_then(|errors| Vec::<FieldError>::deserialize(errors).ok());
+    let title = title.unwrap_or_else(|| reason(status).to_owned());
+    Some(Problem {
+        kind: kind.unwrap_or_else(|| "about:blank".to_owned()),
+        detail: detail.unwrap_or_else(|| title.clone()),
+        title,
+        status: code.unwrap_or(status.as_u16()),
+        errors,
+    })
+}
+
+/// The status's reason phrase, such as `Bad Gateway`.
+fn reason(status: StatusCode) -> &'static str {
+    status.canonical_reason().unwrap_or("Error")
+}
+
 /// `Retry-After` as delay-seconds, or as an HTTP date (the delay until then).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
@@ -384,6 +414,34 @@ mod tests {
         assert_eq!(err.detail(), Some("Internal Server Error"));
         assert!(!err.is_retryable());
         assert_eq!(err.to_string(), "server error: Internal Server Error (HTTP 500)");
+    }
+
+    #[test]
+    fn problems_are_read_as_rfc_9457_asks() {
+        let read = |status: StatusCode, body: &str| read_problem(status, body.as_bytes());
+        let full = read(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            r#"{"type":"about:blank","title":"Unprocessable Entity","status":422,"detail":"d",
+                "errors":[{"field":"title","message":"m"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(full.errors, Some(vec![FieldError::new("title", "m")]));
+        let bare = read(StatusCode::BAD_GATEWAY, r#"{"detail":"upstream down"}"#).unwrap();
+        assert_eq!(
+            (bare.kind.as_str(), bare.title.as_str(), bare.status, bare.detail.as_str()),
+            ("about:blank", "Bad Gateway", 502, "upstream down")
+        );
+        // Ill-typed members are ignored, not fatal.
+        let odd =
+            read(StatusCode::SERVICE_UNAVAILABLE, r#"{"title":7,"status":"x","detail":"d","errors":{}}"#)
+                .unwrap();
+        assert_eq!((odd.title.as_str(), odd.status, odd.errors), ("Service Unavailable", 503, None));
+        // Not problems: other JSON, or none.
+        for body in [r#"{"message":"nope"}"#, "[1]", "\"text\"", "<html>", ""] {
+            assert!(read(StatusCode::BAD_GATEWAY, body).is_none(), "{body}");
+        }
+        let err = Error::from_status(StatusCode::BAD_GATEWAY, &HeaderMap::new(), br#"{"message":"nope"}"#);
+        assert_eq!(err.detail(), Some(r#"{"message":"nope"}"#));
     }
 
     #[test]
