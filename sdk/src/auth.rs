@@ -57,7 +57,8 @@ pub struct Tokens {
     access_token: Secret,
     refresh_token: Secret,
     expires_at: Option<DateTime<Utc>>,
-    /// When the access token was issued (JWT `iat`), which bounds the refresh skew.
+    /// When the access token was issued, which bounds the refresh skew: when the client
+    /// received it, or its JWT `iat` for tokens made with [`Tokens::new`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     issued_at: Option<DateTime<Utc>>,
 }
@@ -68,6 +69,12 @@ impl Tokens {
     /// The access token's expiry is read from its JWT `exp` claim (decoded, not verified: only
     /// the server can verify it). A token that is not a JWT gets no expiry and is refreshed
     /// only when the server refuses it.
+    ///
+    /// `exp` is a time on the server's clock, compared with the client's: when the two
+    /// disagree by more than the refresh skew, the token is refreshed too early or only on a
+    /// 401. Tokens the client hands to a [`TokenStore`], and their serde form, keep the expiry
+    /// it measured on its own clock from the server's `expires_in`; restore those rather than
+    /// making new ones from the token strings.
     pub fn new(access_token: impl Into<Secret>, refresh_token: impl Into<Secret>) -> Self {
         let access_token = access_token.into();
         let expires_at = jwt_claim_time(access_token.expose(), "exp");
@@ -111,19 +118,22 @@ impl Tokens {
 }
 
 impl From<TokenPair> for Tokens {
-    /// Tokens from a server's answer, received now: the access token expires after
-    /// `expires_in`, or at its `exp` claim if that comes first.
+    /// Tokens from a server's answer, received now: the access token was issued now and
+    /// expires `expires_in` seconds later, both by the client's clock, whatever the server's
+    /// clock says in the JWT's `iat` and `exp`. (A client clock minutes fast would otherwise
+    /// refresh before every request, and a slow one only after a 401.) Only an `expires_in`
+    /// too large for a timestamp leaves the expiry to `exp`.
     fn from(pair: TokenPair) -> Self {
-        let by_lifetime = i64::try_from(pair.expires_in)
+        let now = Utc::now();
+        let expires_at = i64::try_from(pair.expires_in)
             .ok()
             .and_then(TimeDelta::try_seconds)
-            .and_then(|lifetime| Utc::now().checked_add_signed(lifetime));
-        let mut tokens = Tokens::new(pair.access_token, pair.refresh_token);
-        tokens.expires_at = match (tokens.expires_at, by_lifetime) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        tokens
+            .and_then(|lifetime| now.checked_add_signed(lifetime));
+        let tokens = Tokens::new(pair.access_token, pair.refresh_token);
+        match expires_at {
+            Some(expires_at) => Tokens { expires_at: Some(expires_at), issued_at: Some(now), ..tokens },
+            None => tokens,
+        }
     }
 }
 
@@ -524,19 +534,26 @@ mod tests {
     }
 
     #[test]
-    fn a_pair_expires_at_the_earlier_of_lifetime_and_exp() {
-        let soon = Utc::now().timestamp() + 60;
+    fn a_pair_expires_by_its_lifetime_on_the_client_clock() {
+        let now = Utc::now().timestamp();
         let pair = |access: String, expires_in| TokenPair {
             access_token: access.into(),
             refresh_token: "r".into(),
             token_type: "bearer".into(),
             expires_in,
         };
-        let by_exp = Tokens::from(pair(jwt(&format!(r#"{{"exp":{soon}}}"#)), 900));
-        assert_eq!(by_exp.expires_at().unwrap().timestamp(), soon);
-        let by_lifetime = Tokens::from(pair("opaque".into(), 30));
-        let left = by_lifetime.expires_at().unwrap() - Utc::now();
-        assert!(left <= TimeDelta::seconds(30) && left > TimeDelta::seconds(25));
+        // The server's clock an hour behind: its `iat`/`exp` are ignored for `expires_in`.
+        let behind = jwt(&format!(r#"{{"iat":{},"exp":{}}}"#, now - 3600, now - 3540));
+        for access in [behind.clone(), "opaque".to_owned()] {
+            let tokens = Tokens::from(pair(access, 30));
+            let left = tokens.expires_at().unwrap() - Utc::now();
+            assert!(left <= TimeDelta::seconds(30) && left > TimeDelta::seconds(25), "{left}");
+            // A 30 s token under a 30 s skew is refreshed at half-life, 15 s from now.
+            assert!(!tokens.expires_within(Duration::from_secs(30), Utc::now()));
+            assert!(tokens.expires_within(Duration::from_secs(30), Utc::now() + TimeDelta::seconds(16)));
+        }
+        // Only a lifetime beyond any timestamp leaves the expiry to `exp`.
+        assert_eq!(Tokens::from(pair(behind, u64::MAX)).expires_at().unwrap().timestamp(), now - 3540);
         assert!(Tokens::from(pair("opaque".into(), u64::MAX)).expires_at().is_none());
     }
 

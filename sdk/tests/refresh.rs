@@ -143,6 +143,58 @@ async fn the_jwt_exp_claim_drives_the_proactive_refresh() {
     client.tasks().get(1).await.unwrap();
 }
 
+/// `POST /auth/login` answering a JWT access token `a0` with these `iat`/`exp` (seconds from
+/// now by the local clock) and `expires_in`.
+async fn mount_login_with_clock_offset(server: &MockServer, iat: i64, exp: i64, expires_in: u64) -> String {
+    let now = Utc::now().timestamp();
+    let access = jwt(json!({"sub": "1", "iat": now + iat, "exp": now + exp, "n": "a0"}));
+    let answer = json!({"access_token": access, "refresh_token": "r0", "token_type": "bearer", "expires_in": expires_in});
+    Mock::given(method("POST"))
+        .and(path("/auth/login"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+        .expect(1)
+        .mount(server)
+        .await;
+    access
+}
+
+#[tokio::test]
+async fn a_client_clock_ahead_of_the_server_does_not_refresh_every_request() {
+    let server = MockServer::start().await;
+    // Issued 25 minutes ago and expired 10 minutes ago by the local clock, which runs fast;
+    // the server says it lives 900 s from now.
+    let access = mount_login_with_clock_offset(&server, -1500, -600, 900).await;
+    mount_refresh(&server, "r0", "a1", "r1", 0).await;
+    mount_task_for(&server, &access, 3).await;
+    let client = builder(&server).build().unwrap();
+
+    let tokens = client.login("ada", "correct horse").await.unwrap();
+
+    let left = tokens.expires_at().unwrap() - Utc::now();
+    assert!(left > TimeDelta::seconds(890) && left <= TimeDelta::seconds(900), "{left}");
+    for _ in 0..3 {
+        client.tasks().get(1).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_client_clock_behind_the_server_still_refreshes_at_half_life() {
+    let server = MockServer::start().await;
+    // Issued an hour ahead of the local clock, which runs slow; the token lives 1 s.
+    let access = mount_login_with_clock_offset(&server, 3600, 3601, 1).await;
+    mount_refresh(&server, "r0", "a1", "r1", 1).await;
+    mount_task_for(&server, &access, 0).await;
+    mount_task_for(&server, "a1", 1).await;
+    let client = builder(&server).build().unwrap();
+    client.login("ada", "correct horse").await.unwrap();
+
+    // Past half the lifetime, by the client's own clock since the answer.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    client.tasks().get(1).await.unwrap();
+
+    assert_eq!(client.tokens().unwrap().access_token().expose(), "a1");
+}
+
 #[tokio::test]
 async fn a_token_about_to_expire_is_refreshed_first_and_a_fresh_one_is_not() {
     let server = MockServer::start().await;
