@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt as _};
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
-use reqwest::{Method, Request, Response};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use reqwest::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use url::Url;
@@ -131,7 +131,7 @@ impl Client {
 
     async fn start_session(&self, path: &str, credentials: &Credentials) -> Result<Tokens> {
         let request = self.json_request(Method::POST, self.endpoint(path), credentials);
-        let pair: TokenPair = decode(self.send(request, Auth::None).await?).await?;
+        let pair: TokenPair = self.send(request, Auth::None).await?.json()?;
         let tokens = Tokens::from(pair);
         self.inner.session.replace(tokens.clone()).await;
         Ok(tokens)
@@ -195,7 +195,7 @@ impl Client {
 
     async fn probe(&self, path: &str) -> Result<HealthStatus> {
         let request = self.request(Method::GET, self.endpoint(path), None);
-        decode(self.attempt(&request, Auth::None).await?).await
+        self.attempt(&request, Auth::None).await?.json()
     }
 
     // ---- The request path, used by the resource handles too ----
@@ -238,11 +238,12 @@ impl Client {
     }
 
     pub(crate) async fn get_json<T: DeserializeOwned>(&self, url: Url, auth: Auth) -> Result<T> {
-        decode(self.send(self.request(Method::GET, url, None), auth).await?).await
+        self.send(self.request(Method::GET, url, None), auth).await?.json()
     }
 
-    /// Sends `request`, retrying it by the [`RetryPolicy`]; a success status or an error.
-    pub(crate) async fn send(&self, request: Request, auth: Auth) -> Result<Response> {
+    /// Sends `request`, retrying it by the [`RetryPolicy`]; a success status with its whole
+    /// body, or an error.
+    pub(crate) async fn send(&self, request: Request, auth: Auth) -> Result<Answer> {
         let policy = &self.inner.retry;
         let may_retry = policy.allows(request.method());
         let mut attempt = 1;
@@ -263,7 +264,7 @@ impl Client {
     /// One attempt: with the access token (refreshed first if it is about to expire), and once
     /// more with a refreshed one if the server answers 401 to it. Without tokens, a request
     /// that needs them is not sent: [`Error::SessionExpired`].
-    async fn attempt(&self, request: &Request, auth: Auth) -> Result<Response> {
+    async fn attempt(&self, request: &Request, auth: Auth) -> Result<Answer> {
         let session = &self.inner.session;
         if auth == Auth::None {
             return self.transmit(request, None).await;
@@ -280,8 +281,9 @@ impl Client {
         }
     }
 
-    /// Sends `request` once; a response with an error status becomes the matching [`Error`].
-    async fn transmit(&self, request: &Request, tokens: Option<&Tokens>) -> Result<Response> {
+    /// Sends `request` once and reads the answer to its end; a response with an error status
+    /// becomes the matching [`Error`].
+    async fn transmit(&self, request: &Request, tokens: Option<&Tokens>) -> Result<Answer> {
         // Bodies are in-memory bytes, which `try_clone` always copies.
         let mut request = request.try_clone().expect("requests with in-memory bodies clone");
         if let Some(tokens) = tokens {
@@ -289,7 +291,7 @@ impl Client {
         }
         let response = self.inner.http.execute(request).await?;
         if response.status().is_success() {
-            Ok(response)
+            Answer::read(response).await
         } else {
             Err(Error::from_response(response).await)
         }
@@ -303,7 +305,7 @@ impl Client {
             async move {
                 let body = RefreshRequest { refresh_token };
                 let request = client.json_request(Method::POST, client.endpoint("auth/refresh"), &body);
-                decode(client.transmit(&request, None).await?).await
+                client.transmit(&request, None).await?.json()
             }
             .boxed()
         }
@@ -329,11 +331,32 @@ fn bearer_header(token: &Secret) -> Result<HeaderValue> {
     Ok(value)
 }
 
-/// The JSON body of a successful response.
-pub(crate) async fn decode<T: DeserializeOwned>(response: Response) -> Result<T> {
-    let (status, request_id) = (response.status(), request_id(response.headers()));
-    let body = response.bytes().await?;
-    serde_json::from_slice(&body).map_err(|err| Error::decode(status, request_id, err))
+/// A successful answer with its whole body.
+///
+/// The body is read as part of the attempt, so that a connection lost in the middle of it is
+/// an error of that attempt, retried (for a request that may be sent again) like one lost
+/// before the status line came.
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    /// The URL that answered (after any redirect), which relative links resolve against.
+    pub(crate) url: Url,
+    pub(crate) headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    async fn read(mut response: Response) -> Result<Self> {
+        let (status, url) = (response.status(), response.url().clone());
+        let headers = std::mem::take(response.headers_mut());
+        let body = response.bytes().await?.into();
+        Ok(Self { status, url, headers, body })
+    }
+
+    /// The body, read as JSON.
+    pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_slice(&self.body)
+            .map_err(|err| Error::decode(self.status, request_id(&self.headers), err))
+    }
 }
 
 /// Builds a [`Client`]; made by [`Client::builder`].

@@ -95,9 +95,9 @@
 //! # }
 //! ```
 //!
-//! Idempotent requests (GET, PUT, PATCH, DELETE) that fail for a passing reason (a lost
-//! connection, 502, 503, 504, or 429) are sent again after an exponential backoff with jitter,
-//! honouring the server's `Retry-After`; see [`RetryPolicy`] to change how.
+//! Idempotent requests (GET, PUT, PATCH, DELETE) that fail for a passing reason (a connection
+//! lost before or during the answer, 502, 503, 504, or 429) are sent again after an exponential
+//! backoff with jitter, honouring the server's `Retry-After`; see [`RetryPolicy`] to change how.
 //!
 //! ## Features
 //!

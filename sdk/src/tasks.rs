@@ -5,10 +5,10 @@ use std::pin::Pin;
 
 use futures::stream::{self, Stream, StreamExt as _, TryStreamExt as _};
 use reqwest::header::LINK;
-use reqwest::{Method, Response};
+use reqwest::Method;
 use url::Url;
 
-use crate::client::{decode, Auth, Client};
+use crate::client::{Answer, Auth, Client};
 use crate::error::request_id;
 use crate::types::{ListQuery, NewTask, Task, TaskSort, TaskStatus, TaskUpdate};
 use crate::{Error, Result};
@@ -47,7 +47,7 @@ impl<'c> Tasks<'c> {
     pub async fn create(&self, task: NewTask) -> Result<Task> {
         let task = task.validate().map_err(Error::invalid)?;
         let request = self.client.json_request(Method::POST, self.client.endpoint("tasks/"), &task);
-        decode(self.client.send(request, Auth::Bearer).await?).await
+        self.client.send(request, Auth::Bearer).await?.json()
     }
 
     /// Starts a listing (`GET /tasks/`): set filters and paging on the returned builder, then
@@ -105,7 +105,7 @@ impl<'c> Tasks<'c> {
     async fn change(&self, method: Method, id: i64, update: TaskUpdate) -> Result<Task> {
         let update = update.validate().map_err(Error::invalid)?;
         let request = self.client.json_request(method, self.url(id), &update);
-        decode(self.client.send(request, Auth::Bearer).await?).await
+        self.client.send(request, Auth::Bearer).await?.json()
     }
 
     /// Deletes a task (`DELETE /tasks/{id}`).
@@ -265,19 +265,19 @@ impl<T> IntoIterator for Page<T> {
 }
 
 async fn fetch_page(client: &Client, url: Url) -> Result<Page<Task>> {
-    let response = client.send(client.request(Method::GET, url, None), Auth::Bearer).await?;
-    let (total, next, prev) = page_links(client, &response)?;
-    let items = decode(response).await?;
+    let answer = client.send(client.request(Method::GET, url, None), Auth::Bearer).await?;
+    let (total, next, prev) = page_links(client, &answer)?;
+    let items = answer.json()?;
     Ok(Page { items, total, next, prev })
 }
 
 type PageLinks = (Option<u64>, Option<Url>, Option<Url>);
 
 /// The total, next and previous page of a listing's response.
-fn page_links(client: &Client, response: &Response) -> Result<PageLinks> {
+fn page_links(client: &Client, answer: &Answer) -> Result<PageLinks> {
     let total =
-        response.headers().get(TOTAL_COUNT).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
-    Ok((total, link_target(client, response, "next")?, link_target(client, response, "prev")?))
+        answer.headers.get(TOTAL_COUNT).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+    Ok((total, link_target(client, answer, "next")?, link_target(client, answer, "prev")?))
 }
 
 /// The `rel` link of a response, as a URL to request.
@@ -288,14 +288,14 @@ fn page_links(client: &Client, response: &Response) -> Result<PageLinks> {
 /// requested. A link that leads away from the base URL (another origin, or another path on the
 /// same host) is an error rather than a page to follow: the client would send it the access
 /// token.
-fn link_target(client: &Client, response: &Response, rel: &str) -> Result<Option<Url>> {
-    let headers = response.headers();
+fn link_target(client: &Client, answer: &Answer, rel: &str) -> Result<Option<Url>> {
+    let headers = &answer.headers;
     let values = headers.get_all(LINK).iter().filter_map(|v| v.to_str().ok());
     let Some(target) = crate::link::find(values, rel) else { return Ok(None) };
-    let invalid = |why: String| Error::decode(response.status(), request_id(headers), why);
+    let invalid = |why: String| Error::decode(answer.status, request_id(headers), why);
     let resolved = match target.strip_prefix('/') {
         Some(api_path) if !api_path.starts_with('/') => client.base_url().join(api_path),
-        _ => response.url().join(target),
+        _ => answer.url.join(target),
     };
     let url = resolved.map_err(|err| invalid(format!("bad Link rel=\"{rel}\" `{target}`: {err}")))?;
     if !client.is_below_base(&url) {

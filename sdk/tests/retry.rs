@@ -211,3 +211,86 @@ async fn dropped_connections_are_retried() {
     assert!(matches!(err, Error::Transport { .. }), "{err:?}");
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
 }
+
+/// A server that answers its `n`th connection with `answers[n]` (the last one for any further
+/// connection), after reading the request, then closes it; and how many it accepted.
+async fn scripted_server(answers: Vec<String>) -> (String, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let answer = answers[n.min(answers.len() - 1)].clone();
+            tokio::spawn(async move {
+                // The request's head, then its body, so that closing does not reset the
+                // connection under unread bytes.
+                let mut request = Vec::new();
+                let mut buf = [0; 4096];
+                let head_end = loop {
+                    let read = socket.read(&mut buf).await.unwrap();
+                    assert!(read > 0, "the client closed before sending its request");
+                    request.extend_from_slice(&buf[..read]);
+                    if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break at + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&request[..head_end]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length:"))
+                    .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+                while request.len() < head_end + length {
+                    let read = socket.read(&mut buf).await.unwrap();
+                    request.extend_from_slice(&buf[..read]);
+                }
+                socket.write_all(answer.as_bytes()).await.unwrap();
+                socket.shutdown().await.unwrap();
+            });
+        }
+    });
+    (url, accepted)
+}
+
+/// A 200 whose head promises more body than is sent before the connection closes.
+fn cut_short(status: &str) -> String {
+    let body = task(1, "one").to_string();
+    let half = &body[..body.len() / 2];
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{half}",
+        body.len()
+    )
+}
+
+fn whole(status: &str) -> String {
+    let body = task(1, "one").to_string();
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn a_body_cut_short_is_retried_for_idempotent_requests() {
+    let (url, accepted) = scripted_server(vec![cut_short("200 OK"), whole("200 OK")]).await;
+    let client = Client::builder(url).tokens(fresh("a0", "r0")).retry_policy(fast_retries()).build().unwrap();
+
+    let task = client.tasks().get(1).await.unwrap();
+
+    assert_eq!(task.id, 1);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_body_cut_short_is_not_retried_for_post() {
+    let (url, accepted) = scripted_server(vec![cut_short("201 Created"), whole("201 Created")]).await;
+    let client = Client::builder(url).tokens(fresh("a0", "r0")).retry_policy(fast_retries()).build().unwrap();
+
+    let err = client.tasks().create(NewTask::new("once")).await.unwrap_err();
+
+    assert!(matches!(err, Error::Transport { .. }), "{err:?}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "the task may exist: not created twice");
+}
