@@ -155,7 +155,8 @@ fn jwt_claim_time(token: &str, claim: &str) -> Option<DateTime<Utc>> {
 ///
 /// The client calls [`save`](TokenStore::save) after every change of tokens (register, login,
 /// each refresh, whose refresh token replaces the consumed one) and [`clear`](TokenStore::clear)
-/// when the session ends (logout, or a refresh the server rejected). Calls come one at a time,
+/// when the session ends (logout, [`Client::forget_session`](crate::Client::forget_session), or
+/// a refresh the server rejected). Calls come one at a time,
 /// in the order of the changes. Loading is up to the application: read the tokens before
 /// building the client and pass them to [`ClientBuilder::tokens`](crate::ClientBuilder::tokens).
 ///
@@ -491,6 +492,14 @@ impl Session {
         self.state().set(None);
         self.store.clear().await;
         Ok(())
+    }
+
+    /// Forgets the tokens and clears the store, without calling the server. A refresh still
+    /// running belongs to the old generation, so its outcome is discarded.
+    pub(crate) async fn forget(&self) {
+        let _changes = self.changes.lock().await;
+        self.state().set(None);
+        self.store.clear().await;
     }
 }
 

@@ -160,7 +160,8 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// A transport or server error; the session is then kept, so the logout can be tried again.
+    /// A transport or server error; the session is then kept, so the logout can be tried again,
+    /// or dropped here alone with [`forget_session`](Client::forget_session).
     pub async fn logout(&self) -> Result<()> {
         self.inner
             .session
@@ -170,6 +171,27 @@ impl Client {
                 self.send(request, Auth::None).await.map(drop)
             })
             .await
+    }
+
+    /// Ends the session here only, without a word to the server: forgets the tokens and
+    /// clears the [`TokenStore`]. Calls that need a session then fail with
+    /// [`Error::SessionExpired`], and a refresh still in flight is disregarded when it ends.
+    ///
+    /// For when [`logout`](Client::logout) cannot reach the server and the user must be signed
+    /// out all the same. The refresh token stays good on the server until it expires (7 days by
+    /// default), so prefer `logout` when the server can be reached; keep
+    /// [`tokens`](Client::tokens) first to try the logout again later with another client.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tasklane::Client) {
+    /// if let Err(err) = client.logout().await {
+    ///     eprintln!("could not end the session on the server ({err}); signing out here only");
+    ///     client.forget_session().await;
+    /// }
+    /// # }
+    /// ```
+    pub async fn forget_session(&self) {
+        self.inner.session.forget().await;
     }
 
     /// The logged-in user (`GET /auth/me`).

@@ -474,6 +474,53 @@ async fn logout_revokes_the_refresh_token_and_clears_the_store() {
 }
 
 #[tokio::test]
+async fn forget_session_ends_the_session_locally_when_logout_fails() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/auth/logout"))
+        .respond_with(problem(503, "database unavailable"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let store = RecordingStore::default();
+    let client = builder(&server).tokens(fresh("a0", "r0")).token_store(store.clone()).build().unwrap();
+
+    assert!(client.logout().await.is_err());
+    assert!(client.tokens().is_some(), "a failed logout keeps the session");
+    client.forget_session().await;
+
+    assert!(client.tokens().is_none());
+    assert_eq!(store.events(), [StoreEvent::Clear]);
+    let err = client.tasks().get(1).await.unwrap_err();
+    assert!(matches!(err, Error::SessionExpired { response: None }), "{err:?}");
+    // Without a session it only clears the store, and never calls the server.
+    client.forget_session().await;
+    assert_eq!(store.events(), [StoreEvent::Clear, StoreEvent::Clear]);
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_in_flight_does_not_bring_a_forgotten_session_back() {
+    let server = MockServer::start().await;
+    mount_slow_refresh(&server, "r0", "a1", "r1").await;
+    let store = RecordingStore::default();
+    let client = builder(&server).tokens(expired("a0", "r0")).token_store(store.clone()).build().unwrap();
+
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        async move { client.tasks().get(1).await }
+    });
+    eventually(|| async { received(&server, "/auth/refresh").await == 1 }).await;
+    client.forget_session().await;
+
+    let err = waiting.await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::SessionExpired { response: None }), "{err:?}");
+    assert!(client.tokens().is_none());
+    assert_eq!(store.events(), [StoreEvent::Clear], "the refreshed tokens are not saved");
+    assert_eq!(received(&server, "/tasks/1").await, 0);
+}
+
+#[tokio::test]
 async fn without_a_session_authenticated_calls_end_before_any_round_trip() {
     let server = MockServer::start().await;
     Mock::given(path("/health"))
