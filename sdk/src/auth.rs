@@ -25,6 +25,18 @@
 //! as it is (retryable); the next request that needs a refresh tries again. When the token it
 //! wanted to replace has not actually expired yet (it was only inside the skew), the request
 //! goes ahead with it.
+//!
+//! That retry is safe when the refresh never reached the server (refused connection, 503, 429).
+//! It may not be when the outcome is unknown: a timeout or a connection lost after the request
+//! was sent. The server may then have consumed the refresh token and rotated the session to
+//! tokens the client never received, and the token the client kept counts as reused at the
+//! next attempt: the server revokes the session and the client reports
+//! [`Error::SessionExpired`]. Nothing on the client side can tell the two cases apart; the
+//! user logs in again.
+//!
+//! One session belongs to one client. Clones of a [`Client`](crate::Client) share it and refresh
+//! it once; two clients built from the same tokens (in one process or two) each present the
+//! refresh token when it is due, and the second use revokes the session for both.
 
 use std::fmt;
 use std::future::Future;
@@ -159,6 +171,12 @@ fn jwt_claim_time(token: &str, claim: &str) -> Option<DateTime<Utc>> {
 /// a refresh the server rejected). Calls come one at a time,
 /// in the order of the changes. Loading is up to the application: read the tokens before
 /// building the client and pass them to [`ClientBuilder::tokens`](crate::ClientBuilder::tokens).
+///
+/// A store keeps one session for one client at a time. Two clients (or processes) resumed from
+/// the same saved tokens share one refresh token: each presents it when its access token is due,
+/// the server takes the second use for a stolen token, and revokes the session for both. Share a
+/// session within a process by cloning the [`Client`](crate::Client); across processes, let one
+/// of them own it, or give each its own login.
 ///
 /// The methods return no error: by the time a store is called, the server has already rotated
 /// the tokens, and the client goes on with them in memory whatever the store does. A store

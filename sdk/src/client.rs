@@ -144,7 +144,9 @@ impl Client {
     ///
     /// [`Error::SessionExpired`] when the server rejects the refresh token (the session is
     /// then over and the store cleared) or when the client has no session; a retryable error
-    /// when the server could not be reached (the tokens are kept).
+    /// when the server could not be reached (the tokens are kept). After a timeout or a
+    /// connection lost once the request was sent, the server may have consumed the refresh
+    /// token all the same, and the next refresh then ends the session with `SessionExpired`.
     pub async fn refresh(&self) -> Result<Tokens> {
         let session = &self.inner.session;
         let current = session.current().ok_or(Error::SessionExpired { response: None })?;
@@ -439,8 +441,8 @@ impl ClientBuilder {
     /// proxies or extra root certificates) instead of making one.
     ///
     /// The injected client keeps its own timeouts and user agent unless [`timeout`] or
-    /// [`user_agent`] are set here too; [`connect_timeout`] cannot be applied to it and makes
-    /// [`build`] fail.
+    /// [`user_agent`] are set here too (a `timeout` of `None` does not remove its own);
+    /// [`connect_timeout`] cannot be applied to it and makes [`build`] fail.
     ///
     /// [`timeout`]: ClientBuilder::timeout
     /// [`user_agent`]: ClientBuilder::user_agent
@@ -453,6 +455,11 @@ impl ClientBuilder {
 
     /// The longest a request may take, from sending to the end of the answer, for each attempt;
     /// `None` for no limit. Default: [`DEFAULT_TIMEOUT`](Self::DEFAULT_TIMEOUT).
+    ///
+    /// With an injected [`http_client`](Self::http_client), a duration set here replaces that
+    /// client's own timeout for this client's requests, but `None` cannot lift it: reqwest
+    /// falls back to the client's timeout for a request that sets none. Build the injected
+    /// client without a timeout for no limit at all.
     pub fn timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.timeout = Some(timeout.into());
         self
@@ -473,6 +480,11 @@ impl ClientBuilder {
 
     /// Starts with a session: tokens saved from an earlier run, or a [`TokenPair`] just issued.
     /// They are not handed to the [`TokenStore`], which is assumed to hold them already.
+    ///
+    /// The new client then owns the session: no other client may go on using the same tokens.
+    /// Both would present the one-use refresh token when it is due, and the server answers the
+    /// second use by revoking the session for both (see [`TokenStore`]). To share a session
+    /// within a process, clone the [`Client`] instead.
     pub fn tokens(mut self, tokens: impl Into<Tokens>) -> Self {
         self.tokens = Some(tokens.into());
         self
@@ -485,8 +497,10 @@ impl ClientBuilder {
     }
 
     /// How long before the access token expires it is refreshed. Default:
-    /// [`DEFAULT_REFRESH_SKEW`](Self::DEFAULT_REFRESH_SKEW). Keep it well below the token's
-    /// lifetime, or every request will refresh first.
+    /// [`DEFAULT_REFRESH_SKEW`](Self::DEFAULT_REFRESH_SKEW).
+    ///
+    /// The margin used is at most half the token's lifetime, so a skew longer than the
+    /// server's tokens live means one refresh per half-lifetime, not one before every request.
     pub fn refresh_skew(mut self, skew: Duration) -> Self {
         self.refresh_skew = skew;
         self

@@ -104,8 +104,13 @@ impl fmt::Display for ErrorResponse {
 pub enum Error {
     /// 401: the credentials or the access token were refused.
     ///
-    /// A request made with the client's tokens has already been through one refresh and replay
-    /// when this is returned; calls to `/auth/*` return it directly (a wrong password, say).
+    /// A request made with the client's tokens (the task routes and [`Client::me`]) has already
+    /// been through one refresh and replay when this is returned. [`Client::login`] returns it
+    /// directly for a wrong username or password; the session routes (register, login,
+    /// refresh, logout) never refresh.
+    ///
+    /// [`Client::me`]: crate::Client::me
+    /// [`Client::login`]: crate::Client::login
     #[error("unauthorized: {response}")]
     Unauthorized {
         /// The server's answer.
@@ -259,6 +264,11 @@ impl Error {
     ///
     /// The client already retries idempotent requests by its [`RetryPolicy`](crate::RetryPolicy);
     /// this tells what is left once those attempts are spent.
+    ///
+    /// "May succeed" is not "was not applied". A [`Timeout`](Error::Timeout) or
+    /// [`Transport`](Error::Transport) error can come after the server received the request
+    /// and acted on it, the answer being what was lost. For a POST (creating a task) sending
+    /// it again may then create a second task; list the tasks first if that matters.
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Transport { .. } | Error::Timeout { .. } | Error::RateLimited { .. } => true,

@@ -55,6 +55,10 @@
 //! # }
 //! ```
 //!
+//! A session belongs to one client (and its clones): two clients resumed from the same saved
+//! tokens would each use the one-use refresh token, and the server revokes a session whose
+//! refresh token is used twice.
+//!
 //! When the server refuses the refresh token (the session was logged out elsewhere, or it
 //! expired after 7 days), calls fail with [`Error::SessionExpired`] and the store is cleared:
 //! log in again. A client that holds no tokens (never logged in, or logged out) fails the same
