@@ -25,6 +25,18 @@
 //! as it is (retryable); the next request that needs a refresh tries again. When the token it
 //! wanted to replace has not actually expired yet (it was only inside the skew), the request
 //! goes ahead with it.
+//!
+//! That retry is safe when the refresh never reached the server (refused connection, 503, 429).
+//! It may not be when the outcome is unknown: a timeout or a connection lost after the request
+//! was sent. The server may then have consumed the refresh token and rotated the session to
+//! tokens the client never received, and the token the client kept counts as reused at the
+//! next attempt: the server revokes the session and the client reports
+//! [`Error::SessionExpired`]. Nothing on the client side can tell the two cases apart; the
+//! user logs in again.
+//!
+//! One session belongs to one client. Clones of a [`Client`](crate::Client) share it and refresh
+//! it once; two clients built from the same tokens (in one process or two) each present the
+//! refresh token when it is due, and the second use revokes the session for both.
 
 use std::fmt;
 use std::future::Future;
@@ -57,7 +69,8 @@ pub struct Tokens {
     access_token: Secret,
     refresh_token: Secret,
     expires_at: Option<DateTime<Utc>>,
-    /// When the access token was issued (JWT `iat`), which bounds the refresh skew.
+    /// When the access token was issued, which bounds the refresh skew: when the client
+    /// received it, or its JWT `iat` for tokens made with [`Tokens::new`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     issued_at: Option<DateTime<Utc>>,
 }
@@ -68,6 +81,12 @@ impl Tokens {
     /// The access token's expiry is read from its JWT `exp` claim (decoded, not verified: only
     /// the server can verify it). A token that is not a JWT gets no expiry and is refreshed
     /// only when the server refuses it.
+    ///
+    /// `exp` is a time on the server's clock, compared with the client's: when the two
+    /// disagree by more than the refresh skew, the token is refreshed too early or only on a
+    /// 401. Tokens the client hands to a [`TokenStore`], and their serde form, keep the expiry
+    /// it measured on its own clock from the server's `expires_in`; restore those rather than
+    /// making new ones from the token strings.
     pub fn new(access_token: impl Into<Secret>, refresh_token: impl Into<Secret>) -> Self {
         let access_token = access_token.into();
         let expires_at = jwt_claim_time(access_token.expose(), "exp");
@@ -111,19 +130,22 @@ impl Tokens {
 }
 
 impl From<TokenPair> for Tokens {
-    /// Tokens from a server's answer, received now: the access token expires after
-    /// `expires_in`, or at its `exp` claim if that comes first.
+    /// Tokens from a server's answer, received now: the access token was issued now and
+    /// expires `expires_in` seconds later, both by the client's clock, whatever the server's
+    /// clock says in the JWT's `iat` and `exp`. (A client clock minutes fast would otherwise
+    /// refresh before every request, and a slow one only after a 401.) Only an `expires_in`
+    /// too large for a timestamp leaves the expiry to `exp`.
     fn from(pair: TokenPair) -> Self {
-        let by_lifetime = i64::try_from(pair.expires_in)
+        let now = Utc::now();
+        let expires_at = i64::try_from(pair.expires_in)
             .ok()
             .and_then(TimeDelta::try_seconds)
-            .and_then(|lifetime| Utc::now().checked_add_signed(lifetime));
-        let mut tokens = Tokens::new(pair.access_token, pair.refresh_token);
-        tokens.expires_at = match (tokens.expires_at, by_lifetime) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        tokens
+            .and_then(|lifetime| now.checked_add_signed(lifetime));
+        let tokens = Tokens::new(pair.access_token, pair.refresh_token);
+        match expires_at {
+            Some(expires_at) => Tokens { expires_at: Some(expires_at), issued_at: Some(now), ..tokens },
+            None => tokens,
+        }
     }
 }
 
@@ -145,9 +167,16 @@ fn jwt_claim_time(token: &str, claim: &str) -> Option<DateTime<Utc>> {
 ///
 /// The client calls [`save`](TokenStore::save) after every change of tokens (register, login,
 /// each refresh, whose refresh token replaces the consumed one) and [`clear`](TokenStore::clear)
-/// when the session ends (logout, or a refresh the server rejected). Calls come one at a time,
+/// when the session ends (logout, [`Client::forget_session`](crate::Client::forget_session), or
+/// a refresh the server rejected). Calls come one at a time,
 /// in the order of the changes. Loading is up to the application: read the tokens before
 /// building the client and pass them to [`ClientBuilder::tokens`](crate::ClientBuilder::tokens).
+///
+/// A store keeps one session for one client at a time. Two clients (or processes) resumed from
+/// the same saved tokens share one refresh token: each presents it when its access token is due,
+/// the server takes the second use for a stolen token, and revokes the session for both. Share a
+/// session within a process by cloning the [`Client`](crate::Client); across processes, let one
+/// of them own it, or give each its own login.
 ///
 /// The methods return no error: by the time a store is called, the server has already rotated
 /// the tokens, and the client goes on with them in memory whatever the store does. A store
@@ -332,28 +361,28 @@ impl Session {
     }
 
     /// The tokens to send a request with: the current ones, refreshed first if the access token
-    /// expires within the skew. `None` when the client holds no tokens.
+    /// expires within the skew. [`Error::SessionExpired`] when the client holds no tokens.
     ///
     /// `exchange` sends `POST /auth/refresh` with a refresh token; it is called only if this
     /// caller is the one that starts a refresh.
-    pub(crate) async fn bearer<E, F>(self: &Arc<Self>, exchange: E) -> Result<Option<Bearer>>
+    pub(crate) async fn bearer<E, F>(self: &Arc<Self>, exchange: E) -> Result<Bearer>
     where
         E: FnOnce(Secret) -> F + Send + 'static,
         F: Future<Output = Result<TokenPair>> + Send + 'static,
     {
-        let Some(bearer) = self.current() else { return Ok(None) };
+        let bearer = self.current().ok_or(Error::SessionExpired { response: None })?;
         if !bearer.tokens.expires_within(self.skew, Utc::now()) {
-            return Ok(Some(bearer));
+            return Ok(bearer);
         }
         match self.refresh(bearer.generation, exchange).await {
-            Ok(fresh) => Ok(Some(fresh)),
+            Ok(fresh) => Ok(fresh),
             // A refresh that failed for a passing reason should not fail a request that the old
             // token, only inside the skew, can still make.
             Err(err)
                 if !matches!(err, Error::SessionExpired { .. })
                     && !bearer.tokens.expires_within(Duration::ZERO, Utc::now()) =>
             {
-                Ok(Some(bearer))
+                Ok(bearer)
             }
             Err(err) => Err(err),
         }
@@ -482,6 +511,14 @@ impl Session {
         self.store.clear().await;
         Ok(())
     }
+
+    /// Forgets the tokens and clears the store, without calling the server. A refresh still
+    /// running belongs to the old generation, so its outcome is discarded.
+    pub(crate) async fn forget(&self) {
+        let _changes = self.changes.lock().await;
+        self.state().set(None);
+        self.store.clear().await;
+    }
 }
 
 impl fmt::Debug for Session {
@@ -524,19 +561,26 @@ mod tests {
     }
 
     #[test]
-    fn a_pair_expires_at_the_earlier_of_lifetime_and_exp() {
-        let soon = Utc::now().timestamp() + 60;
+    fn a_pair_expires_by_its_lifetime_on_the_client_clock() {
+        let now = Utc::now().timestamp();
         let pair = |access: String, expires_in| TokenPair {
             access_token: access.into(),
             refresh_token: "r".into(),
             token_type: "bearer".into(),
             expires_in,
         };
-        let by_exp = Tokens::from(pair(jwt(&format!(r#"{{"exp":{soon}}}"#)), 900));
-        assert_eq!(by_exp.expires_at().unwrap().timestamp(), soon);
-        let by_lifetime = Tokens::from(pair("opaque".into(), 30));
-        let left = by_lifetime.expires_at().unwrap() - Utc::now();
-        assert!(left <= TimeDelta::seconds(30) && left > TimeDelta::seconds(25));
+        // The server's clock an hour behind: its `iat`/`exp` are ignored for `expires_in`.
+        let behind = jwt(&format!(r#"{{"iat":{},"exp":{}}}"#, now - 3600, now - 3540));
+        for access in [behind.clone(), "opaque".to_owned()] {
+            let tokens = Tokens::from(pair(access, 30));
+            let left = tokens.expires_at().unwrap() - Utc::now();
+            assert!(left <= TimeDelta::seconds(30) && left > TimeDelta::seconds(25), "{left}");
+            // A 30 s token under a 30 s skew is refreshed at half-life, 15 s from now.
+            assert!(!tokens.expires_within(Duration::from_secs(30), Utc::now()));
+            assert!(tokens.expires_within(Duration::from_secs(30), Utc::now() + TimeDelta::seconds(16)));
+        }
+        // Only a lifetime beyond any timestamp leaves the expiry to `exp`.
+        assert_eq!(Tokens::from(pair(behind, u64::MAX)).expires_at().unwrap().timestamp(), now - 3540);
         assert!(Tokens::from(pair("opaque".into(), u64::MAX)).expires_at().is_none());
     }
 

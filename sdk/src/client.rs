@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt as _};
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
-use reqwest::{Method, Request, Response};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use reqwest::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use url::Url;
@@ -30,7 +30,8 @@ const DEFAULT_USER_AGENT: &str = concat!("tasklane-rust/", env!("CARGO_PKG_VERSI
 /// The client refreshes the access token by itself, once for any number of concurrent
 /// requests: shortly before it expires, and when the server answers 401 to a request made
 /// with it (which is then sent again, once). See [`Error::SessionExpired`] for when that is no
-/// longer possible.
+/// longer possible: a call that needs a session fails with it, without a round trip, while the
+/// client holds no tokens.
 ///
 /// ```no_run
 /// # async fn demo() -> tasklane::Result<()> {
@@ -66,7 +67,8 @@ pub(crate) enum Auth {
     /// No `Authorization` header, and a 401 is final: `/auth/register`, `/auth/login`,
     /// `/auth/refresh`, `/auth/logout`, `/health`, `/ready`.
     None,
-    /// `Authorization: Bearer`, with proactive and reactive refresh.
+    /// `Authorization: Bearer`, with proactive and reactive refresh; without tokens the
+    /// request is not sent and fails with [`Error::SessionExpired`].
     Bearer,
 }
 
@@ -129,7 +131,7 @@ impl Client {
 
     async fn start_session(&self, path: &str, credentials: &Credentials) -> Result<Tokens> {
         let request = self.json_request(Method::POST, self.endpoint(path), credentials);
-        let pair: TokenPair = decode(self.send(request, Auth::None).await?).await?;
+        let pair: TokenPair = self.send(request, Auth::None).await?.json()?;
         let tokens = Tokens::from(pair);
         self.inner.session.replace(tokens.clone()).await;
         Ok(tokens)
@@ -142,7 +144,9 @@ impl Client {
     ///
     /// [`Error::SessionExpired`] when the server rejects the refresh token (the session is
     /// then over and the store cleared) or when the client has no session; a retryable error
-    /// when the server could not be reached (the tokens are kept).
+    /// when the server could not be reached (the tokens are kept). After a timeout or a
+    /// connection lost once the request was sent, the server may have consumed the refresh
+    /// token all the same, and the next refresh then ends the session with `SessionExpired`.
     pub async fn refresh(&self) -> Result<Tokens> {
         let session = &self.inner.session;
         let current = session.current().ok_or(Error::SessionExpired { response: None })?;
@@ -158,7 +162,8 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// A transport or server error; the session is then kept, so the logout can be tried again.
+    /// A transport or server error; the session is then kept, so the logout can be tried again,
+    /// or dropped here alone with [`forget_session`](Client::forget_session).
     pub async fn logout(&self) -> Result<()> {
         self.inner
             .session
@@ -170,7 +175,32 @@ impl Client {
             .await
     }
 
+    /// Ends the session here only, without a word to the server: forgets the tokens and
+    /// clears the [`TokenStore`]. Calls that need a session then fail with
+    /// [`Error::SessionExpired`], and a refresh still in flight is disregarded when it ends.
+    ///
+    /// For when [`logout`](Client::logout) cannot reach the server and the user must be signed
+    /// out all the same. The refresh token stays good on the server until it expires (7 days by
+    /// default), so prefer `logout` when the server can be reached; keep
+    /// [`tokens`](Client::tokens) first to try the logout again later with another client.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tasklane::Client) {
+    /// if let Err(err) = client.logout().await {
+    ///     eprintln!("could not end the session on the server ({err}); signing out here only");
+    ///     client.forget_session().await;
+    /// }
+    /// # }
+    /// ```
+    pub async fn forget_session(&self) {
+        self.inner.session.forget().await;
+    }
+
     /// The logged-in user (`GET /auth/me`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SessionExpired`] without a session, as for every call that needs one.
     pub async fn me(&self) -> Result<User> {
         self.get_json(self.endpoint("auth/me"), Auth::Bearer).await
     }
@@ -189,7 +219,7 @@ impl Client {
 
     async fn probe(&self, path: &str) -> Result<HealthStatus> {
         let request = self.request(Method::GET, self.endpoint(path), None);
-        decode(self.attempt(&request, Auth::None).await?).await
+        self.attempt(&request, Auth::None).await?.json()
     }
 
     // ---- The request path, used by the resource handles too ----
@@ -201,10 +231,12 @@ impl Client {
         self.inner.base_url.join(path).expect("API paths join onto the base URL")
     }
 
-    /// Whether `url` is on the API's origin (scheme, host and port): only such URLs are
-    /// followed with the access token.
-    pub(crate) fn is_same_origin(&self, url: &Url) -> bool {
-        url.origin() == self.inner.base_url.origin()
+    /// Whether `url` is below the base URL: on the API's origin (scheme, host and port) and
+    /// under its path. Only such URLs are followed with the access token; another path on the
+    /// same host may be another application.
+    pub(crate) fn is_below_base(&self, url: &Url) -> bool {
+        let base = &self.inner.base_url;
+        url.origin() == base.origin() && url.path().starts_with(base.path())
     }
 
     /// A request with this client's headers and, if given, a JSON body.
@@ -230,11 +262,12 @@ impl Client {
     }
 
     pub(crate) async fn get_json<T: DeserializeOwned>(&self, url: Url, auth: Auth) -> Result<T> {
-        decode(self.send(self.request(Method::GET, url, None), auth).await?).await
+        self.send(self.request(Method::GET, url, None), auth).await?.json()
     }
 
-    /// Sends `request`, retrying it by the [`RetryPolicy`]; a success status or an error.
-    pub(crate) async fn send(&self, request: Request, auth: Auth) -> Result<Response> {
+    /// Sends `request`, retrying it by the [`RetryPolicy`]; a success status with its whole
+    /// body, or an error.
+    pub(crate) async fn send(&self, request: Request, auth: Auth) -> Result<Answer> {
         let policy = &self.inner.retry;
         let may_retry = policy.allows(request.method());
         let mut attempt = 1;
@@ -253,14 +286,14 @@ impl Client {
     }
 
     /// One attempt: with the access token (refreshed first if it is about to expire), and once
-    /// more with a refreshed one if the server answers 401 to it.
-    async fn attempt(&self, request: &Request, auth: Auth) -> Result<Response> {
+    /// more with a refreshed one if the server answers 401 to it. Without tokens, a request
+    /// that needs them is not sent: [`Error::SessionExpired`].
+    async fn attempt(&self, request: &Request, auth: Auth) -> Result<Answer> {
         let session = &self.inner.session;
-        let bearer = match auth {
-            Auth::None => None,
-            Auth::Bearer => session.bearer(self.exchange()).await?,
-        };
-        let Some(bearer) = bearer else { return self.transmit(request, None).await };
+        if auth == Auth::None {
+            return self.transmit(request, None).await;
+        }
+        let bearer = session.bearer(self.exchange()).await?;
         match self.transmit(request, Some(&bearer.tokens)).await {
             Err(Error::Unauthorized { .. }) => {
                 // Refresh the generation this request was sent with: if another request has
@@ -272,8 +305,9 @@ impl Client {
         }
     }
 
-    /// Sends `request` once; a response with an error status becomes the matching [`Error`].
-    async fn transmit(&self, request: &Request, tokens: Option<&Tokens>) -> Result<Response> {
+    /// Sends `request` once and reads the answer to its end; a response with an error status
+    /// becomes the matching [`Error`].
+    async fn transmit(&self, request: &Request, tokens: Option<&Tokens>) -> Result<Answer> {
         // Bodies are in-memory bytes, which `try_clone` always copies.
         let mut request = request.try_clone().expect("requests with in-memory bodies clone");
         if let Some(tokens) = tokens {
@@ -281,7 +315,7 @@ impl Client {
         }
         let response = self.inner.http.execute(request).await?;
         if response.status().is_success() {
-            Ok(response)
+            Answer::read(response).await
         } else {
             Err(Error::from_response(response).await)
         }
@@ -295,7 +329,7 @@ impl Client {
             async move {
                 let body = RefreshRequest { refresh_token };
                 let request = client.json_request(Method::POST, client.endpoint("auth/refresh"), &body);
-                decode(client.transmit(&request, None).await?).await
+                client.transmit(&request, None).await?.json()
             }
             .boxed()
         }
@@ -321,11 +355,32 @@ fn bearer_header(token: &Secret) -> Result<HeaderValue> {
     Ok(value)
 }
 
-/// The JSON body of a successful response.
-pub(crate) async fn decode<T: DeserializeOwned>(response: Response) -> Result<T> {
-    let (status, request_id) = (response.status(), request_id(response.headers()));
-    let body = response.bytes().await?;
-    serde_json::from_slice(&body).map_err(|err| Error::decode(status, request_id, err))
+/// A successful answer with its whole body.
+///
+/// The body is read as part of the attempt, so that a connection lost in the middle of it is
+/// an error of that attempt, retried (for a request that may be sent again) like one lost
+/// before the status line came.
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    /// The URL that answered (after any redirect), which relative links resolve against.
+    pub(crate) url: Url,
+    pub(crate) headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    async fn read(mut response: Response) -> Result<Self> {
+        let (status, url) = (response.status(), response.url().clone());
+        let headers = std::mem::take(response.headers_mut());
+        let body = response.bytes().await?.into();
+        Ok(Self { status, url, headers, body })
+    }
+
+    /// The body, read as JSON.
+    pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_slice(&self.body)
+            .map_err(|err| Error::decode(self.status, request_id(&self.headers), err))
+    }
 }
 
 /// Builds a [`Client`]; made by [`Client::builder`].
@@ -386,8 +441,8 @@ impl ClientBuilder {
     /// proxies or extra root certificates) instead of making one.
     ///
     /// The injected client keeps its own timeouts and user agent unless [`timeout`] or
-    /// [`user_agent`] are set here too; [`connect_timeout`] cannot be applied to it and makes
-    /// [`build`] fail.
+    /// [`user_agent`] are set here too (a `timeout` of `None` does not remove its own);
+    /// [`connect_timeout`] cannot be applied to it and makes [`build`] fail.
     ///
     /// [`timeout`]: ClientBuilder::timeout
     /// [`user_agent`]: ClientBuilder::user_agent
@@ -400,6 +455,11 @@ impl ClientBuilder {
 
     /// The longest a request may take, from sending to the end of the answer, for each attempt;
     /// `None` for no limit. Default: [`DEFAULT_TIMEOUT`](Self::DEFAULT_TIMEOUT).
+    ///
+    /// With an injected [`http_client`](Self::http_client), a duration set here replaces that
+    /// client's own timeout for this client's requests, but `None` cannot lift it: reqwest
+    /// falls back to the client's timeout for a request that sets none. Build the injected
+    /// client without a timeout for no limit at all.
     pub fn timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.timeout = Some(timeout.into());
         self
@@ -420,6 +480,11 @@ impl ClientBuilder {
 
     /// Starts with a session: tokens saved from an earlier run, or a [`TokenPair`] just issued.
     /// They are not handed to the [`TokenStore`], which is assumed to hold them already.
+    ///
+    /// The new client then owns the session: no other client may go on using the same tokens.
+    /// Both would present the one-use refresh token when it is due, and the server answers the
+    /// second use by revoking the session for both (see [`TokenStore`]). To share a session
+    /// within a process, clone the [`Client`] instead.
     pub fn tokens(mut self, tokens: impl Into<Tokens>) -> Self {
         self.tokens = Some(tokens.into());
         self
@@ -432,8 +497,10 @@ impl ClientBuilder {
     }
 
     /// How long before the access token expires it is refreshed. Default:
-    /// [`DEFAULT_REFRESH_SKEW`](Self::DEFAULT_REFRESH_SKEW). Keep it well below the token's
-    /// lifetime, or every request will refresh first.
+    /// [`DEFAULT_REFRESH_SKEW`](Self::DEFAULT_REFRESH_SKEW).
+    ///
+    /// The margin used is at most half the token's lifetime, so a skew longer than the
+    /// server's tokens live means one refresh per half-lifetime, not one before every request.
     pub fn refresh_skew(mut self, skew: Duration) -> Self {
         self.refresh_skew = skew;
         self

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
+use serde::Deserialize as _;
 
 use crate::types::{FieldError, Problem};
 
@@ -38,24 +39,33 @@ pub struct ErrorResponse {
     pub request_id: Option<String>,
     /// The whole problem document, when the body was `application/problem+json`.
     pub problem: Option<Box<Problem>>,
+    /// How long the server asked to wait before trying again (`Retry-After`), whatever the
+    /// status: Tasklane sends it with 429 and 503.
+    pub retry_after: Option<Duration>,
 }
 
 impl ErrorResponse {
     fn new(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Self {
-        let problem = serde_json::from_slice::<Problem>(body).ok().map(Box::new);
+        let problem = read_problem(status, body).map(Box::new);
         let detail = match &problem {
             Some(problem) => problem.detail.clone(),
             None => {
                 let text = String::from_utf8_lossy(body);
                 let text = text.trim();
                 if text.is_empty() {
-                    status.canonical_reason().unwrap_or("error").to_owned()
+                    reason(status).to_owned()
                 } else {
                     text.chars().take(DETAIL_MAX_CHARS).collect()
                 }
             }
         };
-        Self { status: status.as_u16(), detail, request_id: request_id(headers), problem }
+        Self {
+            status: status.as_u16(),
+            detail,
+            request_id: request_id(headers),
+            problem,
+            retry_after: retry_after(headers),
+        }
     }
 }
 
@@ -94,8 +104,13 @@ impl fmt::Display for ErrorResponse {
 pub enum Error {
     /// 401: the credentials or the access token were refused.
     ///
-    /// A request made with the client's tokens has already been through one refresh and replay
-    /// when this is returned; calls to `/auth/*` return it directly (a wrong password, say).
+    /// A request made with the client's tokens (the task routes and [`Client::me`]) has already
+    /// been through one refresh and replay when this is returned. [`Client::login`] returns it
+    /// directly for a wrong username or password; the session routes (register, login,
+    /// refresh, logout) never refresh.
+    ///
+    /// [`Client::me`]: crate::Client::me
+    /// [`Client::login`]: crate::Client::login
     #[error("unauthorized: {response}")]
     Unauthorized {
         /// The server's answer.
@@ -107,7 +122,8 @@ pub enum Error {
     /// Either the server rejected the refresh token (`response` is its answer; the client's
     /// tokens and its [`TokenStore`](crate::TokenStore) have been cleared), or the client holds
     /// no tokens: it never logged in, or it logged out, or the session ended while this request
-    /// was in flight (`response` is `None`).
+    /// was in flight (`response` is `None`; a call made without tokens is not sent at all). So
+    /// this one variant is where an application asks the user to log in.
     #[error("the session has expired; log in again")]
     SessionExpired {
         /// The server's refusal of the refresh token, when there was one.
@@ -147,7 +163,8 @@ pub enum Error {
         response: ErrorResponse,
     },
 
-    /// A 5xx status. 502, 503 and 504 are retryable; 500 is not.
+    /// A 5xx status. 502, 503 and 504 are retryable; 500 is not. A 503 may say how long to
+    /// wait ([`Error::retry_after`]).
     #[error("server error: {response}")]
     Server {
         /// The server's answer.
@@ -233,11 +250,12 @@ impl Error {
         }
     }
 
-    /// How long the server asked to wait before trying again (`Retry-After` on a 429).
+    /// How long the server asked to wait before trying again: the `Retry-After` of the answer
+    /// this error comes from (Tasklane sends it with 429 and 503).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::RateLimited { retry_after, .. } => *retry_after,
-            _ => None,
+            _ => self.response().and_then(|r| r.retry_after),
         }
     }
 
@@ -246,6 +264,11 @@ impl Error {
     ///
     /// The client already retries idempotent requests by its [`RetryPolicy`](crate::RetryPolicy);
     /// this tells what is left once those attempts are spent.
+    ///
+    /// "May succeed" is not "was not applied". A [`Timeout`](Error::Timeout) or
+    /// [`Transport`](Error::Transport) error can come after the server received the request
+    /// and acted on it, the answer being what was lost. For a POST (creating a task) sending
+    /// it again may then create a second task; list the tasks first if that matters.
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Transport { .. } | Error::Timeout { .. } | Error::RateLimited { .. } => true,
@@ -265,7 +288,7 @@ impl Error {
                 errors: response.problem.as_ref().and_then(|p| p.errors.clone()).unwrap_or_default(),
                 response: Some(response),
             },
-            429 => Error::RateLimited { retry_after: retry_after(headers), response },
+            429 => Error::RateLimited { retry_after: response.retry_after, response },
             500..=599 => Error::Server { response },
             _ => Error::Http { response },
         }
@@ -312,6 +335,35 @@ impl From<reqwest::Error> for Error {
 /// The `X-Request-Id` of a response.
 pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
     headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// A problem document (RFC 9457) read as the RFC asks, since gateways and proxies in front of
+/// the server send their own: every member is optional, and a member of the wrong type is
+/// ignored. A missing `title` is the status's reason phrase, a missing `status` the HTTP status,
+/// a missing `detail` the title. A JSON object with none of `type`, `title`, `status` and
+/// `detail` is not taken for a problem.
+fn read_problem(status: StatusCode, body: &[u8]) -> Option<Problem> {
+    let serde_json::Value::Object(members) = serde_json::from_slice(body).ok()? else { return None };
+    let text = |name: &str| members.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
+    let (kind, title, detail) = (text("type"), text("title"), text("detail"));
+    let code = members.get("status").and_then(serde_json::Value::as_u64).and_then(|c| u16::try_from(c).ok());
+    if kind.is_none() && title.is_none() && code.is_none() && detail.is_none() {
+        return None;
+    }
+    let errors = members.get("errors").and_then(|errors| Vec::<FieldError>::deserialize(errors).ok());
+    let title = title.unwrap_or_else(|| reason(status).to_owned());
+    Some(Problem {
+        kind: kind.unwrap_or_else(|| "about:blank".to_owned()),
+        detail: detail.unwrap_or_else(|| title.clone()),
+        title,
+        status: code.unwrap_or(status.as_u16()),
+        errors,
+    })
+}
+
+/// The status's reason phrase, such as `Bad Gateway`.
+fn reason(status: StatusCode) -> &'static str {
+    status.canonical_reason().unwrap_or("Error")
 }
 
 /// `Retry-After` as delay-seconds, or as an HTTP date (the delay until then).
@@ -372,6 +424,34 @@ mod tests {
         assert_eq!(err.detail(), Some("Internal Server Error"));
         assert!(!err.is_retryable());
         assert_eq!(err.to_string(), "server error: Internal Server Error (HTTP 500)");
+    }
+
+    #[test]
+    fn problems_are_read_as_rfc_9457_asks() {
+        let read = |status: StatusCode, body: &str| read_problem(status, body.as_bytes());
+        let full = read(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            r#"{"type":"about:blank","title":"Unprocessable Entity","status":422,"detail":"d",
+                "errors":[{"field":"title","message":"m"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(full.errors, Some(vec![FieldError::new("title", "m")]));
+        let bare = read(StatusCode::BAD_GATEWAY, r#"{"detail":"upstream down"}"#).unwrap();
+        assert_eq!(
+            (bare.kind.as_str(), bare.title.as_str(), bare.status, bare.detail.as_str()),
+            ("about:blank", "Bad Gateway", 502, "upstream down")
+        );
+        // Ill-typed members are ignored, not fatal.
+        let odd =
+            read(StatusCode::SERVICE_UNAVAILABLE, r#"{"title":7,"status":"x","detail":"d","errors":{}}"#)
+                .unwrap();
+        assert_eq!((odd.title.as_str(), odd.status, odd.errors), ("Service Unavailable", 503, None));
+        // Not problems: other JSON, or none.
+        for body in [r#"{"message":"nope"}"#, "[1]", "\"text\"", "<html>", ""] {
+            assert!(read(StatusCode::BAD_GATEWAY, body).is_none(), "{body}");
+        }
+        let err = Error::from_status(StatusCode::BAD_GATEWAY, &HeaderMap::new(), br#"{"message":"nope"}"#);
+        assert_eq!(err.detail(), Some(r#"{"message":"nope"}"#));
     }
 
     #[test]

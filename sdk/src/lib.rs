@@ -55,9 +55,14 @@
 //! # }
 //! ```
 //!
+//! A session belongs to one client (and its clones): two clients resumed from the same saved
+//! tokens would each use the one-use refresh token, and the server revokes a session whose
+//! refresh token is used twice.
+//!
 //! When the server refuses the refresh token (the session was logged out elsewhere, or it
 //! expired after 7 days), calls fail with [`Error::SessionExpired`] and the store is cleared:
-//! log in again.
+//! log in again. A client that holds no tokens (never logged in, or logged out) fails the same
+//! way, without sending the request.
 //!
 //! ## Listing
 //!
@@ -94,9 +99,9 @@
 //! # }
 //! ```
 //!
-//! Idempotent requests (GET, PUT, PATCH, DELETE) that fail for a passing reason (a lost
-//! connection, 502, 503, 504, or 429) are sent again after an exponential backoff with jitter,
-//! honouring the server's `Retry-After`; see [`RetryPolicy`] to change how.
+//! Idempotent requests (GET, PUT, PATCH, DELETE) that fail for a passing reason (a connection
+//! lost before or during the answer, 502, 503, 504, or 429) are sent again after an exponential
+//! backoff with jitter, honouring the server's `Retry-After`; see [`RetryPolicy`] to change how.
 //!
 //! ## Features
 //!

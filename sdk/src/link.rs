@@ -1,8 +1,8 @@
 //! Just enough of RFC 8288 (`Link` headers) to find a page's `next` and `prev` links.
 
 /// The target of the first link whose `rel` includes `rel` (ignoring ASCII case), among the
-/// values of every `Link` header of a response. Targets are returned as written: relative ones
-/// must be resolved against the URL of the request.
+/// values of every `Link` header of a response. Targets are returned as written, for the caller
+/// to resolve.
 pub(crate) fn find<'a>(values: impl IntoIterator<Item = &'a str>, rel: &str) -> Option<&'a str> {
     values
         .into_iter()

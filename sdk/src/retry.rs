@@ -8,13 +8,14 @@ use reqwest::Method;
 use crate::Error;
 
 /// How the client retries requests that failed in a way that may pass: transport errors,
-/// timeouts, 429 (honouring `Retry-After`), 502, 503 and 504.
+/// timeouts, 429, 502, 503 and 504.
 ///
 /// Between attempts it waits an exponential backoff with "full jitter" (a random delay between
 /// zero and `base_delay × 2^(retry - 1)`, capped at `max_delay`), which spreads out the clients
-/// that failed together. When the server sends `Retry-After`, that delay is used instead; one
-/// longer than `max_delay` is not waited for: the [`Error::RateLimited`] is returned, so the
-/// caller decides.
+/// that failed together. When the server sends `Retry-After` (Tasklane does with 429 and 503),
+/// that delay is used instead; one longer than `max_delay` is not waited for: the error
+/// ([`Error::RateLimited`], or [`Error::Server`] for a 503) is returned at once, with the wait
+/// in [`Error::retry_after`], so the caller decides.
 ///
 /// Only idempotent requests are retried by default: GET, PUT, PATCH, DELETE (and HEAD, OPTIONS).
 /// PATCH is not idempotent in HTTP in general, but Tasklane's PATCH sets the fields it names to

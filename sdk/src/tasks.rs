@@ -5,10 +5,10 @@ use std::pin::Pin;
 
 use futures::stream::{self, Stream, StreamExt as _, TryStreamExt as _};
 use reqwest::header::LINK;
-use reqwest::{Method, Response};
+use reqwest::Method;
 use url::Url;
 
-use crate::client::{decode, Auth, Client};
+use crate::client::{Answer, Auth, Client};
 use crate::error::request_id;
 use crate::types::{ListQuery, NewTask, Task, TaskSort, TaskStatus, TaskUpdate};
 use crate::{Error, Result};
@@ -16,7 +16,8 @@ use crate::{Error, Result};
 /// The header with the number of tasks that match a listing, across all pages.
 const TOTAL_COUNT: &str = "x-total-count";
 
-/// The logged-in user's tasks; made by [`Client::tasks`]. Every call needs a session.
+/// The logged-in user's tasks; made by [`Client::tasks`]. Every call needs a session, and
+/// fails with [`Error::SessionExpired`] without sending anything while the client has none.
 ///
 /// Requests are checked against the API's rules (lengths, page size) before they are sent, so
 /// a bad one fails with [`Error::Validation`] without a round trip.
@@ -46,7 +47,7 @@ impl<'c> Tasks<'c> {
     pub async fn create(&self, task: NewTask) -> Result<Task> {
         let task = task.validate().map_err(Error::invalid)?;
         let request = self.client.json_request(Method::POST, self.client.endpoint("tasks/"), &task);
-        decode(self.client.send(request, Auth::Bearer).await?).await
+        self.client.send(request, Auth::Bearer).await?.json()
     }
 
     /// Starts a listing (`GET /tasks/`): set filters and paging on the returned builder, then
@@ -104,7 +105,7 @@ impl<'c> Tasks<'c> {
     async fn change(&self, method: Method, id: i64, update: TaskUpdate) -> Result<Task> {
         let update = update.validate().map_err(Error::invalid)?;
         let request = self.client.json_request(method, self.url(id), &update);
-        decode(self.client.send(request, Auth::Bearer).await?).await
+        self.client.send(request, Auth::Bearer).await?.json()
     }
 
     /// Deletes a task (`DELETE /tasks/{id}`).
@@ -246,8 +247,9 @@ pub struct Page<T> {
     /// How many items match the listing across all pages (`X-Total-Count`), if the server
     /// said.
     pub total: Option<u64>,
-    /// The next page (`Link: <...>; rel="next"`), resolved against the request's URL; `None`
-    /// on the last page.
+    /// The next page (`Link: <...>; rel="next"`); `None` on the last page. A root-relative
+    /// link (`</tasks/?offset=50>`, as the server writes them) is resolved below the client's
+    /// base URL, any other against the URL of the request.
     pub next: Option<Url>,
     /// The previous page (`rel="prev"`); `None` on the first page.
     pub prev: Option<Url>,
@@ -263,36 +265,44 @@ impl<T> IntoIterator for Page<T> {
 }
 
 async fn fetch_page(client: &Client, url: Url) -> Result<Page<Task>> {
-    let response = client.send(client.request(Method::GET, url, None), Auth::Bearer).await?;
-    let (total, next, prev) = page_links(client, &response)?;
-    let items = decode(response).await?;
+    let answer = client.send(client.request(Method::GET, url, None), Auth::Bearer).await?;
+    let (total, next, prev) = page_links(client, &answer)?;
+    let items = answer.json()?;
     Ok(Page { items, total, next, prev })
 }
 
 type PageLinks = (Option<u64>, Option<Url>, Option<Url>);
 
 /// The total, next and previous page of a listing's response.
-fn page_links(client: &Client, response: &Response) -> Result<PageLinks> {
+fn page_links(client: &Client, answer: &Answer) -> Result<PageLinks> {
     let total =
-        response.headers().get(TOTAL_COUNT).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
-    Ok((total, link_target(client, response, "next")?, link_target(client, response, "prev")?))
+        answer.headers.get(TOTAL_COUNT).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+    Ok((total, link_target(client, answer, "next")?, link_target(client, answer, "prev")?))
 }
 
-/// The `rel` link of a response, resolved against the URL that was requested.
+/// The `rel` link of a response, as a URL to request.
 ///
-/// A link to another origin is an error rather than a page to follow: the client would send
-/// it the access token.
-fn link_target(client: &Client, response: &Response, rel: &str) -> Result<Option<Url>> {
-    let headers = response.headers();
+/// The server knows nothing of a proxy that serves the API under a path prefix, so it writes
+/// its links root-relative (`</tasks/?offset=50>`): such a target is an API path, joined below
+/// the base URL like every other. Any other target is resolved against the URL that was
+/// requested. A link that leads away from the base URL (another origin, or another path on the
+/// same host) is an error rather than a page to follow: the client would send it the access
+/// token.
+fn link_target(client: &Client, answer: &Answer, rel: &str) -> Result<Option<Url>> {
+    let headers = &answer.headers;
     let values = headers.get_all(LINK).iter().filter_map(|v| v.to_str().ok());
     let Some(target) = crate::link::find(values, rel) else { return Ok(None) };
-    let invalid = |why: String| Error::decode(response.status(), request_id(headers), why);
-    let url = response
-        .url()
-        .join(target)
-        .map_err(|err| invalid(format!("bad Link rel=\"{rel}\" `{target}`: {err}")))?;
-    if !client.is_same_origin(&url) {
-        return Err(invalid(format!("Link rel=\"{rel}\" leads away from the API's origin, to `{url}`")));
+    let invalid = |why: String| Error::decode(answer.status, request_id(headers), why);
+    let resolved = match target.strip_prefix('/') {
+        Some(api_path) if !api_path.starts_with('/') => client.base_url().join(api_path),
+        _ => answer.url.join(target),
+    };
+    let url = resolved.map_err(|err| invalid(format!("bad Link rel=\"{rel}\" `{target}`: {err}")))?;
+    if !client.is_below_base(&url) {
+        return Err(invalid(format!(
+            "Link rel=\"{rel}\" leads away from the API's base URL {}, to `{url}`",
+            client.base_url()
+        )));
     }
     Ok(Some(url))
 }

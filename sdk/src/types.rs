@@ -502,6 +502,11 @@ impl fmt::Display for FieldError {
 }
 
 /// An error body: `application/problem+json` (RFC 9457).
+///
+/// Tasklane's server always sends every member but `errors`. The client also reads problems
+/// from gateways and proxies in front of it, as the RFC allows them: without `title`, `status`
+/// or `detail` (they become the status's reason phrase, the HTTP status and the title), and
+/// ignoring members of the wrong type.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Problem {

@@ -1,18 +1,21 @@
 //! The SDK against the real server: started in-process on a random port, on SQLite, with short
-//! token lifetimes, so every method and an access-token expiry mid-workload run for real.
+//! token lifetimes, so every method and access tokens the server refuses run for real.
 #![cfg(feature = "client")]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use chrono::{TimeDelta, Utc};
 use futures::TryStreamExt as _;
-use tasklane::{Client, Error, MemoryTokenStore, NewTask, TaskSort, TaskStatus, TaskUpdate};
+use tasklane::{Client, Error, MemoryTokenStore, NewTask, Secret, TaskSort, TaskStatus, TaskUpdate, Tokens};
 
-/// A server on 127.0.0.1:<random port> and the number of `/auth/refresh` calls it served.
+/// A server on 127.0.0.1:<random port>, with the number of `/auth/refresh` calls it served and
+/// of the task requests it refused with 401.
 struct Server {
     url: String,
     refreshes: Arc<AtomicUsize>,
+    refused: Arc<AtomicUsize>,
     shutdown: rocket::Shutdown,
     _dir: tempfile::TempDir,
 }
@@ -25,24 +28,54 @@ impl Server {
         config.rate_limits = tasklane_server::limits::LimitSettings::off();
         configure(&mut config);
         let figment = tasklane_server::rocket_figment().merge(("port", 0)).merge(("log_level", "off"));
-        let refreshes = Arc::new(AtomicUsize::new(0));
-        let counted = refreshes.clone();
+        let (refreshes, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let counters = (refreshes.clone(), refused.clone());
         let rocket = tasklane_server::build_with(config, figment).await.unwrap().attach(
-            rocket::fairing::AdHoc::on_response("count refreshes", move |req, res| {
-                let counted = counted.clone();
+            rocket::fairing::AdHoc::on_response("count refreshes and refusals", move |req, res| {
+                let (refreshes, refused) = counters.clone();
                 Box::pin(async move {
-                    if req.uri().path() == "/auth/refresh" && res.status().code == 200 {
-                        counted.fetch_add(1, Ordering::SeqCst);
+                    let path = req.uri().path();
+                    if path == "/auth/refresh" && res.status().code == 200 {
+                        refreshes.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if path.as_str().starts_with("/tasks") && res.status().code == 401 {
+                        refused.fetch_add(1, Ordering::SeqCst);
                     }
                 })
             }),
         );
         let running = tasklane_server::spawn(rocket).await.unwrap();
-        Server { url: running.url(), refreshes, shutdown: running.shutdown, _dir: dir }
+        Server { url: running.url(), refreshes, refused, shutdown: running.shutdown, _dir: dir }
     }
 
     fn refreshes(&self) -> usize {
         self.refreshes.load(Ordering::SeqCst)
+    }
+
+    /// Task requests answered 401.
+    fn refused(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the server refuses `access_token` (at its expiry plus the server's leeway),
+    /// asking `GET /auth/me` with it every 100 ms, for 20 s at most.
+    async fn wait_until_refused(&self, access_token: &Secret) {
+        let http = tasklane::reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let answer = http
+                .get(format!("{}/auth/me", self.url))
+                .bearer_auth(access_token.expose())
+                .send()
+                .await
+                .unwrap();
+            if answer.status() == 401 {
+                return;
+            }
+            assert_eq!(answer.status(), 200);
+            assert!(Instant::now() < deadline, "the server still accepts the access token after 20 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
@@ -132,48 +165,85 @@ async fn every_sdk_method_against_the_server() {
     client.logout().await.unwrap();
     assert_eq!(store.get(), None);
     assert!(client.tokens().is_none());
+    // Without a session, calls that need one end without a round trip.
     let after = client.tasks().list().await.unwrap_err();
-    assert!(matches!(after, Error::Unauthorized { .. }), "{after:?}");
+    assert!(matches!(after, Error::SessionExpired { response: None }), "{after:?}");
     // The other session is untouched.
     assert_eq!(other.me().await.unwrap().id, me.id);
 }
 
-/// Access tokens living 2 s under a workload of 4 s: the client refreshes on its own, once per
-/// expiry however many calls are in flight, and no call fails.
+/// Access tokens living 1 s under a workload that goes on until the server itself refuses the
+/// first one (its expiry plus the server's leeway), and a lifetime beyond: every call succeeds
+/// because the client refreshed ahead of each expiry, once per half-life however many calls are
+/// in flight, and so none was refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn access_token_expiry_in_the_middle_of_a_workload() {
-    let server = Server::start(Duration::from_secs(2), |_| {}).await;
+    let server = Server::start(Duration::from_secs(1), |_| {}).await;
     let store = MemoryTokenStore::new();
     let client = Client::builder(&server.url).token_store(store.clone()).build().unwrap();
     client.register("busy", "correct horse").await.unwrap();
     let first = store.get().unwrap();
 
-    let started = std::time::Instant::now();
-    let workers = (0..16).map(|w| {
-        let client = client.clone();
-        tokio::spawn(async move {
-            let mut calls = 0;
-            while started.elapsed() < Duration::from_secs(4) {
-                let task = client.tasks().create(NewTask::new(format!("w{w}-{calls}"))).await?;
-                client.tasks().get(task.id).await?;
-                calls += 2;
-            }
-            Ok::<_, Error>(calls)
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..16)
+        .map(|w| {
+            let (client, stop) = (client.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut calls = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let task = client.tasks().create(NewTask::new(format!("w{w}-{calls}"))).await?;
+                    client.tasks().get(task.id).await?;
+                    calls += 2;
+                }
+                Ok::<_, Error>(calls)
+            })
         })
-    });
+        .collect();
+    server.wait_until_refused(first.access_token()).await;
+    let refused_after = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
     let mut calls = 0;
     for worker in workers {
         calls += worker.await.unwrap().expect("no call fails across the expiries");
     }
-    assert!(calls > 32, "the workload ran: {calls} calls");
+    let elapsed = started.elapsed().as_secs_f64();
 
-    // The token lives 2 s and the client refreshes at half-life: about one refresh a second,
-    // never one per call.
+    assert!(
+        refused_after > Duration::from_secs(1),
+        "the server refused the first token after {refused_after:?}"
+    );
+    assert_eq!(server.refused(), 0, "every refresh came before the server refused a token");
+    // 1 s tokens refreshed at half-life: about two refreshes a second, never one per call.
     let refreshes = server.refreshes();
-    assert!((2..=8).contains(&refreshes), "{refreshes} refreshes for {calls} calls");
+    assert!(refreshes as f64 >= elapsed, "{refreshes} refreshes in {elapsed:.1} s");
+    assert!(refreshes as f64 <= 3.0 * elapsed + 2.0, "{refreshes} refreshes in {elapsed:.1} s");
+    assert!(refreshes * 10 < calls, "{refreshes} refreshes for {calls} calls");
     let last = store.get().unwrap();
+    assert_ne!(last.access_token(), first.access_token(), "the workload ended on a rotated token");
     assert_ne!(last.refresh_token(), first.refresh_token(), "rotated tokens reached the store");
     assert_eq!(client.tokens(), Some(last));
+}
+
+/// A client that takes an access token for good when the server no longer does (its clock
+/// behind the server's, say): the server's 401 makes it refresh, and the call is sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_the_server_refuses_is_refreshed_and_the_call_replayed() {
+    let server = Server::start(Duration::from_secs(1), |_| {}).await;
+    let registered = Client::new(&server.url).unwrap().register("behind", "correct horse").await.unwrap();
+    // The session moves to a client that believes the access token good for another hour.
+    let stale = Tokens::new(registered.access_token().clone(), registered.refresh_token().clone())
+        .with_expires_at(Utc::now() + TimeDelta::hours(1));
+    let client = Client::builder(&server.url).tokens(stale).build().unwrap();
+    server.wait_until_refused(registered.access_token()).await;
+
+    let page = client.tasks().list().await.unwrap();
+
+    assert_eq!(page.total, Some(0));
+    assert_eq!(server.refused(), 1, "the server refused the stale token once");
+    assert_eq!(server.refreshes(), 1, "one refresh, then the call was replayed");
+    assert_ne!(client.tokens().unwrap().access_token(), registered.access_token());
 }
 
 /// A session the server no longer knows (logged out elsewhere) ends with `SessionExpired`.

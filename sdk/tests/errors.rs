@@ -210,3 +210,37 @@ async fn an_injected_http_client_is_used() {
 
     assert_eq!(client.health().await.unwrap().status, "ok");
 }
+
+#[tokio::test]
+async fn a_problem_without_title_or_status_is_still_read() {
+    // RFC 9457 makes every member optional, and says a member of the wrong type is ignored.
+    let cases = [
+        (502, json!({"detail": "upstream timed out"}), "upstream timed out", "Bad Gateway"),
+        (503, json!({"title": "Maintenance", "status": "503"}), "Maintenance", "Maintenance"),
+        (
+            504,
+            json!({"type": "https://gateway.example/timeout", "detail": 7}),
+            "Gateway Timeout",
+            "Gateway Timeout",
+        ),
+    ];
+    for (status, body, detail, title) in cases {
+        let server = MockServer::start().await;
+        Mock::given(path("/tasks/1"))
+            .respond_with(
+                ResponseTemplate::new(status).set_body_raw(body.to_string(), "application/problem+json"),
+            )
+            .mount(&server)
+            .await;
+        let client =
+            builder(&server).tokens(fresh("a0", "r0")).retry_policy(RetryPolicy::disabled()).build().unwrap();
+
+        let err = client.tasks().get(1).await.unwrap_err();
+
+        assert!(matches!(err, Error::Server { .. }), "{err:?}");
+        assert_eq!(err.detail(), Some(detail), "{body}");
+        let problem = err.response().unwrap().problem.as_deref().expect("read as a problem");
+        assert_eq!((problem.title.as_str(), problem.status), (title, status), "{body}");
+        assert_eq!(problem.detail, detail);
+    }
+}

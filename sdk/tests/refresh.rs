@@ -143,6 +143,58 @@ async fn the_jwt_exp_claim_drives_the_proactive_refresh() {
     client.tasks().get(1).await.unwrap();
 }
 
+/// `POST /auth/login` answering a JWT access token `a0` with these `iat`/`exp` (seconds from
+/// now by the local clock) and `expires_in`.
+async fn mount_login_with_clock_offset(server: &MockServer, iat: i64, exp: i64, expires_in: u64) -> String {
+    let now = Utc::now().timestamp();
+    let access = jwt(json!({"sub": "1", "iat": now + iat, "exp": now + exp, "n": "a0"}));
+    let answer = json!({"access_token": access, "refresh_token": "r0", "token_type": "bearer", "expires_in": expires_in});
+    Mock::given(method("POST"))
+        .and(path("/auth/login"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+        .expect(1)
+        .mount(server)
+        .await;
+    access
+}
+
+#[tokio::test]
+async fn a_client_clock_ahead_of_the_server_does_not_refresh_every_request() {
+    let server = MockServer::start().await;
+    // Issued 25 minutes ago and expired 10 minutes ago by the local clock, which runs fast;
+    // the server says it lives 900 s from now.
+    let access = mount_login_with_clock_offset(&server, -1500, -600, 900).await;
+    mount_refresh(&server, "r0", "a1", "r1", 0).await;
+    mount_task_for(&server, &access, 3).await;
+    let client = builder(&server).build().unwrap();
+
+    let tokens = client.login("ada", "correct horse").await.unwrap();
+
+    let left = tokens.expires_at().unwrap() - Utc::now();
+    assert!(left > TimeDelta::seconds(890) && left <= TimeDelta::seconds(900), "{left}");
+    for _ in 0..3 {
+        client.tasks().get(1).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_client_clock_behind_the_server_still_refreshes_at_half_life() {
+    let server = MockServer::start().await;
+    // Issued an hour ahead of the local clock, which runs slow; the token lives 1 s.
+    let access = mount_login_with_clock_offset(&server, 3600, 3601, 1).await;
+    mount_refresh(&server, "r0", "a1", "r1", 1).await;
+    mount_task_for(&server, &access, 0).await;
+    mount_task_for(&server, "a1", 1).await;
+    let client = builder(&server).build().unwrap();
+    client.login("ada", "correct horse").await.unwrap();
+
+    // Past half the lifetime, by the client's own clock since the answer.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    client.tasks().get(1).await.unwrap();
+
+    assert_eq!(client.tokens().unwrap().access_token().expose(), "a1");
+}
+
 #[tokio::test]
 async fn a_token_about_to_expire_is_refreshed_first_and_a_fresh_one_is_not() {
     let server = MockServer::start().await;
@@ -422,15 +474,94 @@ async fn logout_revokes_the_refresh_token_and_clears_the_store() {
 }
 
 #[tokio::test]
-async fn without_a_session_requests_go_out_without_a_token() {
+async fn forget_session_ends_the_session_locally_when_logout_fails() {
     let server = MockServer::start().await;
-    mount_refresh(&server, "r0", "a1", "r1", 0).await;
-    Mock::given(path("/tasks/1")).respond_with(problem(401, "missing token")).expect(1).mount(&server).await;
+    Mock::given(method("POST"))
+        .and(path("/auth/logout"))
+        .respond_with(problem(503, "database unavailable"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let store = RecordingStore::default();
+    let client = builder(&server).tokens(fresh("a0", "r0")).token_store(store.clone()).build().unwrap();
+
+    assert!(client.logout().await.is_err());
+    assert!(client.tokens().is_some(), "a failed logout keeps the session");
+    client.forget_session().await;
+
+    assert!(client.tokens().is_none());
+    assert_eq!(store.events(), [StoreEvent::Clear]);
+    let err = client.tasks().get(1).await.unwrap_err();
+    assert!(matches!(err, Error::SessionExpired { response: None }), "{err:?}");
+    // Without a session it only clears the store, and never calls the server.
+    client.forget_session().await;
+    assert_eq!(store.events(), [StoreEvent::Clear, StoreEvent::Clear]);
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_in_flight_does_not_bring_a_forgotten_session_back() {
+    let server = MockServer::start().await;
+    mount_slow_refresh(&server, "r0", "a1", "r1").await;
+    let store = RecordingStore::default();
+    let client = builder(&server).tokens(expired("a0", "r0")).token_store(store.clone()).build().unwrap();
+
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        async move { client.tasks().get(1).await }
+    });
+    eventually(|| async { received(&server, "/auth/refresh").await == 1 }).await;
+    client.forget_session().await;
+
+    let err = waiting.await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::SessionExpired { response: None }), "{err:?}");
+    assert!(client.tokens().is_none());
+    assert_eq!(store.events(), [StoreEvent::Clear], "the refreshed tokens are not saved");
+    assert_eq!(received(&server, "/tasks/1").await, 0);
+}
+
+#[tokio::test]
+async fn without_a_session_authenticated_calls_end_before_any_round_trip() {
+    let server = MockServer::start().await;
+    Mock::given(path("/health"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"status": "ok"})))
+        .expect(1)
+        .mount(&server)
+        .await;
     let client = builder(&server).build().unwrap();
+
+    // Never logged in: one variant to match for a login prompt, and nothing sent.
+    let errors = [
+        client.tasks().get(1).await.unwrap_err(),
+        client.tasks().list().await.unwrap_err(),
+        client.tasks().create(tasklane::NewTask::new("t")).await.unwrap_err(),
+        client.tasks().delete(1).await.unwrap_err(),
+        client.me().await.unwrap_err(),
+        client.refresh().await.unwrap_err(),
+    ];
+    for err in &errors {
+        assert!(matches!(err, Error::SessionExpired { response: None }), "{err:?}");
+        assert!(!err.is_retryable());
+    }
+    // Calls that need no session still go out.
+    assert_eq!(client.health().await.unwrap().status, "ok");
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.iter().map(|r| r.url.path()).collect::<Vec<_>>(), ["/health"]);
+}
+
+#[tokio::test]
+async fn after_logout_authenticated_calls_end_before_any_round_trip() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/auth/logout"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+    client.logout().await.unwrap();
 
     let err = client.tasks().get(1).await.unwrap_err();
 
-    assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
-    let requests = server.received_requests().await.unwrap();
-    assert!(!requests[0].headers.contains_key("authorization"));
+    assert!(matches!(err, Error::SessionExpired { response: None }), "{err:?}");
+    assert_eq!(received(&server, "/tasks/1").await, 0);
 }

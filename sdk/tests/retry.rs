@@ -130,48 +130,61 @@ async fn post_is_retried_when_the_caller_opts_in() {
     client.tasks().create(NewTask::new("twice")).await.unwrap();
 }
 
-// Paused time: the client's sleep returns at once while the clock jumps, so the test checks
-// the length of the wait without waiting. No timeouts are set, since paused time would fire
-// them while the client waits for the mock server's answer.
-#[tokio::test(start_paused = true)]
-async fn retry_after_is_honoured() {
+/// How long a GET that is answered `status` with `Retry-After: 1` once, then 200, takes.
+///
+/// On the real clock: the mock server runs on a runtime of its own, and with paused time the
+/// test's clock jumps ahead whenever the client waits for it, so a paused clock could pass the
+/// check without the client ever waiting. The policy's own backoff before the first retry is
+/// at most 1 ms, so a client that ignored the header would be done well within a second.
+async fn time_to_success_after_retry_after(status: u16) -> Duration {
     let server = MockServer::start().await;
-    mount_flaky(
-        &server,
-        "GET",
-        "/tasks/1",
-        problem(429, "slow down").insert_header("retry-after", "3"),
-        1,
-        ok_task(),
-    )
-    .await;
-    let client = Client::builder(server.uri())
-        .tokens(fresh("a0", "r0"))
-        .timeout(None)
-        .connect_timeout(None)
-        .build()
-        .unwrap();
+    let refusal = problem(status, "busy").insert_header("retry-after", "1");
+    mount_flaky(&server, "GET", "/tasks/1", refusal, 1, ok_task()).await;
+    let policy = RetryPolicy::new().base_delay(Duration::from_millis(1)).max_delay(Duration::from_secs(5));
+    let client =
+        Client::builder(server.uri()).tokens(fresh("a0", "r0")).retry_policy(policy).build().unwrap();
 
-    let start = tokio::time::Instant::now();
+    let start = std::time::Instant::now();
     client.tasks().get(1).await.unwrap();
+    start.elapsed()
+}
 
-    assert!(start.elapsed() >= Duration::from_secs(3), "{:?}", start.elapsed());
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let waited = time_to_success_after_retry_after(429).await;
+    assert!(waited >= Duration::from_secs(1), "retried after {waited:?}, before the 1 s asked for");
+    // Generous for a loaded machine, but no second wait nor a misread header.
+    assert!(waited < Duration::from_millis(2500), "retried after {waited:?}");
+}
+
+#[tokio::test]
+async fn retry_after_on_a_503_is_honoured() {
+    let waited = time_to_success_after_retry_after(503).await;
+    assert!(waited >= Duration::from_secs(1), "retried after {waited:?}, before the 1 s asked for");
+    assert!(waited < Duration::from_millis(2500), "retried after {waited:?}");
 }
 
 #[tokio::test]
 async fn a_retry_after_beyond_the_longest_delay_is_returned_to_the_caller() {
-    let server = MockServer::start().await;
-    Mock::given(path("/tasks/1"))
-        .respond_with(problem(429, "slow down").insert_header("retry-after", "120"))
-        .expect(1)
-        .mount(&server)
-        .await;
-    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+    for status in [429, 503] {
+        let server = MockServer::start().await;
+        Mock::given(path("/tasks/1"))
+            .respond_with(problem(status, "come back later").insert_header("retry-after", "120"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
 
-    let err = client.tasks().get(1).await.unwrap_err();
+        let err = client.tasks().get(1).await.unwrap_err();
 
-    assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
-    assert_eq!(err.retry_after(), Some(Duration::from_secs(120)));
+        let variant_ok = match status {
+            429 => matches!(err, Error::RateLimited { .. }),
+            _ => matches!(err, Error::Server { .. }),
+        };
+        assert!(variant_ok, "{err:?}");
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(120)), "{status}");
+        assert_eq!(err.response().unwrap().retry_after, Some(Duration::from_secs(120)), "{status}");
+    }
 }
 
 #[tokio::test]
@@ -187,10 +200,97 @@ async fn dropped_connections_are_retried() {
             drop(socket);
         }
     });
-    let client = Client::builder(format!("http://{address}")).retry_policy(fast_retries()).build().unwrap();
+    let client = Client::builder(format!("http://{address}"))
+        .tokens(fresh("a0", "r0"))
+        .retry_policy(fast_retries())
+        .build()
+        .unwrap();
 
     let err = client.tasks().get(1).await.unwrap_err();
 
     assert!(matches!(err, Error::Transport { .. }), "{err:?}");
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+/// A server that answers its `n`th connection with `answers[n]` (the last one for any further
+/// connection), after reading the request, then closes it; and how many it accepted.
+async fn scripted_server(answers: Vec<String>) -> (String, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let answer = answers[n.min(answers.len() - 1)].clone();
+            tokio::spawn(async move {
+                // The request's head, then its body, so that closing does not reset the
+                // connection under unread bytes.
+                let mut request = Vec::new();
+                let mut buf = [0; 4096];
+                let head_end = loop {
+                    let read = socket.read(&mut buf).await.unwrap();
+                    assert!(read > 0, "the client closed before sending its request");
+                    request.extend_from_slice(&buf[..read]);
+                    if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break at + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&request[..head_end]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length:"))
+                    .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+                while request.len() < head_end + length {
+                    let read = socket.read(&mut buf).await.unwrap();
+                    request.extend_from_slice(&buf[..read]);
+                }
+                socket.write_all(answer.as_bytes()).await.unwrap();
+                socket.shutdown().await.unwrap();
+            });
+        }
+    });
+    (url, accepted)
+}
+
+/// A 200 whose head promises more body than is sent before the connection closes.
+fn cut_short(status: &str) -> String {
+    let body = task(1, "one").to_string();
+    let half = &body[..body.len() / 2];
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{half}",
+        body.len()
+    )
+}
+
+fn whole(status: &str) -> String {
+    let body = task(1, "one").to_string();
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn a_body_cut_short_is_retried_for_idempotent_requests() {
+    let (url, accepted) = scripted_server(vec![cut_short("200 OK"), whole("200 OK")]).await;
+    let client = Client::builder(url).tokens(fresh("a0", "r0")).retry_policy(fast_retries()).build().unwrap();
+
+    let task = client.tasks().get(1).await.unwrap();
+
+    assert_eq!(task.id, 1);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_body_cut_short_is_not_retried_for_post() {
+    let (url, accepted) = scripted_server(vec![cut_short("201 Created"), whole("201 Created")]).await;
+    let client = Client::builder(url).tokens(fresh("a0", "r0")).retry_policy(fast_retries()).build().unwrap();
+
+    let err = client.tasks().create(NewTask::new("once")).await.unwrap_err();
+
+    assert!(matches!(err, Error::Transport { .. }), "{err:?}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "the task may exist: not created twice");
 }

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use futures::TryStreamExt as _;
 use serde_json::{json, Value};
-use tasklane::{Error, NewTask, TaskSort, TaskStatus, TaskUpdate};
+use tasklane::{Client, Error, NewTask, TaskSort, TaskStatus, TaskUpdate};
 use wiremock::matchers::{body_json, header, method, path, query_param, query_param_is_missing};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -231,4 +231,107 @@ async fn a_link_to_another_origin_is_refused() {
 
     assert!(matches!(err, Error::Decode { .. }), "{err:?}");
     assert!(std::error::Error::source(&err).unwrap().to_string().contains("elsewhere.example"));
+}
+
+/// One page of `/api/tasks/` at `offset`, linking to the next page as the server does: by a
+/// root-relative path that knows nothing of the `/api` prefix a proxy serves it under.
+async fn mount_prefixed_page(
+    server: &MockServer,
+    offset: &str,
+    ids: std::ops::RangeInclusive<i64>,
+    next: Option<&str>,
+) {
+    let mut answer = ResponseTemplate::new(200).insert_header("x-total-count", "2").set_body_json(tasks(ids));
+    if let Some(next) = next {
+        answer =
+            answer.insert_header("link", format!(r#"</tasks/?limit=1&offset={next}>; rel="next""#).as_str());
+    }
+    Mock::given(method("GET"))
+        .and(path("/api/tasks/"))
+        .and(query_param("offset", offset))
+        .respond_with(answer)
+        .expect(2)
+        .mount(server)
+        .await;
+}
+
+#[tokio::test]
+async fn root_relative_links_resolve_below_a_base_url_with_a_path() {
+    let server = MockServer::start().await;
+    mount_prefixed_page(&server, "0", 1..=1, Some("1")).await;
+    mount_prefixed_page(&server, "1", 2..=2, None).await;
+    let client = Client::builder(format!("{}/api/", server.uri()))
+        .retry_policy(fast_retries())
+        .tokens(fresh("a0", "r0"))
+        .build()
+        .unwrap();
+
+    let first = client.tasks().list().limit(1).offset(0).await.unwrap();
+    assert_eq!(
+        first.next.as_ref().unwrap().as_str(),
+        format!("{}/api/tasks/?limit=1&offset=1", server.uri())
+    );
+    let second = client.tasks().next_page(&first).await.unwrap().expect("a second page");
+    assert_eq!(second.items.iter().map(|t| t.id).collect::<Vec<_>>(), [2]);
+    let all: Vec<_> = client.tasks().list().limit(1).offset(0).stream().try_collect().await.unwrap();
+    assert_eq!(all.iter().map(|t| t.id).collect::<Vec<_>>(), [1, 2]);
+
+    // Nothing, and no token, went to the host's other paths.
+    for request in server.received_requests().await.unwrap() {
+        assert!(request.url.path().starts_with("/api/"), "{}", request.url);
+    }
+}
+
+#[tokio::test]
+async fn absolute_links_must_stay_below_the_base_url() {
+    let server = MockServer::start().await;
+    let uri = server.uri();
+    Mock::given(path("/api/tasks/"))
+        .and(query_param("offset", "0"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("link", format!(r#"<{uri}/api/tasks/?offset=1>; rel="next""#).as_str())
+                .set_body_json(tasks(1..=1)),
+        )
+        .mount(&server)
+        .await;
+    // Same host and port, but another application's path.
+    Mock::given(path("/api/tasks/"))
+        .and(query_param("offset", "1"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("link", format!(r#"<{uri}/other-app/tasks/?offset=2>; rel="next""#).as_str())
+                .set_body_json(tasks(2..=2)),
+        )
+        .mount(&server)
+        .await;
+    let client = Client::builder(format!("{uri}/api")).tokens(fresh("a0", "r0")).build().unwrap();
+
+    let first = client.tasks().list().offset(0).await.unwrap();
+    assert_eq!(first.next.unwrap().as_str(), format!("{uri}/api/tasks/?offset=1"));
+    let err = client.tasks().list().offset(1).await.unwrap_err();
+    assert!(matches!(err, Error::Decode { .. }), "{err:?}");
+    assert!(std::error::Error::source(&err).unwrap().to_string().contains("other-app"), "{err:?}");
+}
+
+#[tokio::test]
+async fn network_path_links_are_not_taken_for_api_paths() {
+    // `//host/..` (and `/\host/..`, which URL parsers read alike) name another host.
+    for target in [r"//elsewhere.example/tasks/", r"/\elsewhere.example/tasks/"] {
+        let server = MockServer::start().await;
+        Mock::given(path("/api/tasks/"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .insert_header("link", format!(r#"<{target}>; rel="next""#).as_str())
+                    .set_body_json(tasks(1..=1)),
+            )
+            .mount(&server)
+            .await;
+        let client =
+            Client::builder(format!("{}/api/", server.uri())).tokens(fresh("a0", "r0")).build().unwrap();
+
+        let err = client.tasks().list().await.unwrap_err();
+
+        assert!(matches!(err, Error::Decode { .. }), "{target}: {err:?}");
+    }
 }
