@@ -284,7 +284,8 @@ fn page_links(client: &Client, answer: &Answer) -> Result<PageLinks> {
 ///
 /// The server knows nothing of a proxy that serves the API under a path prefix, so it writes
 /// its links root-relative (`</tasks/?offset=50>`): such a target is an API path, joined below
-/// the base URL like every other. Any other target is resolved against the URL that was
+/// the base URL like every other, unless it starts with the base URL's path already (a proxy
+/// that rewrites links wrote the prefix in). Any other target is resolved against the URL that was
 /// requested. A link that leads away from the base URL (another origin, or another path on the
 /// same host) is an error rather than a page to follow: the client would send it the access
 /// token.
@@ -294,6 +295,8 @@ fn link_target(client: &Client, answer: &Answer, rel: &str) -> Result<Option<Url
     let Some(target) = crate::link::find(values, rel) else { return Ok(None) };
     let invalid = |why: String| Error::decode(answer.status, request_id(headers), why);
     let resolved = match target.strip_prefix('/') {
+        // A proxy that rewrites links may have written the prefix in already.
+        Some(_) if target.starts_with(client.base_url().path()) => answer.url.join(target),
         Some(api_path) if !api_path.starts_with('/') => client.base_url().join(api_path),
         _ => answer.url.join(target),
     };

@@ -283,6 +283,23 @@ async fn root_relative_links_resolve_below_a_base_url_with_a_path() {
 }
 
 #[tokio::test]
+async fn root_relative_links_that_carry_the_prefix_are_taken_as_they_are() {
+    // A proxy that rewrites the server's links to include its prefix.
+    let server = MockServer::start().await;
+    Mock::given(path("/api/tasks/"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("link", r#"</api/tasks/?limit=1&offset=1>; rel="next""#)
+                .set_body_json(tasks(1..=1)),
+        )
+        .mount(&server)
+        .await;
+    let client = Client::builder(format!("{}/api/", server.uri())).tokens(fresh("a0", "r0")).build().unwrap();
+    let first = client.tasks().list().limit(1).await.unwrap();
+    assert_eq!(first.next.unwrap().as_str(), format!("{}/api/tasks/?limit=1&offset=1", server.uri()));
+}
+
+#[tokio::test]
 async fn absolute_links_must_stay_below_the_base_url() {
     let server = MockServer::start().await;
     let uri = server.uri();
