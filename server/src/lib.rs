@@ -148,7 +148,8 @@ pub async fn build_with(config: Config, figment: Figment) -> Result<Rocket<Build
             .collect();
     let cors = cors(&state.config)?;
     let rocket = match cors {
-        Some(cors) => rocket.attach(cors),
+        // `CorsFront` must see each request before rocket_cors does.
+        Some(cors) => rocket.attach(CorsFront).attach(cors).attach(CorsBack),
         None => rocket,
     };
     Ok(rocket
@@ -162,6 +163,60 @@ pub async fn build_with(config: Config, figment: Figment) -> Result<Rocket<Build
         // them first and differently.
         .attach(rocket::shield::Shield::new())
         .manage(state))
+}
+
+/// Where rocket_cors mounts the route it sends refused requests to (`GET /cors/<status>`).
+const CORS_ERROR_ROUTES: &str = "/cors";
+
+/// Runs before rocket_cors's fairing, for two edges of it. For an `Origin` header that does
+/// not parse, its request fairing sends the request to its error route as a 400, then its
+/// response fairing fails to parse the header again and sets the status to 500 under the 400
+/// body: the header's fault is kept here (with its detail for the 400) for [`CorsBack`] to put
+/// the status right. And that error route answers any client that asks for it (`/cors/0` as
+/// a 500): a request for it is sent to it as a 404.
+struct CorsFront;
+
+/// Runs after rocket_cors's fairing: see [`CorsFront`].
+struct CorsBack;
+
+/// The request's `Origin` header does not parse.
+struct BadOrigin(bool);
+
+#[rocket::async_trait]
+impl rocket::fairing::Fairing for CorsFront {
+    fn info(&self) -> rocket::fairing::Info {
+        rocket::fairing::Info { name: "CORS front", kind: rocket::fairing::Kind::Request }
+    }
+
+    async fn on_request(&self, req: &mut rocket::Request<'_>, _: &mut rocket::Data<'_>) {
+        use std::str::FromStr;
+        let path = req.uri().path().as_str();
+        if path == CORS_ERROR_ROUTES || path.starts_with(&format!("{CORS_ERROR_ROUTES}/")) {
+            if let Ok(uri) = rocket::http::uri::Origin::parse_owned(format!("{CORS_ERROR_ROUTES}/404")) {
+                req.set_method(rocket::http::Method::Get);
+                req.set_uri(uri);
+            }
+        } else if let Some(origin) = req.headers().get_one("Origin") {
+            if rocket_cors::headers::Origin::from_str(origin).is_err() {
+                let detail = format!("the Origin header is not a web origin: {origin:?}");
+                error::ApiError::BadRequest(detail).stash(req);
+                req.local_cache(|| BadOrigin(true));
+            }
+        }
+    }
+}
+
+#[rocket::async_trait]
+impl rocket::fairing::Fairing for CorsBack {
+    fn info(&self) -> rocket::fairing::Info {
+        rocket::fairing::Info { name: "CORS back", kind: rocket::fairing::Kind::Response }
+    }
+
+    async fn on_response<'r>(&self, req: &'r rocket::Request<'_>, res: &mut rocket::Response<'r>) {
+        if req.local_cache(|| BadOrigin(false)).0 {
+            res.set_status(rocket::http::Status::BadRequest);
+        }
+    }
 }
 
 /// CORS for the configured browser origins (rocket_cors): bearer tokens, no cookies, so no
@@ -190,6 +245,7 @@ fn cors(config: &Config) -> Result<Option<rocket_cors::Cors>, StartError> {
         allow_credentials: false,
         // Browsers cap it anyway (Chromium at 2 h); an hour saves most preflights.
         max_age: Some(3600),
+        fairing_route_base: CORS_ERROR_ROUTES.to_owned(),
         ..Default::default()
     };
     options

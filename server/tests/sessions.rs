@@ -479,6 +479,21 @@ async fn cors_follows_the_configured_origins() {
     assert_eq!(foreign.status().code, 403);
     assert_eq!(foreign.content_type().map(|c| c.to_string()).as_deref(), Some("application/problem+json"));
     drop(foreign);
+
+    // An Origin that is not a URL is the client's mistake: 400 problem JSON, the status line
+    // and the body agreeing.
+    for bad in ["not a url", "https://", "http://[::1"] {
+        let res = app.client.get("/health").header(Header::new("Origin", bad)).dispatch().await;
+        let status = res.status().code;
+        let body: Value = serde_json::from_str(&res.into_string().await.unwrap()).unwrap();
+        assert_eq!((status, body["status"].clone()), (400, json!(400)), "{bad}: {body}");
+        assert!(body["detail"].as_str().unwrap().contains("Origin"), "{body}");
+    }
+    // rocket_cors's error route is not part of the API.
+    for path in ["/cors/0", "/cors/200", "/cors/400"] {
+        let res = app.client.get(path).dispatch().await;
+        assert_eq!(res.status().code, 404, "{path}");
+    }
     app.finish().await;
 
     // Not configured: no CORS headers at all.
