@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt as _};
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use reqwest::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -240,10 +240,18 @@ impl Client {
     }
 
     /// A request with this client's headers and, if given, a JSON body.
+    ///
+    /// Each call gets an `X-Request-Id` of its own (32 random hex digits), sent again with every
+    /// attempt of that call (retries, and the replay after a refresh), so the server's access
+    /// lines of one call share it, and an error the server answered names it
+    /// ([`Error::request_id`](crate::Error::request_id)).
     pub(crate) fn request(&self, method: Method, url: Url, json: Option<Vec<u8>>) -> Request {
         let mut request = Request::new(method, url);
         let headers = request.headers_mut();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let id = format!("{:032x}", rand::random::<u128>());
+        headers
+            .insert(HeaderName::from_static("x-request-id"), HeaderValue::from_str(&id).expect("hex digits"));
         if let Some(user_agent) = &self.inner.user_agent {
             headers.insert(USER_AGENT, user_agent.clone());
         }

@@ -48,6 +48,30 @@ async fn gets_are_retried_on_502_503_504_and_429() {
 }
 
 #[tokio::test]
+async fn every_attempt_of_a_call_carries_the_same_request_id_and_calls_differ() {
+    let server = MockServer::start().await;
+    mount_flaky(&server, "GET", "/tasks/1", problem(503, "busy"), 2, ok_task()).await;
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+    client.tasks().get(1).await.unwrap();
+    Mock::given(method("GET")).and(path("/tasks/2")).respond_with(problem(404, "no")).mount(&server).await;
+    let err = client.tasks().get(2).await.unwrap_err();
+
+    let ids: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.headers.get("x-request-id").expect("an X-Request-Id").to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    assert!(ids.iter().all(|id| id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit())), "{ids:?}");
+    assert!(ids[0] == ids[1] && ids[1] == ids[2], "one call, three attempts: {ids:?}");
+    assert_ne!(ids[2], ids[3], "another call");
+    // The error names the id the server answered with.
+    assert_eq!(err.request_id(), Some("req-404"));
+}
+
+#[tokio::test]
 async fn put_patch_and_delete_are_retried() {
     let server = MockServer::start().await;
     mount_flaky(&server, "PUT", "/tasks/1", problem(503, "busy"), 1, ok_task()).await;
