@@ -87,13 +87,20 @@ pub const SHUTDOWN_MERCY_SECS: u32 = 2;
 pub fn rocket_figment() -> Figment {
     use rocket::figment::providers::{Env, Format, Toml};
     use rocket::figment::Profile;
+    let operators = || {
+        Figment::new()
+            .merge(Toml::file(Env::var_or("ROCKET_CONFIG", "Rocket.toml")).nested())
+            .merge(Env::prefixed("ROCKET_").ignore(&["PROFILE"]).global())
+            .select(Profile::from_env_or("ROCKET_PROFILE", rocket::Config::DEFAULT_PROFILE))
+    };
     let figment = Figment::from(rocket::Config::default())
         .merge(("shutdown.grace", SHUTDOWN_GRACE_SECS))
         .merge(("shutdown.mercy", SHUTDOWN_MERCY_SECS))
-        .merge(Toml::file(Env::var_or("ROCKET_CONFIG", "Rocket.toml")).nested())
-        .merge(Env::prefixed("ROCKET_").ignore(&["PROFILE"]).global())
-        .select(Profile::from_env_or("ROCKET_PROFILE", rocket::Config::DEFAULT_PROFILE));
-    if std::env::var_os("ROCKET_IP_HEADER").is_some() {
+        .merge(operators());
+    // Rocket's default trusts `X-Real-IP`, which any client can send, and the per-address
+    // limits key on what it gives: off unless the operator names a header (in the environment
+    // or Rocket.toml).
+    if operators().contains("ip_header") {
         figment
     } else {
         figment.merge(("ip_header", false))

@@ -16,7 +16,8 @@ const USAGE: &str = "usage: tasklane-server [migrate | healthcheck]
 
   (no argument)  apply migrations, then serve the API
   migrate        apply migrations and exit
-  healthcheck    exit 0 if the server on ROCKET_PORT (default 8000) answers /health
+  healthcheck    exit 0 if the server answers /health where Rocket's settings put it
+                 (ROCKET_ADDRESS, ROCKET_PORT or Rocket.toml; default 127.0.0.1:8000)
 
 Settings come from the environment and a .env file: DATABASE_URL, REDIS_URL, SECRET_KEY,
 ACCESS_TOKEN_EXPIRE_MINUTES, REFRESH_TOKEN_EXPIRE_MINUTES, REFRESH_TOKEN_ROTATION,
@@ -43,8 +44,18 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if command.as_deref() == Some("healthcheck") {
-        let port = std::env::var("ROCKET_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8000);
-        return match tasklane_server::ops::probe(port, std::time::Duration::from_secs(3)) {
+        // Where the server listens, read as the server reads it (environment, Rocket.toml).
+        let rocket = match tasklane_server::rocket_figment().extract::<rocket::Config>() {
+            Ok(rocket) => rocket,
+            Err(e) => return fail(e),
+        };
+        let address = match rocket.address {
+            std::net::IpAddr::V4(any) if any.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(any) if any.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+            given => given,
+        };
+        let listener = std::net::SocketAddr::new(address, rocket.port);
+        return match tasklane_server::ops::probe(listener, std::time::Duration::from_secs(3)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         };

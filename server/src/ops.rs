@@ -45,9 +45,8 @@ async fn ready(state: &State<AppState>) -> ApiResult<Json<HealthStatus>> {
 
 /// `tasklane-server healthcheck`: asks a running server's `/health` over plain HTTP/1.1, for a
 /// container `HEALTHCHECK` without curl in the image. Bounded by `timeout` in all.
-pub fn probe(port: u16, timeout: std::time::Duration) -> Result<(), String> {
+pub fn probe(addr: std::net::SocketAddr, timeout: std::time::Duration) -> Result<(), String> {
     use std::io::{Read, Write};
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream =
         std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
     stream

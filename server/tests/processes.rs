@@ -594,3 +594,73 @@ async fn an_empty_rust_log_keeps_the_default_filter() {
     }
     server.stop().await;
 }
+
+/// Rocket's settings in `Rocket.toml` are the server's: `tasklane-server healthcheck` probes the
+/// port given there, and an `ip_header` given there is trusted for the per-address limits (it
+/// is off only when no one names one).
+#[tokio::test]
+async fn rocket_toml_settings_hold_for_the_healthcheck_and_the_client_address() {
+    let secret = secret();
+    let config_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let toml = config_dir.path().join("Rocket.toml");
+    std::fs::write(&toml, format!("[default]\nport = {port}\nip_header = \"X-Real-IP\"\n")).unwrap();
+    let toml = toml.to_str().unwrap();
+    let settings = [
+        ("SECRET_KEY", secret.as_str()),
+        ("ROCKET_CONFIG", toml),
+        ("RATE_LIMIT_ACCOUNT_PER_MINUTE", "0"),
+        ("RATE_LIMIT_ADDRESS_PER_MINUTE", "1"),
+    ];
+    // The harness sets ROCKET_PORT itself; this one must come from the file.
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tasklane-server"))
+        .env_clear()
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        .envs(settings)
+        .env("ROCKET_ADDRESS", "127.0.0.1")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start tasklane-server");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http.get(format!("{base}/health")).send().await.is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "exited at start");
+        assert!(Instant::now() < deadline, "no /health on the port of Rocket.toml");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let healthcheck = |settings: &[(&str, &str)]| {
+        Command::new(env!("CARGO_BIN_EXE_tasklane-server"))
+            .arg("healthcheck")
+            .env_clear()
+            .current_dir(dir.path())
+            .envs(settings.iter().copied())
+            .output()
+            .expect("run tasklane-server healthcheck")
+    };
+    let probed = healthcheck(&[("ROCKET_CONFIG", toml)]);
+    assert!(probed.status.success(), "{}", String::from_utf8_lossy(&probed.stderr));
+    let elsewhere = free_port().to_string();
+    let probed = healthcheck(&[("ROCKET_CONFIG", toml), ("ROCKET_PORT", elsewhere.as_str())]);
+    assert_eq!(probed.status.code(), Some(1), "nothing listens on {elsewhere}");
+
+    // One attempt a minute per address, the address being X-Real-IP's.
+    let login = |address: &'static str| {
+        http.post(format!("{base}/auth/login"))
+            .header("X-Real-IP", address)
+            .json(&json!({"username": "nobody", "password": "wrong horse"}))
+            .send()
+    };
+    assert_eq!(login("192.0.2.1").await.unwrap().status(), 401);
+    assert_eq!(login("192.0.2.2").await.unwrap().status(), 401, "another address, another budget");
+    assert_eq!(login("192.0.2.1").await.unwrap().status(), 429);
+
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(child.wait().unwrap().success());
+}

@@ -332,7 +332,8 @@ async fn unreachable_database_at_start_is_a_prompt_error() {
 async fn healthcheck_probe_tells_live_from_dead() {
     let server = TestServer::start(Backend::Sqlite).await.unwrap();
     let port: u16 = server.base.rsplit(':').next().unwrap().parse().unwrap();
-    let probe = move || tasklane_server::ops::probe(port, Duration::from_secs(3));
+    let listener = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let probe = move || tasklane_server::ops::probe(listener, Duration::from_secs(3));
     tokio::task::spawn_blocking(probe).await.unwrap().expect("live server is healthy");
     server.stop().await;
     let err = tokio::task::spawn_blocking(probe).await.unwrap().expect_err("stopped server is not");
