@@ -1,5 +1,6 @@
-//! Pipelined reads on PostgreSQL: the task reads (`GET /tasks/`, `GET /tasks/{id}`) go over a
-//! few connections that many requests share at once, instead of one pooled connection each.
+//! Pipelined reads on PostgreSQL: the task reads (`GET /tasks/`, `GET /tasks/{id}`) and the user
+//! lookup by id (`/auth/me`, each refresh) go over a few connections that many requests share
+//! at once, instead of one pooled connection each.
 //!
 //! Why: on the list benchmark a pooled connection carries one statement at a time, so every
 //! request pays a full round trip of its own: the server writes, wakes a PostgreSQL backend,

@@ -372,12 +372,25 @@ pub(super) fn unavailable_code(code: &str) -> bool {
         || matches!(code, "57014" | "53300" | "55000" | "3D000")
 }
 
+const GET_USER_SQL: &str = "SELECT id, username, created_at FROM users WHERE id = $1";
+
 const GET_TASK_SQL: &str =
     "SELECT id, user_id, title, description, status, created_at, updated_at FROM tasks WHERE id = $1 AND user_id = $2";
 
 /// A column of a tokio-postgres row that does not decode as expected.
 fn pg_decode_err(err: tokio_postgres::Error) -> StoreError {
     StoreError::Internal(err.to_string())
+}
+
+impl UserRow {
+    /// A row of tokio-postgres (the pipelined reads), columns in [`GET_USER_SQL`] order.
+    fn from_pg(row: &tokio_postgres::Row) -> Result<Self, StoreError> {
+        Ok(UserRow {
+            id: row.try_get(0).map_err(pg_decode_err)?,
+            username: row.try_get(1).map_err(pg_decode_err)?,
+            created_at: row.try_get(2).map_err(pg_decode_err)?,
+        })
+    }
 }
 
 impl TaskRow {
@@ -610,14 +623,24 @@ macro_rules! impl_sql_store {
             }
 
             async fn get_user(&self, id: i64) -> Result<Option<User>, StoreError> {
-                let mut conn = self.pool.get().await?;
-                let result =
-                    bounded(sqlx::query_as("SELECT id, username, created_at FROM users WHERE id = $1")
-                        .bind(id)
-                        .fetch_optional(conn.conn())
-                    ).await;
-                let row: Option<UserRow> = conn.settle(result)?;
-                Ok(row.map(User::from))
+                let pooled = async {
+                    let mut conn = self.pool.get().await?;
+                    let result = bounded(sqlx::query_as(GET_USER_SQL).bind(id).fetch_optional(conn.conn())).await;
+                    let row: Option<UserRow> = conn.settle(result)?;
+                    Ok(row.map(User::from))
+                };
+                match &self.reads {
+                    // A read like the task reads (`/auth/me`, and every refresh), so it goes the
+                    // same way.
+                    Some(reads) => {
+                        let pipelined = async {
+                            let rows = reads.query(GET_USER_SQL, &[&id]).await?;
+                            rows.first().map(|row| UserRow::from_pg(row).map(User::from)).transpose()
+                        };
+                        reads.hedged(pipelined, pooled).await
+                    }
+                    None => pooled.await,
+                }
             }
 
             async fn create_task(
