@@ -9,7 +9,7 @@
 //! answers, and the backend reads and answers them in batches: fewer system calls and wake-ups
 //! on both sides for the same statements. Measured at 64 concurrent list requests on two cores
 //! (bench/RESULTS.md), the server served 19–52 % more list requests per second than the pool in
-//! the harness runs (+37 % in the latest, 23,835 against 17,421), with less CPU per request on
+//! the harness runs (+33 % in the latest, 18,900 against 14,214), with less CPU per request on
 //! both sides. sqlx, which the rest of the store uses, cannot share a connection between
 //! statements in flight.
 //!
