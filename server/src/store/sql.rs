@@ -87,11 +87,12 @@ impl SqliteStore {
         // `sqlite::memory:` is one database shared by the connections of these options (sqlx
         // names it and opens it in shared-cache mode) for as long as one of them is open.
         let in_memory = crate::config::DatabaseUrl::Sqlite(url.to_owned()).sqlite_file().is_none();
-        let keep_alive = match in_memory {
-            true => Some(Arc::new(std::sync::Mutex::new(
+        let keep_alive = if in_memory {
+            Some(Arc::new(std::sync::Mutex::new(
                 sqlx::ConnectOptions::connect(&options).await.map_err(map_err)?,
-            ))),
-            false => None,
+            )))
+        } else {
+            None
         };
         migrate::<Sqlite>(options.clone(), sqlx::migrate!("../migrations/sqlite")).await?;
         let writes = SqlPool::new(options.clone(), 1)?;
@@ -124,6 +125,22 @@ impl<C: Connection + 'static> SqlStore<C> {
     /// and readers, which WAL lets run beside the writer, keep the other connections.
     async fn writer(&self) -> Result<Conn<C>, StoreError> {
         self.writes.as_ref().unwrap_or(&self.pool).get().await
+    }
+
+    /// A read: over the pipelined connections, hedged to the pool (see `pipeline.rs`), when
+    /// there are any; else on the pool.
+    async fn read<'a, T, F>(
+        &'a self,
+        pipelined: impl FnOnce(&'a Pipelines) -> F,
+        pooled: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        match &self.reads {
+            Some(reads) => reads.hedged(pipelined(reads), pooled).await,
+            None => pooled.await,
+        }
     }
 }
 
@@ -322,8 +339,6 @@ struct CredentialsRow {
     password_hash: String,
 }
 
-/// The [`StoreError`] of a sqlx error: 503 for a backend that does not answer, 409 for a
-/// uniqueness rule, 500 for the rest.
 /// One use of a pooled connection, bounded by [`BACKEND_TIMEOUT`]. Waiting for, opening and
 /// testing a connection are bounded by the pool; this bounds the statements once it is ours, so
 /// a database that stops answering (a network partition, a frozen host) gets a 503 after the
@@ -341,6 +356,8 @@ async fn bounded<T>(
     })
 }
 
+/// The [`StoreError`] of a sqlx error: 503 for a backend that does not answer, 409 for a
+/// uniqueness rule, 401 for a foreign key (the user is gone), 500 for the rest.
 pub(super) fn map_err(err: sqlx::Error) -> StoreError {
     match &err {
         sqlx::Error::PoolTimedOut
@@ -598,8 +615,8 @@ macro_rules! impl_sql_store {
                 .bind(username)
                 .bind(password_hash)
                 .bind(now)
-                .fetch_one(conn.conn())
-                    ).await;
+                .fetch_one(conn.conn()))
+                .await;
                 let id: i64 = conn.settle(result)?;
                 Ok(User { id, username: username.to_owned(), created_at: now })
             }
@@ -616,8 +633,8 @@ macro_rules! impl_sql_store {
                     "SELECT id, username, created_at, password_hash FROM users WHERE lower(username) = lower($1)",
                 )
                 .bind(username)
-                .fetch_optional(conn.conn())
-                    ).await;
+                .fetch_optional(conn.conn()))
+                .await;
                 let row: Option<CredentialsRow> = conn.settle(result)?;
                 Ok(row.map(|r| UserCredentials { user: r.user.into(), password_hash: r.password_hash }))
             }
@@ -629,18 +646,15 @@ macro_rules! impl_sql_store {
                     let row: Option<UserRow> = conn.settle(result)?;
                     Ok(row.map(User::from))
                 };
-                match &self.reads {
-                    // A read like the task reads (`/auth/me`, and every refresh), so it goes the
-                    // same way.
-                    Some(reads) => {
-                        let pipelined = async {
-                            let rows = reads.query(GET_USER_SQL, &[&id]).await?;
-                            rows.first().map(|row| UserRow::from_pg(row).map(User::from)).transpose()
-                        };
-                        reads.hedged(pipelined, pooled).await
-                    }
-                    None => pooled.await,
-                }
+                // A read like the task reads (`/auth/me`, and every refresh): the same way.
+                self.read(
+                    |reads| async move {
+                        let rows = reads.query(GET_USER_SQL, &[&id]).await?;
+                        rows.first().map(|row| UserRow::from_pg(row).map(User::from)).transpose()
+                    },
+                    pooled,
+                )
+                .await
             }
 
             async fn create_task(
@@ -659,18 +673,16 @@ macro_rules! impl_sql_store {
                 .bind(&task.description)
                 .bind(task.status.unwrap_or_default().as_str())
                 .bind(now)
-                .fetch_one(conn.conn())
-                    ).await;
+                .fetch_one(conn.conn()))
+                .await;
                 let row: TaskRow = conn.settle(result)?;
                 row.try_into()
             }
 
             async fn list_tasks(&self, user_id: i64, filter: &TaskFilter) -> Result<(Vec<Task>, u64), StoreError> {
                 let pooled = async { self.list_with(&mut self.pool.get().await?, user_id, filter).await };
-                match &self.reads {
-                    Some(reads) => reads.hedged(self.list_with(&mut PipelinedReads(reads), user_id, filter), pooled).await,
-                    None => pooled.await,
-                }
+                self.read(|reads| async move { self.list_with(&mut PipelinedReads(reads), user_id, filter).await }, pooled)
+                    .await
             }
 
             async fn get_task(&self, user_id: i64, id: i64) -> Result<Option<Task>, StoreError> {
@@ -681,16 +693,14 @@ macro_rules! impl_sql_store {
                     let row: Option<TaskRow> = conn.settle(result)?;
                     row.map(Task::try_from).transpose()
                 };
-                match &self.reads {
-                    Some(reads) => {
-                        let pipelined = async {
-                            let rows = reads.query(GET_TASK_SQL, &[&id, &user_id]).await?;
-                            rows.first().map(|row| TaskRow::from_pg(row)?.try_into()).transpose()
-                        };
-                        reads.hedged(pipelined, pooled).await
-                    }
-                    None => pooled.await,
-                }
+                self.read(
+                    |reads| async move {
+                        let rows = reads.query(GET_TASK_SQL, &[&id, &user_id]).await?;
+                        rows.first().map(|row| TaskRow::from_pg(row)?.try_into()).transpose()
+                    },
+                    pooled,
+                )
+                .await
             }
 
             async fn update_task(
@@ -717,8 +727,8 @@ macro_rules! impl_sql_store {
                 .bind(update.description.clone().flatten())
                 .bind(update.status.map(|s| s.as_str()))
                 .bind(now)
-                .fetch_optional(conn.conn())
-                    ).await;
+                .fetch_optional(conn.conn()))
+                .await;
                 let row: Option<TaskRow> = conn.settle(result)?;
                 row.map(Task::try_from).transpose()
             }
@@ -728,8 +738,8 @@ macro_rules! impl_sql_store {
                 let result = bounded(sqlx::query("DELETE FROM tasks WHERE id = $1 AND user_id = $2")
                     .bind(id)
                     .bind(user_id)
-                    .execute(conn.conn())
-                    ).await;
+                    .execute(conn.conn()))
+                .await;
                 let done = conn.settle(result)?;
                 Ok(done.rows_affected() > 0)
             }
@@ -789,8 +799,8 @@ macro_rules! impl_sql_store {
                         .execute(&mut *tx)
                         .await?;
                     tx.commit().await
-                }
-                ).await;
+                })
+                .await;
                 conn.settle(result)
             }
 
@@ -838,8 +848,8 @@ macro_rules! impl_sql_store {
                         .await?;
                     tx.commit().await?;
                     Ok(Rotation::Rotated)
-                }
-                ).await;
+                })
+                .await;
                 conn.settle(result)
             }
 
@@ -852,8 +862,8 @@ macro_rules! impl_sql_store {
                 .bind(jti)
                 .bind(family)
                 .bind(super::now())
-                .fetch_optional(conn.conn())
-                ).await;
+                .fetch_optional(conn.conn()))
+                .await;
                 Ok(conn.settle(result)?.is_some())
             }
 
