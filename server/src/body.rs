@@ -48,11 +48,12 @@ impl<'r, T: DeserializeOwned> FromData<'r> for JsonBody<T> {
 async fn parse<T: DeserializeOwned>(req: &Request<'_>, data: Data<'_>) -> Result<T, ApiError> {
     if let Some(raw) = req.headers().get_one("Content-Type") {
         // Rocket reads a header that does not parse as no type at all; that is not JSON either.
-        let json = req.content_type().is_some_and(|ct| {
+        let parsed = req.content_type();
+        let json = parsed.is_some_and(|ct| {
             ct.is_json() || (ct.top() == "application" && ct.sub().as_str().ends_with("+json"))
         });
         if !json {
-            let named = req.content_type().map_or_else(|| raw.to_owned(), |ct| ct.media_type().to_string());
+            let named = parsed.map_or_else(|| raw.to_owned(), |ct| ct.media_type().to_string());
             return Err(ApiError::UnsupportedMediaType(format!(
                 "the body must be application/json, not {named:?}"
             )));

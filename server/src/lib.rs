@@ -87,20 +87,19 @@ pub const SHUTDOWN_MERCY_SECS: u32 = 2;
 pub fn rocket_figment() -> Figment {
     use rocket::figment::providers::{Env, Format, Toml};
     use rocket::figment::Profile;
-    let operators = || {
-        Figment::new()
-            .merge(Toml::file(Env::var_or("ROCKET_CONFIG", "Rocket.toml")).nested())
-            .merge(Env::prefixed("ROCKET_").ignore(&["PROFILE"]).global())
-            .select(Profile::from_env_or("ROCKET_PROFILE", rocket::Config::DEFAULT_PROFILE))
-    };
-    let figment = Figment::from(rocket::Config::default())
-        .merge(("shutdown.grace", SHUTDOWN_GRACE_SECS))
-        .merge(("shutdown.mercy", SHUTDOWN_MERCY_SECS))
-        .merge(operators());
+    let operators = Figment::new()
+        .merge(Toml::file(Env::var_or("ROCKET_CONFIG", "Rocket.toml")).nested())
+        .merge(Env::prefixed("ROCKET_").ignore(&["PROFILE"]).global())
+        .select(Profile::from_env_or("ROCKET_PROFILE", rocket::Config::DEFAULT_PROFILE));
     // Rocket's default trusts `X-Real-IP`, which any client can send, and the per-address
     // limits key on what it gives: off unless the operator names a header (in the environment
     // or Rocket.toml).
-    if operators().contains("ip_header") {
+    let names_ip_header = operators.contains("ip_header");
+    let figment = Figment::from(rocket::Config::default())
+        .merge(("shutdown.grace", SHUTDOWN_GRACE_SECS))
+        .merge(("shutdown.mercy", SHUTDOWN_MERCY_SECS))
+        .merge(operators);
+    if names_ip_header {
         figment
     } else {
         figment.merge(("ip_header", false))
@@ -197,8 +196,8 @@ impl rocket::fairing::Fairing for CorsFront {
 
     async fn on_request(&self, req: &mut rocket::Request<'_>, _: &mut rocket::Data<'_>) {
         use std::str::FromStr;
-        let path = req.uri().path().as_str();
-        if path == CORS_ERROR_ROUTES || path.starts_with(&format!("{CORS_ERROR_ROUTES}/")) {
+        let rest = req.uri().path().as_str().strip_prefix(CORS_ERROR_ROUTES);
+        if rest.is_some_and(|rest| rest.is_empty() || rest.starts_with('/')) {
             if let Ok(uri) = rocket::http::uri::Origin::parse_owned(format!("{CORS_ERROR_ROUTES}/404")) {
                 req.set_method(rocket::http::Method::Get);
                 req.set_uri(uri);

@@ -181,7 +181,7 @@ async fn refresh(
         // session intact, rather than after, with the new token lost.
         if state.stores.store.get_user(user_id).await?.is_none() {
             refresh.revoke_family(family).await?;
-            return Err(user_gone());
+            return Err(StoreError::UserGone.into());
         }
         if !state.config.refresh_token_rotation {
             // Compatibility mode: the same refresh token keeps working until it expires or logout.
@@ -239,11 +239,6 @@ async fn me(state: &State<AppState>, user: AuthUser) -> ApiResult<Json<User>> {
     match state.stores.store.get_user(user.id).await? {
         Some(found) => Ok(Json(found)),
         // A valid token for a user who no longer exists: the credentials are no good.
-        None => Err(user_gone()),
+        None => Err(StoreError::UserGone.into()),
     }
-}
-
-/// A valid token of a user who no longer exists.
-fn user_gone() -> ApiError {
-    ApiError::Unauthorized(crate::store::StoreError::UserGone.to_string())
 }
