@@ -72,18 +72,26 @@ async fn redis_outage_is_503_for_sessions_only_and_recovers() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn postgres_restart_under_load_is_503_then_recovers() {
-    let Some(pg) = PrivatePostgres::start() else { return };
+/// A `tasklane` database on `pg`, and the server's settings for it: reads pipelined (the
+/// default), a pool of `max_connections`, limits off.
+async fn config_on(pg: &PrivatePostgres, max_connections: u32) -> Config {
     let mut admin = sqlx::PgConnection::connect(&pg.admin_url()).await.unwrap();
     sqlx::query("CREATE DATABASE tasklane").execute(&mut admin).await.unwrap();
+    admin.close().await.unwrap();
     let mut config = Config::sqlite("unused.db");
     config.database_url =
         DatabaseUrl::Postgres(format!("postgres://postgres@127.0.0.1:{}/tasklane", pg.port));
     config.secret_key = SecretKey::Given(SECRET.to_vec());
-    config.database_max_connections = 8;
+    config.database_max_connections = max_connections;
     config.database_read_pipelines = 2;
     config.rate_limits = LimitSettings::off();
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_restart_under_load_is_503_then_recovers() {
+    let Some(pg) = PrivatePostgres::start() else { return };
+    let config = config_on(&pg, 8).await;
     let server = Arc::new(TestServer::with_config(config, None).await);
     let http = reqwest::Client::new();
     let (status, pair) = post(
@@ -175,16 +183,7 @@ async fn postgres_restart_under_load_is_503_then_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_that_stops_answering_is_503_within_the_timeout_not_a_hang() {
     let Some(pg) = PrivatePostgres::start() else { return };
-    let mut admin = sqlx::PgConnection::connect(&pg.admin_url()).await.unwrap();
-    sqlx::query("CREATE DATABASE tasklane").execute(&mut admin).await.unwrap();
-    drop(admin);
-    let mut config = Config::sqlite("unused.db");
-    config.database_url =
-        DatabaseUrl::Postgres(format!("postgres://postgres@127.0.0.1:{}/tasklane", pg.port));
-    config.secret_key = SecretKey::Given(SECRET.to_vec());
-    config.database_max_connections = 4;
-    config.database_read_pipelines = 2;
-    config.rate_limits = LimitSettings::off();
+    let config = config_on(&pg, 4).await;
     let server = TestServer::with_config(config, None).await;
     // Far above what the server may take, so a hang fails the test instead of stalling it.
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
