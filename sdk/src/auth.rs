@@ -441,7 +441,7 @@ impl Session {
                     if err.is_panic() {
                         std::panic::resume_unwind(err.into_panic());
                     }
-                    Err(Error::Transport { source: Arc::new(err) })
+                    Err(Error::Transport { request_id: None, source: Arc::new(err) })
                 }
             }
         }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use url::Url;
 
 use crate::auth::{Session, TokenStore, Tokens};
-use crate::error::request_id;
+use crate::error::{request_id, REQUEST_ID};
 use crate::retry::RetryPolicy;
 use crate::tasks::Tasks;
 use crate::types::{Credentials, HealthStatus, RefreshRequest, Secret, TokenPair, User};
@@ -250,8 +250,7 @@ impl Client {
         let headers = request.headers_mut();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         let id = format!("{:032x}", rand::random::<u128>());
-        headers
-            .insert(HeaderName::from_static("x-request-id"), HeaderValue::from_str(&id).expect("hex digits"));
+        headers.insert(HeaderName::from_static(REQUEST_ID), HeaderValue::from_str(&id).expect("hex digits"));
         if let Some(user_agent) = &self.inner.user_agent {
             headers.insert(USER_AGENT, user_agent.clone());
         }
@@ -321,9 +320,11 @@ impl Client {
         if let Some(tokens) = tokens {
             request.headers_mut().insert(AUTHORIZATION, bearer_header(tokens.access_token())?);
         }
-        let response = self.inner.http.execute(request).await?;
+        let sent_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let unanswered = |err| Error::unanswered(err, sent_id.clone());
+        let response = self.inner.http.execute(request).await.map_err(unanswered)?;
         if response.status().is_success() {
-            Answer::read(response).await
+            Answer::read(response).await.map_err(unanswered)
         } else {
             Err(Error::from_response(response).await)
         }
@@ -377,7 +378,7 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
-    async fn read(mut response: Response) -> Result<Self> {
+    async fn read(mut response: Response) -> reqwest::Result<Self> {
         let (status, url) = (response.status(), response.url().clone());
         let headers = std::mem::take(response.headers_mut());
         let body = response.bytes().await?.into();

@@ -21,7 +21,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub type BoxError = Arc<dyn StdError + Send + Sync + 'static>;
 
 /// The header that names a request in the server's logs.
-const REQUEST_ID: &str = "x-request-id";
+pub(crate) const REQUEST_ID: &str = "x-request-id";
 
 /// Longest piece of a non-JSON error body kept as the [`ErrorResponse::detail`].
 const DETAIL_MAX_CHARS: usize = 512;
@@ -156,9 +156,9 @@ pub enum Error {
 
     /// 429: too many requests.
     #[error("rate limited: {response}")]
+    ///
+    /// How long the server asked to wait is [`Error::retry_after`].
     RateLimited {
-        /// How long the server asked to wait (`Retry-After`), if it said.
-        retry_after: Option<Duration>,
         /// The server's answer.
         response: ErrorResponse,
     },
@@ -181,6 +181,9 @@ pub enum Error {
     /// The connect or request timeout elapsed.
     #[error("the request timed out")]
     Timeout {
+        /// The `X-Request-Id` the client sent with the request, to look for it in the server's
+        /// logs: the server may have received it even though no answer came back.
+        request_id: Option<String>,
         /// The underlying error, usually a [`reqwest::Error`].
         source: BoxError,
     },
@@ -188,6 +191,9 @@ pub enum Error {
     /// The request did not complete: DNS, connection, TLS or I/O failure.
     #[error("the request could not be completed")]
     Transport {
+        /// The `X-Request-Id` the client sent with the request, when it got as far as being
+        /// built (see [`Error::Timeout`]).
+        request_id: Option<String>,
         /// The underlying error, usually a [`reqwest::Error`].
         source: BoxError,
     },
@@ -220,10 +226,13 @@ impl Error {
         }
     }
 
-    /// The `X-Request-Id` of the answer this error comes from, if any.
+    /// The `X-Request-Id` of the request this error comes from: the server's answer's, or, when
+    /// no answer came ([`Error::Timeout`], [`Error::Transport`]), the one the client sent.
     pub fn request_id(&self) -> Option<&str> {
         match self {
-            Error::Decode { request_id, .. } => request_id.as_deref(),
+            Error::Decode { request_id, .. }
+            | Error::Timeout { request_id, .. }
+            | Error::Transport { request_id, .. } => request_id.as_deref(),
             _ => self.response().and_then(|r| r.request_id.as_deref()),
         }
     }
@@ -253,10 +262,7 @@ impl Error {
     /// How long the server asked to wait before trying again: the `Retry-After` of the answer
     /// this error comes from (Tasklane sends it with 429 and 503).
     pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Error::RateLimited { retry_after, .. } => *retry_after,
-            _ => self.response().and_then(|r| r.retry_after),
-        }
+        self.response().and_then(|r| r.retry_after)
     }
 
     /// Whether the same request may succeed if sent again later: transport failures, timeouts,
@@ -288,7 +294,7 @@ impl Error {
                 errors: response.problem.as_ref().and_then(|p| p.errors.clone()).unwrap_or_default(),
                 response: Some(response),
             },
-            429 => Error::RateLimited { retry_after: response.retry_after, response },
+            429 => Error::RateLimited { response },
             500..=599 => Error::Server { response },
             _ => Error::Http { response },
         }
@@ -324,10 +330,17 @@ impl Error {
 
 impl From<reqwest::Error> for Error {
     fn from(error: reqwest::Error) -> Self {
+        Error::unanswered(error, None)
+    }
+}
+
+impl Error {
+    /// A request that got no (whole) answer, sent with the `X-Request-Id` `request_id`.
+    pub(crate) fn unanswered(error: reqwest::Error, request_id: Option<String>) -> Self {
         if error.is_timeout() {
-            Error::Timeout { source: Arc::new(error) }
+            Error::Timeout { request_id, source: Arc::new(error) }
         } else {
-            Error::Transport { source: Arc::new(error) }
+            Error::Transport { request_id, source: Arc::new(error) }
         }
     }
 }

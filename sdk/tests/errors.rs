@@ -35,7 +35,7 @@ async fn every_error_status_becomes_its_variant_with_detail_and_request_id() {
             409 => matches!(err, Error::Conflict { .. }),
             422 => matches!(err, Error::Validation { .. }),
             429 => {
-                matches!(err, Error::RateLimited { retry_after: Some(d), .. } if d == Duration::from_secs(7))
+                matches!(err, Error::RateLimited { .. }) && err.retry_after() == Some(Duration::from_secs(7))
             }
             500 | 503 => matches!(err, Error::Server { .. }),
             _ => matches!(err, Error::Http { .. }),
@@ -119,6 +119,9 @@ async fn an_unreachable_server_is_a_retryable_transport_error() {
     assert!(matches!(err, Error::Transport { .. }), "{err:?}");
     assert!(err.is_retryable());
     assert_eq!(err.status(), None);
+    // No answer came: the id is the one the client made for the call.
+    let id = err.request_id().expect("the id that was sent");
+    assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
 }
 
 #[tokio::test]
@@ -138,6 +141,12 @@ async fn a_slow_answer_is_a_timeout() {
 
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
     assert!(err.is_retryable());
+    // The server got the request: the error names the id it was sent with.
+    let received = server.received_requests().await.unwrap();
+    let sent: Vec<_> =
+        received.iter().map(|r| r.headers.get("x-request-id").unwrap().to_str().unwrap()).collect();
+    assert!(!sent.is_empty());
+    assert_eq!(err.request_id(), sent.last().copied());
 }
 
 #[tokio::test]
