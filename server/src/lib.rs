@@ -154,8 +154,7 @@ pub async fn build_with(config: Config, figment: Figment) -> Result<Rocket<Build
             .collect();
     let cors = cors(&state.config)?;
     let rocket = match cors {
-        // `CorsFront` must see each request before rocket_cors does.
-        Some(cors) => rocket.attach(CorsFront).attach(cors).attach(CorsBack),
+        Some(cors) => rocket.attach(cors),
         None => rocket,
     };
     Ok(rocket
@@ -174,68 +173,115 @@ pub async fn build_with(config: Config, figment: Figment) -> Result<Rocket<Build
 /// Where rocket_cors mounts the route it sends refused requests to (`GET /cors/<status>`).
 const CORS_ERROR_ROUTES: &str = "/cors";
 
-/// Runs before rocket_cors's fairing, for two edges of it. For an `Origin` header that does
-/// not parse, its request fairing sends the request to its error route as a 400, then its
-/// response fairing fails to parse the header again and sets the status to 500 under the 400
-/// body: the header's fault is kept here (with its detail for the 400) for [`CorsBack`] to put
-/// the status right. And that error route answers any client that asks for it (`/cors/0` as
-/// a 500): a request for it is sent to it as a 404.
-struct CorsFront;
+/// CORS for the configured browser origins: rocket_cors, shown only the requests that are its
+/// business.
+///
+/// rocket_cors refuses (403) any request whose `Origin` is not listed, but a browser sends
+/// `Origin` with a page's own POST, PUT, PATCH and DELETE too: with origins configured, Swagger
+/// UI at `/docs` and every other same-origin page could no longer write. And it takes any
+/// OPTIONS with an `Origin` for a preflight (400 without `Access-Control-Request-Method`). So
+/// it sees the requests from a listed origin (preflights and actual requests) and nothing else;
+/// other requests go on as if they carried no `Origin`: they get no CORS headers, and the
+/// browser keeps a cross-origin page from reading the answer, as the protocol intends.
+///
+/// Around it: an `Origin` that does not parse is a 400 (sent to rocket_cors's error route, with
+/// its detail); a request for that error route itself is sent to it as a 404, since the route
+/// answers anyone who asks (`/cors/0` as a 500); and a preflight answered with no route found
+/// loses the 405's `Allow` and problem content type that rocket_cors leaves on its 204.
+struct Cors {
+    inner: rocket_cors::Cors,
+    /// The listed origins, serialized as rocket_cors compares them; `None` for `*`.
+    allowed: Option<std::collections::HashSet<String>>,
+}
 
-/// Runs after rocket_cors's fairing: see [`CorsFront`].
-struct CorsBack;
+/// Whether rocket_cors handles the request (see [`Cors`]).
+struct CorsHandled(bool);
 
-/// The request's `Origin` header does not parse.
-struct BadOrigin(bool);
-
-#[rocket::async_trait]
-impl rocket::fairing::Fairing for CorsFront {
-    fn info(&self) -> rocket::fairing::Info {
-        rocket::fairing::Info { name: "CORS front", kind: rocket::fairing::Kind::Request }
+impl Cors {
+    /// Sends `req` to rocket_cors's error route for `status`.
+    fn route_to_error(req: &mut rocket::Request<'_>, status: u16) {
+        if let Ok(uri) = rocket::http::uri::Origin::parse_owned(format!("{CORS_ERROR_ROUTES}/{status}")) {
+            req.set_method(rocket::http::Method::Get);
+            req.set_uri(uri);
+        }
     }
 
-    async fn on_request(&self, req: &mut rocket::Request<'_>, _: &mut rocket::Data<'_>) {
-        use std::str::FromStr;
-        let rest = req.uri().path().as_str().strip_prefix(CORS_ERROR_ROUTES);
-        if rest.is_some_and(|rest| rest.is_empty() || rest.starts_with('/')) {
-            if let Ok(uri) = rocket::http::uri::Origin::parse_owned(format!("{CORS_ERROR_ROUTES}/404")) {
-                req.set_method(rocket::http::Method::Get);
-                req.set_uri(uri);
-            }
-        } else if let Some(origin) = req.headers().get_one("Origin") {
-            if rocket_cors::headers::Origin::from_str(origin).is_err() {
-                let detail = format!("the Origin header is not a web origin: {origin:?}");
-                error::ApiError::BadRequest(detail).stash(req);
-                req.local_cache(|| BadOrigin(true));
-            }
-        }
+    /// Whether rocket_cors is to handle `req` (its `Origin` parsed as `origin`).
+    fn handles(&self, req: &rocket::Request<'_>, origin: &rocket_cors::headers::Origin) -> bool {
+        let listed = self.allowed.as_ref().is_none_or(|allowed| allowed.contains(&origin.to_string()));
+        let not_a_preflight = req.method() == rocket::http::Method::Options
+            && req.headers().get_one("Access-Control-Request-Method").is_none();
+        listed && !not_a_preflight
     }
 }
 
 #[rocket::async_trait]
-impl rocket::fairing::Fairing for CorsBack {
+impl rocket::fairing::Fairing for Cors {
     fn info(&self) -> rocket::fairing::Info {
-        rocket::fairing::Info { name: "CORS back", kind: rocket::fairing::Kind::Response }
+        use rocket::fairing::Kind;
+        rocket::fairing::Info { name: "CORS", kind: Kind::Ignite | Kind::Request | Kind::Response }
+    }
+
+    async fn on_ignite(&self, rocket: Rocket<Build>) -> rocket::fairing::Result {
+        self.inner.on_ignite(rocket).await
+    }
+
+    async fn on_request(&self, req: &mut rocket::Request<'_>, data: &mut rocket::Data<'_>) {
+        use std::str::FromStr;
+        let rest = req.uri().path().as_str().strip_prefix(CORS_ERROR_ROUTES);
+        let handled = if rest.is_some_and(|rest| rest.is_empty() || rest.starts_with('/')) {
+            Self::route_to_error(req, 404);
+            false
+        } else if let Some(origin) = req.headers().get_one("Origin") {
+            match rocket_cors::headers::Origin::from_str(origin) {
+                Ok(origin) => self.handles(req, &origin),
+                Err(_) => {
+                    let detail = format!("the Origin header is not a web origin: {origin:?}");
+                    error::ApiError::BadRequest(detail).stash(req);
+                    Self::route_to_error(req, 400);
+                    false
+                }
+            }
+        } else {
+            false
+        };
+        if handled {
+            self.inner.on_request(req, data).await;
+        }
+        req.local_cache(|| CorsHandled(handled));
     }
 
     async fn on_response<'r>(&self, req: &'r rocket::Request<'_>, res: &mut rocket::Response<'r>) {
-        if req.local_cache(|| BadOrigin(false)).0 {
-            res.set_status(rocket::http::Status::BadRequest);
+        if !req.local_cache(|| CorsHandled(false)).0 {
+            return;
+        }
+        self.inner.on_response(req, res).await;
+        if req.method() == rocket::http::Method::Options && res.status() == rocket::http::Status::NoContent {
+            res.remove_header("Allow");
+            res.remove_header("Content-Type");
         }
     }
 }
 
 /// CORS for the configured browser origins (rocket_cors): bearer tokens, no cookies, so no
 /// credentials mode; the paging and request-id headers are exposed to scripts.
-fn cors(config: &Config) -> Result<Option<rocket_cors::Cors>, StartError> {
+fn cors(config: &Config) -> Result<Option<Cors>, StartError> {
     use rocket_cors::{AllowedHeaders, AllowedOrigins, CorsOptions};
+    use std::str::FromStr;
     if config.cors_allowed_origins.is_empty() {
         return Ok(None);
     }
-    let allowed_origins = if config.cors_allowed_origins.iter().any(|o| o == "*") {
-        AllowedOrigins::all()
+    let invalid = |e: String| StartError::Config(config::ConfigError::new("CORS_ALLOWED_ORIGINS", e));
+    let (allowed_origins, allowed) = if config.cors_allowed_origins.iter().any(|o| o == "*") {
+        (AllowedOrigins::all(), None)
     } else {
-        AllowedOrigins::some_exact(&config.cors_allowed_origins)
+        let allowed = config
+            .cors_allowed_origins
+            .iter()
+            .map(|o| rocket_cors::headers::Origin::from_str(o).map(|o| o.to_string()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| invalid(e.to_string()))?;
+        (AllowedOrigins::some_exact(&config.cors_allowed_origins), Some(allowed))
     };
     let options = CorsOptions {
         allowed_origins,
@@ -254,10 +300,8 @@ fn cors(config: &Config) -> Result<Option<rocket_cors::Cors>, StartError> {
         fairing_route_base: CORS_ERROR_ROUTES.to_owned(),
         ..Default::default()
     };
-    options
-        .to_cors()
-        .map(Some)
-        .map_err(|e| StartError::Config(config::ConfigError::new("CORS_ALLOWED_ORIGINS", e.to_string())))
+    let inner = options.to_cors().map_err(|e| invalid(e.to_string()))?;
+    Ok(Some(Cors { inner, allowed }))
 }
 
 #[get("/docs")]
