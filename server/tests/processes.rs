@@ -35,21 +35,33 @@ impl ServerProcess {
     /// name one, `RUST_LOG=warn`: nothing is inherited, so a developer's `DATABASE_URL` or `ROCKET_*` cannot leak in) and waits
     /// until it answers `/health`.
     async fn start(settings: &[(&str, &str)]) -> ServerProcess {
-        let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        Self::spawn(settings, port, true).await
+    }
+
+    /// Like [`ServerProcess::start`], for settings that give the server its port themselves
+    /// (in a `Rocket.toml`): `ROCKET_PORT` is left unset and `/health` awaited on `port`.
+    async fn start_configured(settings: &[(&str, &str)], port: u16) -> ServerProcess {
+        Self::spawn(settings, port, false).await
+    }
+
+    async fn spawn(settings: &[(&str, &str)], port: u16, set_port: bool) -> ServerProcess {
+        let dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tasklane-server"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tasklane-server"));
+        command
             .env_clear()
             .current_dir(dir.path())
             .env("RUST_LOG", "warn")
             .envs(settings.iter().copied())
             .env("ROCKET_ADDRESS", "127.0.0.1")
-            .env("ROCKET_PORT", port.to_string())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start tasklane-server");
+            .stderr(log);
+        if set_port {
+            command.env("ROCKET_PORT", port.to_string());
+        }
+        let child = command.spawn().expect("start tasklane-server");
         let mut server = ServerProcess { child, port, dir };
         let http = reqwest::Client::new();
         // Migrations and the argon2 warm-up come first; a debug build on a busy machine is slow.
@@ -612,34 +624,15 @@ async fn rocket_toml_settings_hold_for_the_healthcheck_and_the_client_address() 
         ("RATE_LIMIT_ACCOUNT_PER_MINUTE", "0"),
         ("RATE_LIMIT_ADDRESS_PER_MINUTE", "1"),
     ];
-    // The harness sets ROCKET_PORT itself; this one must come from the file.
-    let dir = tempfile::tempdir().unwrap();
-    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tasklane-server"))
-        .env_clear()
-        .current_dir(dir.path())
-        .env("RUST_LOG", "warn")
-        .envs(settings)
-        .env("ROCKET_ADDRESS", "127.0.0.1")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start tasklane-server");
-    let base = format!("http://127.0.0.1:{port}");
+    // The port must come from the file.
+    let server = ServerProcess::start_configured(&settings, port).await;
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http.get(format!("{base}/health")).send().await.is_err() {
-        assert!(child.try_wait().unwrap().is_none(), "exited at start");
-        assert!(Instant::now() < deadline, "no /health on the port of Rocket.toml");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     let healthcheck = |settings: &[(&str, &str)]| {
         Command::new(env!("CARGO_BIN_EXE_tasklane-server"))
             .arg("healthcheck")
             .env_clear()
-            .current_dir(dir.path())
+            .current_dir(server.dir.path())
             .envs(settings.iter().copied())
             .output()
             .expect("run tasklane-server healthcheck")
@@ -652,7 +645,7 @@ async fn rocket_toml_settings_hold_for_the_healthcheck_and_the_client_address() 
 
     // One attempt a minute per address, the address being X-Real-IP's.
     let login = |address: &'static str| {
-        http.post(format!("{base}/auth/login"))
+        http.post(server.url("/auth/login"))
             .header("X-Real-IP", address)
             .json(&json!({"username": "nobody", "password": "wrong horse"}))
             .send()
@@ -661,6 +654,5 @@ async fn rocket_toml_settings_hold_for_the_healthcheck_and_the_client_address() 
     assert_eq!(login("192.0.2.2").await.unwrap().status(), 401, "another address, another budget");
     assert_eq!(login("192.0.2.1").await.unwrap().status(), 429);
 
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(child.wait().unwrap().success());
+    server.stop().await;
 }
