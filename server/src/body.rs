@@ -22,11 +22,10 @@ use crate::error::ApiError;
 /// Up to 65,536 bytes are read; a larger body is 413, and one that has not arrived within
 /// [`BODY_READ_TIMEOUT`] is 408 (Rocket 0.5 sets no read deadline of its own, so a client that
 /// stops sending would hold its request forever). A `Content-Type` other than JSON, or one that
-/// does not parse, is 415 (a missing one is taken as JSON, as the service Tasklane replaces
-/// did). Bad syntax is 400;
-/// a well-formed body of the wrong shape (not an object, unknown field, wrong type, bad enum
-/// value, a nested object or array: every body of this API is a flat object) is 422 and names
-/// the field.
+/// does not parse, or a charset other than UTF-8, is 415 (a missing one is taken as JSON, as
+/// the service Tasklane replaces did). Bad syntax is 400; a well-formed body of the wrong shape
+/// (not an object, unknown field, a field given twice, wrong type, bad enum value, a nested
+/// object or array: every body of this API is a flat object) is 422 and names the field.
 pub struct JsonBody<T>(pub T);
 
 /// How long a request body may take to arrive: 64 KiB in 10 s is 6.4 KB/s, well below any
@@ -58,6 +57,15 @@ async fn parse<T: DeserializeOwned>(req: &Request<'_>, data: Data<'_>) -> Result
                 "the body must be application/json, not {named:?}"
             )));
         }
+        // JSON is UTF-8 (RFC 8259); a body declared in another charset would be misread.
+        let charset = parsed.and_then(|ct| ct.param("charset")).map(|c| c.trim_matches('"'));
+        if let Some(charset) =
+            charset.filter(|c| !c.eq_ignore_ascii_case("utf-8") && !c.eq_ignore_ascii_case("utf8"))
+        {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "the body must be UTF-8 JSON, not charset {charset:?}"
+            )));
+        }
     }
     let bytes = tokio::time::timeout(BODY_READ_TIMEOUT, data.open(BODY_MAX_BYTES.bytes()).into_bytes())
         .await
@@ -83,6 +91,11 @@ async fn parse<T: DeserializeOwned>(req: &Request<'_>, data: Data<'_>) -> Result
     let Some(object) = json.as_object() else {
         return Err(ApiError::invalid("body", "must be a JSON object"));
     };
+    // A key given twice is ambiguous (RFC 8259: names SHOULD be unique); a map keeps only the
+    // last one, where another reader of the same body (a proxy, a log) may take the first.
+    if let Some(key) = serde_json::from_slice::<Keys>(&bytes).ok().and_then(Keys::repeated) {
+        return Err(ApiError::invalid(key, "given more than once"));
+    }
     let nested = object.iter().find(|(_, v)| v.is_object() || v.is_array()).map(|(k, _)| k.clone());
     let value = serde_path_to_error::deserialize(json).map_err(|err| {
         let field = match err.path().to_string().as_str() {
@@ -96,6 +109,37 @@ async fn parse<T: DeserializeOwned>(req: &Request<'_>, data: Data<'_>) -> Result
         return Err(ApiError::invalid(field, "must be a string, a number, a boolean or null"));
     }
     Ok(value)
+}
+
+/// The keys of a JSON object, in order, repeats included.
+struct Keys(Vec<String>);
+
+impl Keys {
+    /// The first key given again.
+    fn repeated(self) -> Option<String> {
+        let mut seen = std::collections::HashSet::with_capacity(self.0.len());
+        self.0.into_iter().find(|key| !seen.insert(key.clone()))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Keys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Keys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
+                let mut keys = Vec::new();
+                while let Some((key, serde::de::IgnoredAny)) = map.next_entry::<String, _>()? {
+                    keys.push(key);
+                }
+                Ok(Keys(keys))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
 }
 
 // serde names an unknown or missing field in the message ("unknown field `x`, expected ...",

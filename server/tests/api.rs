@@ -507,6 +507,44 @@ async fn framework_errors_are_problem_json(app: &TestApp) {
         let detail = res.problem(415)["detail"].as_str().unwrap().to_owned();
         assert!(detail.contains(unparsable), "{detail}");
     }
+    // JSON is UTF-8: another declared charset is refused, UTF-8 in any spelling is read.
+    let res = app
+        .send_raw(
+            "POST",
+            "/tasks/",
+            Some(&t),
+            Some("application/json; charset=utf-16"),
+            br#"{"title":"x"}"#.to_vec(),
+        )
+        .await;
+    assert!(res.problem(415)["detail"].as_str().unwrap().contains("utf-16"), "{}", res.text);
+    for utf8 in ["application/json; charset=UTF-8", "application/json;charset=\"utf-8\""] {
+        let res =
+            app.send_raw("POST", "/tasks/", Some(&t), Some(utf8), br#"{"title":"utf8"}"#.to_vec()).await;
+        assert_eq!(res.status, 201, "{utf8}: {}", res.text);
+    }
+    // A key given twice is ambiguous: 422 naming it, and nothing is changed.
+    let twice = app
+        .send_raw(
+            "POST",
+            "/tasks/",
+            Some(&t),
+            Some("application/json"),
+            br#"{"title":"a","title":"b"}"#.to_vec(),
+        )
+        .await;
+    let body = twice.problem(422);
+    assert_eq!(
+        (body["errors"][0]["field"].as_str(), body["errors"][0]["message"].as_str()),
+        (Some("title"), Some("given more than once"))
+    );
+    let login = br#"{"username":"framework","password":"x","password":"correct horse"}"#.to_vec();
+    app.send_raw("POST", "/auth/login", None, Some("application/json"), login).await.problem(422);
+    assert_eq!(
+        app.get("/tasks/", &t).await.header("x-total-count"),
+        Some("2"),
+        "only the UTF-8 bodies made tasks"
+    );
     // A body without a content type is read as JSON (as the old service did).
     let res = app.send_raw("POST", "/tasks/", Some(&t), None, br#"{"title":"untyped"}"#.to_vec()).await;
     assert_eq!(res.status, 201, "{}", res.text);
