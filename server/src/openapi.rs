@@ -24,16 +24,16 @@ const WHITESPACE: &str = r"\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\
 /// and 500, which is a bug). Registered in `build`; a test checks that the document and this
 /// table agree.
 pub const ERROR_STATUSES: &[(&str, &str, &[u16])] = &[
-    ("post", "/auth/register", &[400, 409, 413, 415, 422, 429, 503]),
-    ("post", "/auth/login", &[400, 401, 413, 415, 422, 429, 503]),
-    ("post", "/auth/refresh", &[400, 401, 413, 415, 422, 429, 503]),
-    ("post", "/auth/logout", &[400, 413, 415, 422, 503]),
+    ("post", "/auth/register", &[400, 408, 409, 413, 415, 422, 429, 503]),
+    ("post", "/auth/login", &[400, 401, 408, 413, 415, 422, 429, 503]),
+    ("post", "/auth/refresh", &[400, 401, 408, 413, 415, 422, 429, 503]),
+    ("post", "/auth/logout", &[400, 408, 413, 415, 422, 503]),
     ("get", "/auth/me", &[401, 503]),
     ("get", "/tasks/", &[401, 422, 503]),
-    ("post", "/tasks/", &[400, 401, 413, 415, 422, 503]),
+    ("post", "/tasks/", &[400, 401, 408, 413, 415, 422, 503]),
     ("get", "/tasks/{id}", &[401, 404, 422, 503]),
-    ("put", "/tasks/{id}", &[400, 401, 404, 413, 415, 422, 503]),
-    ("patch", "/tasks/{id}", &[400, 401, 404, 413, 415, 422, 503]),
+    ("put", "/tasks/{id}", &[400, 401, 404, 408, 413, 415, 422, 503]),
+    ("patch", "/tasks/{id}", &[400, 401, 404, 408, 413, 415, 422, 503]),
     ("delete", "/tasks/{id}", &[401, 404, 422, 503]),
     ("get", "/health", &[]),
     ("get", "/ready", &[503]),
@@ -99,6 +99,12 @@ fn refine_schemas(doc: &mut Value) {
             target.insert(key.clone(), value.clone());
         }
     }
+    // A task's description is always sent, as null when there is none.
+    if let Some(required) = schemas["Task"]["required"].as_array_mut() {
+        if !required.iter().any(|r| r == "description") {
+            required.push(json!("description"));
+        }
+    }
     // An update's title and status may be absent but not null (only the description may be
     // cleared); the derived schema lets every `Option` be null.
     for property in ["title", "status"] {
@@ -123,11 +129,35 @@ fn refine_operations(doc: &mut Value) {
                 responses.retain(|code, _| {
                     code.parse::<u16>().is_ok_and(|code| code < 400 || statuses.contains(&code))
                 });
+                for (code, response) in responses.iter_mut() {
+                    document_common_headers(code, response);
+                }
             }
             if method == "get" && path == "/tasks/" {
                 refine_list_parameters(operation);
             }
         }
+    }
+}
+
+/// The headers the server sends with every answer of a status, whichever route gives it.
+fn document_common_headers(code: &str, response: &mut Value) {
+    let mut common = vec![(
+        "X-Request-Id",
+        "The request's id: the client's own `X-Request-Id` if it sent a usable one, else a new one",
+        "string",
+    )];
+    match code {
+        "401" => {
+            common.push(("WWW-Authenticate", "`Bearer`, with the error when a token was refused", "string"))
+        }
+        "429" | "503" => common.push(("Retry-After", "Seconds to wait before trying again", "integer")),
+        _ => {}
+    }
+    let Some(response) = response.as_object_mut() else { return };
+    let headers = response.entry("headers").or_insert_with(|| json!({}));
+    for (name, description, kind) in common {
+        headers[name] = json!({ "description": description, "schema": { "type": kind } });
     }
 }
 

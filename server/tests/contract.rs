@@ -171,6 +171,12 @@ async fn the_openapi_document_states_the_rules_the_server_enforces() {
     for name in ["status", "limit", "offset", "sort"] {
         assert!(param(name).get("nullable").is_none(), "{name}: absent is the default, never null");
     }
+    // A task always carries its description (null when there is none), so the schema requires it.
+    let created = app.post("/tasks/", Some(&t), json!({"title": "no description"})).await;
+    assert_eq!(created.json()["description"], Value::Null);
+    assert!(created.json().as_object().unwrap().contains_key("description"));
+    let task_required = spec["components"]["schemas"]["Task"]["required"].as_array().unwrap();
+    assert!(task_required.contains(&json!("description")), "{task_required:?}");
     // One TaskStatus schema, not a copy per use.
     assert!(spec["components"]["schemas"].get("TaskStatus2").is_none());
 
@@ -191,6 +197,21 @@ async fn the_openapi_document_states_the_rules_the_server_enforces() {
                 .unwrap_or_else(|| panic!("{method} {path} is not in openapi::ERROR_STATUSES"))
                 .2;
             assert_eq!(errors, expected, "{method} {path}");
+            // A route that reads a body answers a late (408), large (413) or non-JSON (415) one.
+            if operation.get("requestBody").is_some() {
+                for code in [408, 413, 415] {
+                    assert!(errors.contains(&code), "{method} {path} does not document {code}");
+                }
+            }
+            for (code, response) in operation["responses"].as_object().unwrap() {
+                let headers = &response["headers"];
+                assert!(headers["X-Request-Id"].is_object(), "{method} {path} {code}: {headers}");
+                match code.as_str() {
+                    "401" => assert!(headers["WWW-Authenticate"].is_object(), "{method} {path}"),
+                    "429" | "503" => assert!(headers["Retry-After"].is_object(), "{method} {path} {code}"),
+                    _ => {}
+                }
+            }
             for code in &errors {
                 let content = &operation["responses"][code.to_string()]["content"];
                 assert!(content["application/problem+json"].is_object(), "{method} {path} {code}");
