@@ -3,12 +3,16 @@
 //! # How a refresh happens
 //!
 //! The client holds its tokens with a *generation* number that grows by one on every change
-//! (login, refresh, logout). A request reads the token and its generation; when it needs a
-//! refresh, because the token is about to expire or because the server answered 401 to it, it
-//! asks for a refresh *of that generation*:
+//! (login, refresh, logout), and a *session* number that grows when a session begins or ends
+//! (login, register, logout, a rejected refresh). A request reads the token with both; when it
+//! needs a refresh, because the token is about to expire or because the server answered 401 to
+//! it, it asks for a refresh *of that generation*:
 //!
-//! - If the generation has moved on, somebody else already refreshed (or logged in or out)
+//! - If the generation has moved on within the same session, somebody else already refreshed
 //!   since this request read its token: it takes the current tokens and makes no call.
+//! - If the session has changed (logged out, or logged in again, perhaps as someone else), the
+//!   request belongs to a session that is over: [`Error::SessionExpired`], and it is not sent
+//!   again with the new session's tokens.
 //! - If a refresh of that generation is in flight, it waits for that one's outcome.
 //! - Otherwise it starts one, and every request that arrives later waits for it.
 //!
@@ -180,20 +184,42 @@ fn jwt_claim_time(token: &str, claim: &str) -> Option<DateTime<Utc>> {
 ///
 /// The methods return no error: by the time a store is called, the server has already rotated
 /// the tokens, and the client goes on with them in memory whatever the store does. A store
-/// that can fail should report it its own way (a log line, a metric).
+/// that can fail should report it its own way (a log line, a metric). A store that panics is
+/// ignored the same way after a refresh (the panic hook has reported it); in `login`,
+/// `logout` and the like, the panic reaches their caller.
+///
+/// The client waits for the store: a call that refreshed returns once the new tokens are
+/// saved, so that a program that exits right after it (a command-line tool) finds them at its
+/// next start; `login`, `register`, `logout` and `forget_session` return once the store has
+/// their change. So a store should be quick, and must finish: requests that wait for a refresh
+/// wait for its save, and one that never finishes holds up every later change.
 ///
 /// ```
+/// use std::io::Write as _;
+/// use std::path::{Path, PathBuf};
+///
 /// use futures::future::BoxFuture;
 /// use tasklane::{TokenStore, Tokens};
 ///
-/// /// Keeps the tokens in a JSON file.
-/// struct FileStore(std::path::PathBuf);
+/// /// Keeps the tokens in a JSON file that only its owner can read. The file is replaced
+/// /// whole (a temporary file, created with mode 0600 on Unix, renamed over it), so a crash
+/// /// never leaves half of one.
+/// struct FileStore(PathBuf);
+///
+/// fn write(path: &Path, tokens: &Tokens) -> std::io::Result<()> {
+///     let mut file = tempfile::NamedTempFile::new_in(path.parent().unwrap_or(Path::new(".")))?;
+///     serde_json::to_writer(&mut file, tokens)?;
+///     file.flush()?;
+///     file.as_file().sync_all()?;
+///     file.persist(path)?;
+///     Ok(())
+/// }
 ///
 /// impl TokenStore for FileStore {
 ///     fn save<'a>(&'a self, tokens: &'a Tokens) -> BoxFuture<'a, ()> {
-///         let (path, json) = (self.0.clone(), serde_json::to_vec(tokens).expect("tokens serialize"));
+///         let (path, tokens) = (self.0.clone(), tokens.clone());
 ///         Box::pin(async move {
-///             let written = tokio::task::spawn_blocking(move || std::fs::write(path, json)).await;
+///             let written = tokio::task::spawn_blocking(move || write(&path, &tokens)).await;
 ///             if !matches!(written, Ok(Ok(()))) {
 ///                 eprintln!("could not save the session: {written:?}");
 ///             }
@@ -292,32 +318,56 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The tokens a request is sent with, and the generation they belong to.
+/// The tokens a request is sent with, and the session and generation they belong to.
 #[derive(Clone, Debug)]
 pub(crate) struct Bearer {
     pub(crate) tokens: Arc<Tokens>,
-    pub(crate) generation: u64,
+    pub(crate) stamp: Stamp,
+}
+
+/// Which tokens: the session (grows when one begins or ends) and the generation (grows on
+/// every change, refreshes included).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    session: u64,
+    generation: u64,
 }
 
 type InFlight = Shared<BoxFuture<'static, Result<Bearer>>>;
 
 struct State {
     tokens: Option<Arc<Tokens>>,
-    /// Grows by one on every change of `tokens`.
-    generation: u64,
+    stamp: Stamp,
     /// The refresh of the current generation, while it runs.
     in_flight: Option<InFlight>,
 }
 
 impl State {
     fn bearer(&self) -> Option<Bearer> {
-        self.tokens.clone().map(|tokens| Bearer { tokens, generation: self.generation })
+        self.tokens.clone().map(|tokens| Bearer { tokens, stamp: self.stamp })
     }
 
-    fn set(&mut self, tokens: Option<Arc<Tokens>>) {
-        self.tokens = tokens;
-        self.generation += 1;
+    /// The current tokens for a request that read the tokens of `seen`: if they are of the
+    /// same session. A request of a session that is over is not sent with another's tokens.
+    fn bearer_for(&self, seen: Stamp) -> Result<Bearer> {
+        self.bearer()
+            .filter(|_| self.stamp.session == seen.session)
+            .ok_or(Error::SessionExpired { response: None })
+    }
+
+    /// The session's tokens replaced by a refresh.
+    fn refreshed(&mut self, tokens: Arc<Tokens>) {
+        self.tokens = Some(tokens);
+        self.stamp.generation += 1;
         // A refresh still running belongs to the old generation; it finds out when it ends.
+        self.in_flight = None;
+    }
+
+    /// A session begins with `tokens`, or, with `None`, the current one ends.
+    fn begin(&mut self, tokens: Option<Arc<Tokens>>) {
+        self.tokens = tokens;
+        self.stamp.session += 1;
+        self.stamp.generation += 1;
         self.in_flight = None;
     }
 }
@@ -339,7 +389,11 @@ impl Session {
         skew: Duration,
     ) -> Arc<Self> {
         Arc::new(Self {
-            state: Mutex::new(State { tokens: tokens.map(Arc::new), generation: 0, in_flight: None }),
+            state: Mutex::new(State {
+                tokens: tokens.map(Arc::new),
+                stamp: Stamp { session: 0, generation: 0 },
+                in_flight: None,
+            }),
             changes: tokio::sync::Mutex::new(()),
             store: store.unwrap_or_else(|| Arc::new(NoStore)),
             skew,
@@ -355,7 +409,7 @@ impl Session {
         self.state().tokens.as_deref().cloned()
     }
 
-    /// The current tokens with their generation, without any refresh.
+    /// The current tokens with their stamp, without any refresh.
     pub(crate) fn current(&self) -> Option<Bearer> {
         self.state().bearer()
     }
@@ -374,7 +428,7 @@ impl Session {
         if !bearer.tokens.expires_within(self.skew, Utc::now()) {
             return Ok(bearer);
         }
-        match self.refresh(bearer.generation, exchange).await {
+        match self.refresh(bearer.stamp, exchange).await {
             Ok(fresh) => Ok(fresh),
             // A refresh that failed for a passing reason should not fail a request that the old
             // token, only inside the skew, can still make.
@@ -388,17 +442,17 @@ impl Session {
         }
     }
 
-    /// Replaces the tokens of generation `seen`, once however many callers ask; see the
-    /// module's documentation.
-    pub(crate) async fn refresh<E, F>(self: &Arc<Self>, seen: u64, exchange: E) -> Result<Bearer>
+    /// Replaces the tokens of `seen`, once however many callers ask; see the module's
+    /// documentation.
+    pub(crate) async fn refresh<E, F>(self: &Arc<Self>, seen: Stamp, exchange: E) -> Result<Bearer>
     where
         E: FnOnce(Secret) -> F + Send + 'static,
         F: Future<Output = Result<TokenPair>> + Send + 'static,
     {
         let in_flight = {
             let mut state = self.state();
-            if state.generation != seen {
-                return state.bearer().ok_or(Error::SessionExpired { response: None });
+            if state.stamp != seen {
+                return state.bearer_for(seen);
             }
             match &state.in_flight {
                 Some(in_flight) => in_flight.clone(),
@@ -415,7 +469,7 @@ impl Session {
         in_flight.await
     }
 
-    fn start_refresh<E, F>(self: &Arc<Self>, seen: u64, refresh_token: Secret, exchange: E) -> InFlight
+    fn start_refresh<E, F>(self: &Arc<Self>, seen: Stamp, refresh_token: Secret, exchange: E) -> InFlight
     where
         E: FnOnce(Secret) -> F + Send + 'static,
         F: Future<Output = Result<TokenPair>> + Send + 'static,
@@ -430,16 +484,15 @@ impl Session {
             match task.await {
                 Ok(outcome) => outcome,
                 Err(err) => {
-                    // The refresh panicked (in a token store, say) or the runtime is shutting
-                    // down: it will not finish, so the next caller must be free to start another.
+                    // The refresh was cancelled (the runtime is shutting down) or panicked: it
+                    // will not finish, so the next caller must be free to start another. A
+                    // panic is not resumed here: every waiter shares this future, and one that
+                    // panics leaves the others waiting for ever.
                     {
                         let mut state = session.state();
-                        if state.generation == seen {
+                        if state.stamp == seen {
                             state.in_flight = None;
                         }
-                    }
-                    if err.is_panic() {
-                        std::panic::resume_unwind(err.into_panic());
                     }
                     Err(Error::Transport { request_id: None, source: Arc::new(err) })
                 }
@@ -449,7 +502,7 @@ impl Session {
         .shared()
     }
 
-    async fn finish_refresh(&self, seen: u64, answer: Result<TokenPair>) -> Result<Bearer> {
+    async fn finish_refresh(&self, seen: Stamp, answer: Result<TokenPair>) -> Result<Bearer> {
         enum Change {
             Save(Arc<Tokens>),
             Clear,
@@ -457,21 +510,21 @@ impl Session {
         let _changes = self.changes.lock().await;
         let (outcome, change) = {
             let mut state = self.state();
-            if state.generation != seen {
+            if state.stamp != seen {
                 // Logged in or out meanwhile: this refresh's result belongs to a past session.
-                return state.bearer().ok_or(Error::SessionExpired { response: None });
+                return state.bearer_for(seen);
             }
             match answer {
                 Ok(pair) => {
                     let tokens = Arc::new(Tokens::from(pair));
-                    state.set(Some(Arc::clone(&tokens)));
+                    state.refreshed(Arc::clone(&tokens));
                     (
-                        Ok(Bearer { tokens: Arc::clone(&tokens), generation: state.generation }),
+                        Ok(Bearer { tokens: Arc::clone(&tokens), stamp: state.stamp }),
                         Some(Change::Save(tokens)),
                     )
                 }
                 Err(err) if is_rejection(&err) => {
-                    state.set(None);
+                    state.begin(None);
                     (Err(Error::SessionExpired { response: err.response().cloned() }), Some(Change::Clear))
                 }
                 Err(err) => {
@@ -480,11 +533,14 @@ impl Session {
                 }
             }
         };
-        match change {
-            Some(Change::Save(tokens)) => self.store.save(&tokens).await,
-            Some(Change::Clear) => self.store.clear().await,
-            None => {}
-        }
+        // The tokens are the client's whatever the store does; a store that panics has had its
+        // say through the panic hook, and the waiting requests go on.
+        let stored = match &change {
+            Some(Change::Save(tokens)) => self.store.save(tokens),
+            Some(Change::Clear) => self.store.clear(),
+            None => return outcome,
+        };
+        let _ = std::panic::AssertUnwindSafe(stored).catch_unwind().await;
         outcome
     }
 
@@ -492,7 +548,7 @@ impl Session {
     pub(crate) async fn replace(&self, tokens: Tokens) {
         let _changes = self.changes.lock().await;
         let tokens = Arc::new(tokens);
-        self.state().set(Some(Arc::clone(&tokens)));
+        self.state().begin(Some(Arc::clone(&tokens)));
         self.store.save(&tokens).await;
     }
 
@@ -507,7 +563,7 @@ impl Session {
         if let Some(refresh_token) = refresh_token {
             logout(refresh_token).await?;
         }
-        self.state().set(None);
+        self.state().begin(None);
         self.store.clear().await;
         Ok(())
     }
@@ -516,7 +572,7 @@ impl Session {
     /// running belongs to the old generation, so its outcome is discarded.
     pub(crate) async fn forget(&self) {
         let _changes = self.changes.lock().await;
-        self.state().set(None);
+        self.state().begin(None);
         self.store.clear().await;
     }
 }
@@ -526,7 +582,8 @@ impl fmt::Debug for Session {
         let state = self.state();
         f.debug_struct("Session")
             .field("tokens", &state.tokens)
-            .field("generation", &state.generation)
+            .field("session", &state.stamp.session)
+            .field("generation", &state.stamp.generation)
             .field("refreshing", &state.in_flight.is_some())
             .field("skew", &self.skew)
             .finish_non_exhaustive()

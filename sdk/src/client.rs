@@ -150,7 +150,7 @@ impl Client {
     pub async fn refresh(&self) -> Result<Tokens> {
         let session = &self.inner.session;
         let current = session.current().ok_or(Error::SessionExpired { response: None })?;
-        let fresh = session.refresh(current.generation, self.exchange()).await?;
+        let fresh = session.refresh(current.stamp, self.exchange()).await?;
         Ok(Tokens::clone(&fresh.tokens))
     }
 
@@ -304,8 +304,9 @@ impl Client {
         match self.transmit(request, Some(&bearer.tokens)).await {
             Err(Error::Unauthorized { .. }) => {
                 // Refresh the generation this request was sent with: if another request has
-                // refreshed since, this takes its tokens without a call.
-                let fresh = session.refresh(bearer.generation, self.exchange()).await?;
+                // refreshed since, this takes its tokens without a call; if the session has
+                // changed (a logout, a login as someone else), it is not sent again.
+                let fresh = session.refresh(bearer.stamp, self.exchange()).await?;
                 self.transmit(request, Some(&fresh.tokens)).await
             }
             outcome => outcome,

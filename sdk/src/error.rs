@@ -122,7 +122,9 @@ pub enum Error {
     /// Either the server rejected the refresh token (`response` is its answer; the client's
     /// tokens and its [`TokenStore`](crate::TokenStore) have been cleared), or the client holds
     /// no tokens: it never logged in, or it logged out, or the session ended while this request
-    /// was in flight (`response` is `None`; a call made without tokens is not sent at all). So
+    /// was in flight, or another began (a login, perhaps as someone else) and the request, sent
+    /// with the old session's token and refused, is not sent again with the new one's
+    /// (`response` is `None`; a call made without tokens is not sent at all). So
     /// this one variant is where an application asks the user to log in.
     #[error("the session has expired; log in again")]
     SessionExpired {

@@ -565,3 +565,71 @@ async fn after_logout_authenticated_calls_end_before_any_round_trip() {
     assert!(matches!(err, Error::SessionExpired { response: None }), "{err:?}");
     assert_eq!(received(&server, "/tasks/1").await, 0);
 }
+
+/// A request refused with 401 after the app logged in as someone else is not sent again with
+/// the new session's tokens: it belongs to a session that is over.
+#[tokio::test]
+async fn a_request_is_never_replayed_with_another_sessions_tokens() {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .and(path("/tasks/1"))
+        .and(header("authorization", "Bearer alice"))
+        .respond_with(problem(401, "token expired").set_delay(Duration::from_millis(300)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path("/tasks/1"))
+        .and(header("authorization", "Bearer bob"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(task(1, "changed")))
+        .expect(0)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/auth/login"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(pair("bob", "rbob")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    mount_refresh(&server, "ralice", "alice2", "ralice2", 0).await;
+    let client = builder(&server).tokens(fresh("alice", "ralice")).build().unwrap();
+
+    let update = tokio::spawn({
+        let client = client.clone();
+        async move { client.tasks().update(1, tasklane::TaskUpdate::new().title("changed")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.login("bob", "correct horse").await.unwrap();
+    let err = update.await.unwrap().unwrap_err();
+
+    assert!(matches!(err, Error::SessionExpired { response: None }), "{err:?}");
+    assert_eq!(client.tokens().unwrap().access_token().expose(), "bob", "bob's session is untouched");
+}
+
+/// A token store that panics while saving refreshed tokens: the panic is its own, and every
+/// request that waited for the refresh goes on with the new tokens (none is left hanging).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_that_panics_does_not_leave_requests_hanging() {
+    struct PanickingStore;
+    impl tasklane::TokenStore for PanickingStore {
+        fn save<'a>(&'a self, _: &'a Tokens) -> futures::future::BoxFuture<'a, ()> {
+            Box::pin(async { panic!("the disk is on fire") })
+        }
+        fn clear(&self) -> futures::future::BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+    }
+    let server = MockServer::start().await;
+    mount_slow_refresh(&server, "r0", "a1", "r1").await;
+    mount_task_for(&server, "a1", 50).await;
+    let client = builder(&server).tokens(expired("a0", "r0")).token_store(PanickingStore).build().unwrap();
+
+    let calls = concurrently(50, || {
+        let client = client.clone();
+        async move { tokio::time::timeout(Duration::from_secs(10), client.tasks().get(1)).await }
+    });
+    let results = calls.await;
+
+    assert!(results.iter().all(|r| matches!(r, Ok(Ok(_)))), "{results:?}");
+    assert_eq!(client.tokens().unwrap().refresh_token().expose(), "r1");
+}
