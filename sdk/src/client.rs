@@ -276,14 +276,16 @@ impl Client {
     /// body, or an error.
     pub(crate) async fn send(&self, request: Request, auth: Auth) -> Result<Answer> {
         let policy = &self.inner.retry;
-        let may_retry = policy.allows(request.method());
         let mut attempt = 1;
         loop {
             let err = match self.attempt(&request, auth).await {
                 Ok(response) => return Ok(response),
                 Err(err) => err,
             };
-            if !may_retry || attempt >= policy.attempts() || !err.is_retryable() {
+            if attempt >= policy.attempts()
+                || !err.is_retryable()
+                || !policy.allows_after(request.method(), &err)
+            {
                 return Err(err);
             }
             let Some(delay) = policy.delay(attempt, &err) else { return Err(err) };

@@ -285,6 +285,18 @@ impl Error {
         }
     }
 
+    /// Whether the server certainly did not act on the request: the connection could not be
+    /// opened, or it answered 429 (Tasklane refuses before doing anything).
+    pub(crate) fn certainly_not_acted_on(&self) -> bool {
+        match self {
+            Error::RateLimited { .. } => true,
+            Error::Transport { source, .. } => {
+                source.downcast_ref::<reqwest::Error>().is_some_and(reqwest::Error::is_connect)
+            }
+            _ => false,
+        }
+    }
+
     /// The error for a response with an error status, from its status, headers and body.
     pub(crate) fn from_status(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Self {
         let response = ErrorResponse::new(status, headers, body);

@@ -17,13 +17,14 @@ use crate::Error;
 /// ([`Error::RateLimited`], or [`Error::Server`] for a 503) is returned at once, with the wait
 /// in [`Error::retry_after`], so the caller decides.
 ///
-/// Only idempotent requests are retried by default: GET, PUT, PATCH, DELETE (and HEAD, OPTIONS).
-/// PATCH is not idempotent in HTTP in general, but Tasklane's PATCH sets the fields it names to
-/// the given values, exactly like its PUT, so sending it twice leaves the same task. POST
-/// (creating a task, logging in) is retried only after [`RetryPolicy::retry_non_idempotent`]:
-/// a POST whose answer was lost may have been applied, and sending it again would create a
-/// second task. A token refresh is never retried by this policy, since a refresh token can be
-/// used once.
+/// Idempotent requests are retried: GET, PUT, PATCH, DELETE (and HEAD, OPTIONS). PATCH is not
+/// idempotent in HTTP in general, but Tasklane's PATCH sets the fields it names to the given
+/// values, exactly like its PUT, so sending it twice leaves the same task. POST (creating a
+/// task, logging in) is retried when it certainly was not acted on: the connection could not
+/// be opened, or the server answered 429 (it refuses before doing anything). After any other
+/// failure it is retried only with [`RetryPolicy::retry_non_idempotent`]: a POST whose answer
+/// was lost may have been applied, and sending it again would create a second task. A token
+/// refresh is never retried by this policy, since a refresh token can be used once.
 ///
 /// A retried DELETE whose first attempt was applied (but whose answer was lost) answers 404.
 ///
@@ -47,8 +48,12 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Three attempts in all: two retries are enough to ride out a restarting server or a
-    /// dropped connection without making a user wait long for an answer that will not come.
+    /// Three attempts in all: two retries ride out a dropped connection or a brief hiccup
+    /// without making a user wait long for an answer that will not come. With the default
+    /// base delay they are over within 300 ms (about 150 ms on average), which is shorter than
+    /// a server restart: an application that should wait for one sets a longer
+    /// [`base_delay`](RetryPolicy::base_delay) (1 s gives waits of up to 1, 2, 4 s…) and more
+    /// attempts.
     pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
     /// 100 ms: the first retry comes quickly (a lost connection usually succeeds at once).
     pub const DEFAULT_BASE_DELAY: Duration = Duration::from_millis(100);
@@ -89,7 +94,8 @@ impl RetryPolicy {
         self
     }
 
-    /// Whether POST requests are retried too. Off by default: see the type's documentation.
+    /// Whether POST requests are retried after any retryable failure, not only after those
+    /// that show it was not acted on. Off by default: see the type's documentation.
     pub fn retry_non_idempotent(mut self, retry: bool) -> Self {
         self.retry_non_idempotent = retry;
         self
@@ -100,7 +106,12 @@ impl RetryPolicy {
         self.max_attempts
     }
 
-    /// Whether requests with this method may be sent more than once.
+    /// Whether a request with this method may be sent again after `error`.
+    pub(crate) fn allows_after(&self, method: &Method, error: &Error) -> bool {
+        self.allows(method) || error.certainly_not_acted_on()
+    }
+
+    /// Whether requests with this method may be sent more than once after any failure.
     pub(crate) fn allows(&self, method: &Method) -> bool {
         self.retry_non_idempotent
             || matches!(

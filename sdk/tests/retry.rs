@@ -120,7 +120,7 @@ async fn a_500_is_not_retried() {
 }
 
 #[tokio::test]
-async fn post_is_not_retried_by_default() {
+async fn post_is_not_retried_by_default_after_a_failure_it_may_have_survived() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/tasks/"))
@@ -128,16 +128,58 @@ async fn post_is_not_retried_by_default() {
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/auth/login"))
-        .respond_with(problem(429, "slow down"))
-        .expect(1)
-        .mount(&server)
-        .await;
     let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
 
     assert_eq!(client.tasks().create(NewTask::new("once")).await.unwrap_err().status(), Some(503));
-    assert_eq!(client.login("ada", "password1").await.unwrap_err().status(), Some(429));
+}
+
+/// A 429 is a refusal before anything was done: a POST is sent again after it.
+#[tokio::test]
+async fn post_is_retried_after_429() {
+    let server = MockServer::start().await;
+    mount_flaky(
+        &server,
+        "POST",
+        "/auth/login",
+        problem(429, "slow down"),
+        1,
+        ResponseTemplate::new(200).set_body_json(pair("a1", "r1")),
+    )
+    .await;
+    let client = builder(&server).build().unwrap();
+
+    client.login("ada", "password1").await.unwrap();
+}
+
+/// A connection that could not be opened carried nothing: a POST is sent again, and reaches a
+/// server that has come up meanwhile.
+#[tokio::test]
+async fn post_is_retried_when_the_connection_could_not_be_opened() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    drop(listener);
+    let client = Client::builder(format!("http://{address}"))
+        .tokens(fresh("a0", "r0"))
+        .retry_policy(
+            RetryPolicy::new()
+                .max_attempts(20)
+                .base_delay(Duration::from_millis(50))
+                .max_delay(Duration::from_millis(50)),
+        )
+        .build()
+        .unwrap();
+    let create = tokio::spawn(async move { client.tasks().create(NewTask::new("once")).await });
+
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let server = MockServer::builder().listener(std::net::TcpListener::bind(address).unwrap()).start().await;
+    Mock::given(method("POST"))
+        .and(path("/tasks/"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(task(1, "once")))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    assert_eq!(create.await.unwrap().unwrap().title, "once");
 }
 
 #[tokio::test]
