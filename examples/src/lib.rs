@@ -49,17 +49,23 @@ pub async fn register_or_login(client: &Client, username: &str, password: &str) 
 /// Prints `err` with its causes on one line to stderr (`program: error: cause: cause`), and a
 /// hint when the server could not be reached; returns the exit code for a failure.
 pub fn report(program: &str, err: &(dyn StdError + 'static)) -> ExitCode {
-    let mut line = format!("{program}: {err}");
+    eprintln!("{program}: {}", with_causes(err));
+    if matches!(err.downcast_ref::<Error>(), Some(Error::Transport { .. } | Error::Timeout { .. })) {
+        eprintln!("is a server running at {}? `cargo run -p tasklane-server` starts one", server_url());
+    }
+    ExitCode::FAILURE
+}
+
+/// `err` and its chain of causes on one line: `the request could not be completed: error
+/// sending request: …: Connection refused`.
+pub fn with_causes(err: &(dyn StdError + 'static)) -> String {
+    let mut line = err.to_string();
     let mut cause = err.source();
     while let Some(source) = cause {
         line.push_str(&format!(": {source}"));
         cause = source.source();
     }
-    eprintln!("{line}");
-    if matches!(err.downcast_ref::<Error>(), Some(Error::Transport { .. } | Error::Timeout { .. })) {
-        eprintln!("is a server running at {}? `cargo run -p tasklane-server` starts one", server_url());
-    }
-    ExitCode::FAILURE
+    line
 }
 
 /// The repository's README, whose Rust snippets are compiled as doctests of this crate.

@@ -174,6 +174,13 @@ impl<'c> ListTasks<'c> {
     /// Every task the query matches, from its offset on, fetched a page at a time by following
     /// the `next` links. The stream ends after the last page, or after the first error.
     ///
+    /// Pages are offsets into the list as it is when each page is fetched, so changes made
+    /// while streaming move the tasks under it. Completing or deleting the tasks it yields
+    /// (with a status filter) takes them out of the list, and every second page's worth is
+    /// skipped; tasks created meanwhile, in the default newest-first order, push the others
+    /// down and some come again. To change every task a query matches, collect them first
+    /// (`try_collect`), or fetch the first page again until it comes back empty.
+    ///
     /// ```no_run
     /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
     /// use futures::TryStreamExt as _;

@@ -245,8 +245,9 @@ fn describe(failure: Failure, command: &Command, url: &str) -> String {
             "not logged in: run `taskctl login`".to_owned()
         }
         (Error::Transport { .. } | Error::Timeout { .. }, _) => {
+            let why = tasklane_examples::with_causes(&err);
             format!(
-                "cannot reach the server at {url} ({err}); is it running? (TASKLANE_URL sets the address)"
+                "cannot reach the server at {url} ({why}); is it running? (TASKLANE_URL sets the address)"
             )
         }
         // Validation errors name the field; the others carry the server's detail.
