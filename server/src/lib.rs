@@ -91,13 +91,23 @@ pub fn rocket_figment() -> Figment {
         .merge(Toml::file(Env::var_or("ROCKET_CONFIG", "Rocket.toml")).nested())
         .merge(Env::prefixed("ROCKET_").ignore(&["PROFILE"]).global())
         .select(Profile::from_env_or("ROCKET_PROFILE", rocket::Config::DEFAULT_PROFILE));
+    with_tasklane_defaults(operators)
+}
+
+/// The operator's Rocket settings (`operators`, with its profile selected) over Tasklane's
+/// defaults: see [`rocket_figment`].
+pub fn with_tasklane_defaults(operators: Figment) -> Figment {
+    use rocket::figment::providers::Serialized;
     // Rocket's default trusts `X-Real-IP`, which any client can send, and the per-address
     // limits key on what it gives: off unless the operator names a header (in the environment
     // or Rocket.toml).
     let names_ip_header = operators.contains("ip_header");
+    // In the default profile, beneath whatever profile the operator's file or environment
+    // uses (a bare tuple would go to the global profile, above their `[default]` and
+    // `[release]` tables).
     let figment = Figment::from(rocket::Config::default())
-        .merge(("shutdown.grace", SHUTDOWN_GRACE_SECS))
-        .merge(("shutdown.mercy", SHUTDOWN_MERCY_SECS))
+        .merge(Serialized::default("shutdown.grace", SHUTDOWN_GRACE_SECS))
+        .merge(Serialized::default("shutdown.mercy", SHUTDOWN_MERCY_SECS))
         .merge(operators);
     if names_ip_header {
         figment

@@ -153,6 +153,29 @@ fn shutdown_defaults_fit_inside_docker_stop() {
     assert!(grace + mercy + 1 < 10);
 }
 
+/// Shutdown periods set in a `Rocket.toml` table (`[default]`, or the selected profile's) hold
+/// over Tasklane's defaults, and the others keep theirs.
+#[test]
+fn rocket_toml_tables_set_the_shutdown_periods() {
+    use rocket::figment::providers::{Format, Toml};
+    use rocket::figment::Figment;
+    let file = "[default.shutdown]\ngrace = 20\n[release.shutdown]\nmercy = 7\n";
+    let operators = Figment::new().merge(Toml::string(file).nested());
+    let read = |profile: &str| -> rocket::Config {
+        let operators = operators.clone().select(profile);
+        tasklane_server::with_tasklane_defaults(operators).select(profile).extract().unwrap()
+    };
+    let release = read("release");
+    assert_eq!((release.shutdown.grace, release.shutdown.mercy), (20, 7));
+    let debug = read("debug");
+    assert_eq!((debug.shutdown.grace, debug.shutdown.mercy), (20, tasklane_server::SHUTDOWN_MERCY_SECS));
+    let none: rocket::Config = tasklane_server::with_tasklane_defaults(Figment::new()).extract().unwrap();
+    assert_eq!(
+        (none.shutdown.grace, none.shutdown.mercy),
+        (tasklane_server::SHUTDOWN_GRACE_SECS, tasklane_server::SHUTDOWN_MERCY_SECS)
+    );
+}
+
 /// One request of the load, as the client saw it.
 struct Sample {
     what: &'static str,
