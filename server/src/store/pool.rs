@@ -10,11 +10,15 @@
 //! - it sat idle for [`PING_AFTER_IDLE`] or more (the database may have restarted meanwhile);
 //! - its last use did not settle: a query failed with anything but a plain database error
 //!   (I/O, protocol, timeout), or the future using it was dropped mid-query. The ping then
-//!   also drains what that query left on the wire, as sqlx's own release ping does.
+//!   also drains what that query left on the wire, as sqlx's own release ping does;
+//! - another connection's use failed that way since this one was last tested: a database that
+//!   restarted has cut them all, so each is tested once rather than each failing a request.
 //!
 //! A connection whose ping fails is dropped and a new one is opened in its place. Connections
 //! idle for [`IDLE_TIMEOUT`] are closed by a background task, so a quiet server holds none.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleResult};
@@ -35,12 +39,17 @@ const REAP_INTERVAL: Duration = Duration::from_secs(30);
 /// Opens and tests connections of one database.
 pub struct Manager<C: Connection> {
     options: C::Options,
+    /// How many unsettled uses there have been, of any connection (see the module docs).
+    doubts: Arc<AtomicU64>,
 }
 
 /// A pooled connection and whether its last use settled (see the module docs).
 pub struct Slot<C> {
     conn: C,
     settled: bool,
+    /// The pool's count of doubts when this connection was last opened or tested.
+    tested_at: u64,
+    doubts: Arc<AtomicU64>,
 }
 
 impl<C: Connection> managed::Manager for Manager<C> {
@@ -48,13 +57,17 @@ impl<C: Connection> managed::Manager for Manager<C> {
     type Error = sqlx::Error;
 
     async fn create(&self) -> Result<Slot<C>, sqlx::Error> {
-        Ok(Slot { conn: self.options.connect().await?, settled: true })
+        let tested_at = self.doubts.load(Ordering::Acquire);
+        let conn = self.options.connect().await?;
+        Ok(Slot { conn, settled: true, tested_at, doubts: Arc::clone(&self.doubts) })
     }
 
     async fn recycle(&self, slot: &mut Slot<C>, metrics: &Metrics) -> RecycleResult<sqlx::Error> {
-        if !slot.settled || metrics.last_used() >= PING_AFTER_IDLE {
+        let doubts = self.doubts.load(Ordering::Acquire);
+        if !slot.settled || metrics.last_used() >= PING_AFTER_IDLE || slot.tested_at < doubts {
             slot.conn.ping().await?;
             slot.settled = true;
+            slot.tested_at = doubts;
         }
         Ok(())
     }
@@ -82,7 +95,7 @@ impl<C: Connection + 'static> SqlPool<C> {
     /// Waiting for a free connection, opening one and testing one are each bounded by
     /// [`BACKEND_TIMEOUT`]. Must be called inside the Tokio runtime (it starts the reaper).
     pub fn new(options: C::Options, max_size: u32) -> Result<Self, StoreError> {
-        let pool = managed::Pool::builder(Manager { options })
+        let pool = managed::Pool::builder(Manager { options, doubts: Arc::default() })
             .max_size(max_size as usize)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(BACKEND_TIMEOUT))
@@ -148,6 +161,9 @@ impl<C: Connection> Conn<C> {
                 let err = super::sql::map_err(err);
                 // "terminating connection" and its kin are database errors too.
                 self.slot.settled = from_database && !matches!(err, StoreError::Unavailable(_));
+                if !self.slot.settled {
+                    self.slot.doubts.fetch_add(1, Ordering::AcqRel);
+                }
                 Err(err)
             }
         }
@@ -235,5 +251,39 @@ mod tests {
         let new_pid = scalar(&mut conn, "SELECT pg_backend_pid()::int8").await.unwrap();
         assert_ne!(new_pid, pid, "the dead connection was replaced");
         assert_eq!(pool.status().0, 1, "never more than max_size");
+    }
+
+    /// A database restart cuts every connection: once one use has failed for it, the others
+    /// are tested before their next use, so only that one request fails.
+    #[tokio::test]
+    async fn postgres_connections_all_cut_fail_one_request_not_one_each() {
+        let Some(url) = crate::store::test_postgres_url() else { return };
+        let pool = SqlPool::<PgConnection>::new(PgConnectOptions::from_str(&url).unwrap(), 3).unwrap();
+        let (mut a, mut b, mut c) =
+            (pool.get().await.unwrap(), pool.get().await.unwrap(), pool.get().await.unwrap());
+        let mut pids = Vec::new();
+        for conn in [&mut a, &mut b, &mut c] {
+            pids.push(scalar(conn, "SELECT pg_backend_pid()::int8").await.unwrap());
+        }
+        drop((a, b, c));
+        let mut admin = PgConnection::connect(&url).await.unwrap();
+        for pid in &pids {
+            sqlx::query("SELECT pg_terminate_backend($1::int4)")
+                .bind(*pid as i32)
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        }
+
+        let mut first = pool.get().await.unwrap();
+        assert!(matches!(scalar(&mut first, "SELECT 1::int8").await, Err(StoreError::Unavailable(_))));
+        drop(first);
+        // All three at once, so the two that were not used since the restart are among them.
+        let (mut a, mut b, mut c) =
+            (pool.get().await.unwrap(), pool.get().await.unwrap(), pool.get().await.unwrap());
+        for conn in [&mut a, &mut b, &mut c] {
+            let pid = scalar(conn, "SELECT pg_backend_pid()::int8").await.unwrap();
+            assert!(!pids.contains(&pid), "a connection cut by the restart was handed out untested");
+        }
     }
 }
