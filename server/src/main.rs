@@ -92,13 +92,31 @@ async fn main() -> ExitCode {
         Ok(app) => app,
         Err(e) => return fail(e),
     };
+    let app = app.attach(rocket::fairing::AdHoc::on_shutdown("log the shutdown", |rocket| {
+        let shutdown = rocket.config().shutdown.clone();
+        Box::pin(async move {
+            tracing::info!(
+                grace_s = shutdown.grace,
+                mercy_s = shutdown.mercy,
+                "shutting down: no new connections; requests in flight have the grace period to finish"
+            );
+        })
+    }));
     match app.launch().await {
-        Ok(_) => ExitCode::SUCCESS,
+        Ok(_) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
         Err(e) => fail(e),
     }
 }
 
+/// Reports a fatal error on stderr, and in the log too when the log is JSON (so that a log
+/// pipeline sees why the process stopped), then exits with status 1.
 fn fail(err: impl std::fmt::Display) -> ExitCode {
+    if std::env::var("LOG_FORMAT").as_deref() == Ok("json") {
+        tracing::error!(error = %err, "stopped");
+    }
     eprintln!("tasklane-server: {err}");
     ExitCode::from(1)
 }

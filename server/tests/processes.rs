@@ -609,11 +609,36 @@ async fn migrate_needs_only_the_database_url_and_reads_no_parent_env_file() {
     scratch.cleanup().await;
 }
 
+/// A database a newer release has migrated (a migration this one does not know) still takes
+/// this release: a rolling deploy, or a rollback.
+#[tokio::test]
+async fn migrations_of_a_newer_release_do_not_stop_this_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("tasklane.db").display());
+    let output = migrate(dir.path(), &[("DATABASE_URL", url.as_str())]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (29991231000001, 'from a newer release', 1, x'00', 0)",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    db.close().await.unwrap();
+
+    let output = migrate(dir.path(), &[("DATABASE_URL", url.as_str())]);
+    let said =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{said}");
+    assert!(said.contains("29991231000001") && said.contains("does not know"), "{said}");
+}
+
 #[tokio::test]
 async fn an_empty_rust_log_keeps_the_default_filter() {
     let secret = secret();
     // What compose passes when RUST_LOG is not set on the host.
-    let server = ServerProcess::start(&[("SECRET_KEY", secret.as_str()), ("RUST_LOG", "")]).await;
+    let mut server = ServerProcess::start(&[("SECRET_KEY", secret.as_str()), ("RUST_LOG", "")]).await;
     let http = reqwest::Client::new();
     let res = http.get(server.url("/health")).header("X-Request-Id", "empty-filter").send().await.unwrap();
     assert_eq!(res.status(), 200);
@@ -622,12 +647,27 @@ async fn an_empty_rust_log_keeps_the_default_filter() {
         assert!(Instant::now() < deadline, "no access line:\n{}", server.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Requests a client makes up (a 404 with a secret in its query, a HEAD answered by the GET
+    // route) leave their access line and nothing else.
+    let res =
+        http.get(server.url("/nowhere?password=hunter2")).header("X-Request-Id", "made-up").send().await;
+    assert_eq!(res.unwrap().status(), 404);
+    assert_eq!(http.head(server.url("/health")).send().await.unwrap().status(), 200);
+    while !server.log().contains("made-up") {
+        assert!(Instant::now() < deadline, "no access line:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.terminate();
+    assert!(server.exit_status().await.success());
     let log = server.log();
     // Rocket's own per-request lines stay out, as under the default filter.
-    for rocket_line in ["Matched:", "Outcome:", "Response succeeded"] {
+    for rocket_line in ["Matched:", "Outcome:", "Response succeeded", "No matching routes", "hunter2"] {
         assert!(!log.contains(rocket_line), "{rocket_line}:\n{log}");
     }
-    server.stop().await;
+    // What the operator needs to know is there: the schema, the shutdown and its end.
+    for said in ["database schema up to date", "SIGTERM", "shutting down", "stopped"] {
+        assert!(log.contains(said), "{said}:\n{log}");
+    }
 }
 
 /// Rocket's settings in `Rocket.toml` are the server's: `tasklane-server healthcheck` probes the

@@ -22,7 +22,7 @@ use tasklane::types::{NewTask, Task, TaskSort, TaskStatus, TaskUpdate, User};
 use crate::config::{Config, DatabaseUrl};
 
 pub use self::redis::{RedisPool, RedisRefreshStore};
-pub use self::sql::{PgStore, SqliteStore};
+pub use self::sql::{PgStore, SqliteStore, STARTUP_CONNECT_WAIT};
 
 /// How long a request waits for a database connection or a Redis reply before it is answered
 /// with 503. Long enough to ride out a pool that is briefly saturated, short enough that a dead

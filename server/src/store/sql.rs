@@ -144,26 +144,90 @@ impl<C: Connection + 'static> SqlStore<C> {
     }
 }
 
+/// How long the server waits at start for a database that does not accept connections yet
+/// (a container started beside it, a host still booting) before it gives up.
+pub const STARTUP_CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits for the database to accept a connection: up to [`STARTUP_CONNECT_WAIT`] while it is
+/// unreachable or starting up (each failure logged with its cause), not at all when it refuses
+/// the credentials or does not have the database named.
+async fn wait_for_database<C: Connection>(options: &C::Options) -> Result<(), StoreError> {
+    let deadline = tokio::time::Instant::now() + STARTUP_CONNECT_WAIT;
+    loop {
+        let err = match tokio::time::timeout(BACKEND_TIMEOUT, C::connect_with(options)).await {
+            Ok(Ok(connection)) => {
+                let _ = connection.close().await;
+                return Ok(());
+            }
+            Ok(Err(err)) => err,
+            Err(_) => sqlx::Error::PoolTimedOut,
+        };
+        // Unreachable, or reachable and starting up, shutting down or full: it may pass.
+        let passing = match &err {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                code.starts_with("08") || code.starts_with("57P") || matches!(&*code, "53300" | "55000")
+            }),
+            _ => false,
+        };
+        if !passing || tokio::time::Instant::now() >= deadline {
+            return Err(map_err(err));
+        }
+        tracing::warn!(error = %err, "the database does not accept connections yet; trying again");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 /// Applies `migrator` on a one-connection sqlx pool of its own, closed when done: the shape
 /// `Migrator::run` takes inside a `Send` future (on `&mut` a connection, rustc's higher-ranked
 /// lifetime check rejects it).
+///
+/// Migrations applied by a newer release are left alone, so that during a rolling deploy, or
+/// after a rollback, the release before can start on the schema the newer one left: every
+/// migration keeps the schema usable by the release before it (DESIGN.md, Migrations).
 async fn migrate<DB>(
     options: <DB::Connection as Connection>::Options,
-    migrator: Migrator,
+    mut migrator: Migrator,
 ) -> Result<(), StoreError>
 where
     DB: sqlx::Database,
     DB::Connection: sqlx::migrate::Migrate,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    i64: sqlx::Type<DB> + for<'r> sqlx::Decode<'r, DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
 {
+    wait_for_database::<DB::Connection>(&options).await?;
     let migrations = PoolOptions::<DB>::new()
         .max_connections(1)
         .acquire_timeout(BACKEND_TIMEOUT)
         .connect_with(options)
         .await
         .map_err(map_err)?;
+    // A database migrated before has the table; a new one does not, and has none applied.
+    let applied: Vec<i64> = match migrations.acquire().await {
+        Ok(mut connection) => sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&mut *connection)
+            .await
+            .unwrap_or_default(),
+        Err(err) => return Err(map_err(err)),
+    };
+    let known: Vec<i64> = migrator.iter().map(|m| m.version).collect();
+    let newer: Vec<i64> = applied.iter().copied().filter(|v| !known.contains(v)).collect();
+    if !newer.is_empty() {
+        tracing::warn!(
+            ?newer,
+            "the database has migrations this release does not know (a newer release applied them); \
+             starting on it all the same"
+        );
+    }
+    let pending = known.iter().filter(|v| !applied.contains(v)).count();
+    migrator.set_ignore_missing(true);
     let migrated = migrator.run(&migrations).await;
     migrations.close().await;
-    migrated.map_err(|e| StoreError::Internal(e.to_string()))
+    migrated.map_err(|e| StoreError::Internal(e.to_string()))?;
+    tracing::info!(applied = pending, latest = known.iter().max(), "database schema up to date");
+    Ok(())
 }
 
 /// Sorts a user's tasks by each [`TaskSort`]; ties broken by id in the same direction. The

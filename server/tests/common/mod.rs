@@ -416,6 +416,13 @@ pub struct PrivatePostgres {
 
 impl PrivatePostgres {
     pub fn start() -> Option<PrivatePostgres> {
+        let pg = Self::create()?;
+        pg.resume();
+        Some(pg)
+    }
+
+    /// A cluster made but not started (`resume` starts it), on the port it will listen on.
+    pub fn create() -> Option<PrivatePostgres> {
         let bin = std::fs::read_dir("/usr/lib/postgresql").ok().and_then(|dirs| {
             dirs.filter_map(|d| d.ok())
                 .map(|d| d.path().join("bin"))
@@ -437,7 +444,6 @@ impl PrivatePostgres {
         }
         let data = pg.dir.path().join("data");
         pg.run(&format!("{}/initdb -D {} -U postgres -A trust --no-sync", pg.bin.display(), data.display()));
-        pg.resume();
         Some(pg)
     }
 
