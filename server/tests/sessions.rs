@@ -433,6 +433,24 @@ async fn rate_limits_hold(backend: Backend) {
     assert_eq!(forged.status().code, 429);
     let body: Value = serde_json::from_str(&forged.into_string().await.unwrap()).unwrap();
     assert_eq!(body["status"], 429);
+    // Refresh tokens that do not verify spend the address's budget like wrong passwords.
+    let refresh = |token: String| {
+        let client = &app.client;
+        async move {
+            let res = client
+                .post("/auth/refresh")
+                .remote(ip(3))
+                .header(ContentType::JSON)
+                .body(json!({ "refresh_token": token }).to_string())
+                .dispatch()
+                .await;
+            res.status().code
+        }
+    };
+    for n in 0..5 {
+        assert_eq!(refresh(format!("guess-{n}")).await, 401);
+    }
+    assert_eq!(refresh("guess-5".to_owned()).await, 429);
     app.finish().await;
 }
 

@@ -164,14 +164,24 @@ async fn refresh(
     body: JsonBody<RefreshRequest>,
 ) -> ApiResult<Json<TokenPair>> {
     let result: ApiResult<Json<TokenPair>> = async move {
-        let claims = state
+        let verified = state
             .keys
             .verify(body.0.refresh_token.expose(), TokenKind::Refresh)
-            .map_err(|e| ApiError::Unauthorized(format!("{e}; sign in again")))?;
-        let (user_id, family) = match (claims.user_id(), claims.fam.as_deref()) {
-            (Some(user), Some(family)) => (user, family),
-            _ => return Err(invalid_refresh()),
+            .map_err(|e| ApiError::Unauthorized(format!("{e}; sign in again")))
+            .and_then(|claims| match (claims.user_id(), claims.fam.clone()) {
+                (Some(user_id), Some(family)) => Ok((claims, user_id, family)),
+                _ => Err(invalid_refresh()),
+            });
+        let (claims, user_id, family) = match verified {
+            Ok(verified) => verified,
+            Err(refused) => {
+                // No account to charge, but the address pays: guessing tokens is limited like
+                // guessing passwords.
+                state.limits.check(Action::Refresh, None, address.0).await?;
+                return Err(refused);
+            }
         };
+        let family = family.as_str();
         state.limits.check(Action::Refresh, Some(&claims.sub), address.0).await?;
         let now = crate::store::now();
         let refresh = state.stores.refresh.as_ref();
