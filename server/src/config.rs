@@ -97,6 +97,16 @@ impl std::fmt::Debug for SecretKey {
     }
 }
 
+/// `SECRET_KEY_ACCEPTED`'s key; `Debug` does not show it.
+#[derive(Clone)]
+pub struct AcceptedKey(pub Vec<u8>);
+
+impl std::fmt::Debug for AcceptedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AcceptedKey([redacted])")
+    }
+}
+
 /// The shortest `SECRET_KEY` accepted: 32 bytes, the HMAC-SHA256 block-size guidance.
 pub const SECRET_KEY_MIN_BYTES: usize = 32;
 
@@ -109,6 +119,9 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// `SECRET_KEY`.
     pub secret_key: SecretKey,
+    /// `SECRET_KEY_ACCEPTED`: a second key whose tokens are accepted too, never used to sign
+    /// (for rotating `SECRET_KEY` without signing everyone out).
+    pub secret_key_accepted: Option<AcceptedKey>,
     /// `ACCESS_TOKEN_EXPIRE_MINUTES` (default 15).
     pub access_token_ttl: Duration,
     /// `REFRESH_TOKEN_EXPIRE_MINUTES` (default 10080, 7 days).
@@ -152,6 +165,7 @@ impl Config {
             database_url: DatabaseUrl::Sqlite(format!("sqlite:{}", path.as_ref().display())),
             redis_url: None,
             secret_key: SecretKey::Generated,
+            secret_key_accepted: None,
             access_token_ttl: Duration::from_secs(15 * 60),
             refresh_token_ttl: Duration::from_secs(10080 * 60),
             refresh_token_rotation: true,
@@ -198,6 +212,19 @@ impl Config {
                 ))
             }
             None => SecretKey::Generated,
+        };
+        let secret_key_accepted = match get("SECRET_KEY_ACCEPTED") {
+            Some(key) if key.len() >= SECRET_KEY_MIN_BYTES => Some(AcceptedKey(key.into_bytes())),
+            Some(key) => {
+                return Err(ConfigError::new(
+                    "SECRET_KEY_ACCEPTED",
+                    format!(
+                        "must be at least {SECRET_KEY_MIN_BYTES} bytes, like SECRET_KEY (got {})",
+                        key.len()
+                    ),
+                ))
+            }
+            None => None,
         };
         let minutes = |var: &'static str, default: u64| -> Result<Duration, ConfigError> {
             let Some(raw) = get(var) else { return Ok(Duration::from_secs(default * 60)) };
@@ -282,6 +309,7 @@ impl Config {
             database_url,
             redis_url,
             secret_key,
+            secret_key_accepted,
             access_token_ttl,
             refresh_token_ttl,
             refresh_token_rotation,
@@ -357,6 +385,7 @@ mod tests {
             (&[("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
             (&[("DATABASE_URL", "postgres://x/y")], "SECRET_KEY"),
             (&[("DATABASE_URL", "postgres://x/y"), ("SECRET_KEY", "short")], "SECRET_KEY"),
+            (&[("SECRET_KEY_ACCEPTED", "short")], "SECRET_KEY_ACCEPTED"),
             (&[("ACCESS_TOKEN_EXPIRE_MINUTES", "ten")], "ACCESS_TOKEN_EXPIRE_MINUTES"),
             (&[("REFRESH_TOKEN_EXPIRE_MINUTES", "0")], "REFRESH_TOKEN_EXPIRE_MINUTES"),
             (&[("REFRESH_TOKEN_ROTATION", "maybe")], "REFRESH_TOKEN_ROTATION"),

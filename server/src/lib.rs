@@ -125,7 +125,11 @@ pub async fn build_with(config: Config, figment: Figment) -> Result<Rocket<Build
         Some(pool) => limits::RateLimits::redis(config.rate_limits, pool.clone()),
         None => limits::RateLimits::local(config.rate_limits),
     };
-    let state = AppState { stores, keys: JwtKeys::new(&secret), hasher, limits, config };
+    let keys = match &config.secret_key_accepted {
+        Some(accepted) => JwtKeys::new(&secret).accepting(&accepted.0),
+        None => JwtKeys::new(&secret),
+    };
+    let state = AppState { stores, keys, hasher, limits, config };
     telemetry::prometheus();
 
     let settings = OpenApiSettings::default();

@@ -61,6 +61,7 @@ fn env_example_documents_every_variable() {
         "DATABASE_URL",
         "REDIS_URL",
         "SECRET_KEY",
+        "SECRET_KEY_ACCEPTED",
         "ACCESS_TOKEN_EXPIRE_MINUTES",
         "REFRESH_TOKEN_EXPIRE_MINUTES",
         "REFRESH_TOKEN_ROTATION",

@@ -610,3 +610,45 @@ async fn an_in_memory_database_serves() {
     assert_eq!(res.status, 200, "{}", res.text);
     app.finish().await;
 }
+
+/// Rotating `SECRET_KEY` without signing anyone out, as README's three steps do it, on instances
+/// sharing one database (and Redis): a key accepted before it signs, then the old one accepted
+/// until its tokens are gone.
+async fn secret_key_rotates_without_signing_anyone_out(backend: Backend) {
+    use tasklane_server::config::AcceptedKey;
+    let Some((config, scratch)) = scratch_config(backend).await else { return };
+    let (old, new) = (vec![b'o'; 32], vec![b'n'; 32]);
+    let with = |signing: &[u8], accepted: Option<&[u8]>| {
+        let mut config = config.clone();
+        config.secret_key = SecretKey::Given(signing.to_vec());
+        config.secret_key_accepted = accepted.map(|key| AcceptedKey(key.to_vec()));
+        config
+    };
+    let before = TestApp::with_config(with(&old, None), backend, Some(scratch)).await;
+    let tokens = before.register("rotated").await;
+    // Step 1, every instance: the new key accepted, the old one still signing.
+    let step1 = TestApp::with_config(with(&old, Some(&new)), backend, None).await;
+    // Step 2, every instance: the new key signing, the old one accepted.
+    let step2 = TestApp::with_config(with(&new, Some(&old)), backend, None).await;
+    assert_eq!(step2.get("/auth/me", &tokens.access).await.status, 200, "an old access token");
+    let refreshed = step2.post("/auth/refresh", None, json!({"refresh_token": tokens.refresh})).await;
+    assert_eq!(refreshed.status, 200, "an old refresh token: {}", refreshed.text);
+    let access = refreshed.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(step1.get("/auth/me", &access).await.status, 200, "a step-1 instance takes new tokens");
+    before.get("/auth/me", &access).await.problem(401);
+    // Step 3, once the old refresh tokens have expired: the new key alone.
+    let after = TestApp::with_config(with(&new, None), backend, None).await;
+    assert_eq!(after.get("/auth/me", &access).await.status, 200);
+    after.get("/auth/me", &tokens.access).await.problem(401);
+    before.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_key_rotates_on_sqlite() {
+    secret_key_rotates_without_signing_anyone_out(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_key_rotates_on_postgres_and_redis() {
+    secret_key_rotates_without_signing_anyone_out(Backend::PostgresRedis).await;
+}

@@ -84,6 +84,8 @@ struct VerifiedAccess {
 pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// A second key whose signatures verify too (`SECRET_KEY_ACCEPTED`), never used to sign.
+    accepted: Option<DecodingKey>,
     validation: Validation,
     /// Access tokens that verified, by their exact text. Access tokens are stateless (valid
     /// until `exp`, API.md), so a token seen again needs only its expiry checked: the
@@ -104,9 +106,17 @@ impl JwtKeys {
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
+            accepted: None,
             validation,
             verified: Arc::new(quick_cache::sync::Cache::new(VERIFIED_CACHE_CAPACITY)),
         }
+    }
+
+    /// These keys, also accepting tokens signed with `secret` (a key being rotated in or out);
+    /// tokens are still signed with the first key only.
+    pub fn accepting(mut self, secret: &[u8]) -> Self {
+        self.accepted = Some(DecodingKey::from_secret(secret));
+        self
     }
 
     /// Signs a token of `kind` for `user_id`, valid for `ttl` from `now`.
@@ -159,11 +169,15 @@ impl JwtKeys {
 
     /// Verifies a token and that it is of `kind`.
     pub fn verify(&self, token: &str, kind: TokenKind) -> Result<Claims, TokenError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-            match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
-                _ => TokenError::Invalid,
-            }
+        use jsonwebtoken::errors::ErrorKind;
+        let decode = |key| jsonwebtoken::decode::<Claims>(token, key, &self.validation);
+        let decoded = match (decode(&self.decoding), &self.accepted) {
+            (Err(e), Some(accepted)) if *e.kind() == ErrorKind::InvalidSignature => decode(accepted),
+            (decoded, _) => decoded,
+        };
+        let data = decoded.map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            _ => TokenError::Invalid,
         })?;
         let claims = data.claims;
         if claims.typ != kind {
@@ -185,6 +199,31 @@ mod tests {
 
     // Also proves exactly one jsonwebtoken crypto backend is compiled in: with none, or two,
     // the first encode panics.
+    /// Rotating the key: tokens of the key being rotated in or out verify, new ones are signed
+    /// with the first key only, and a key neither knows is still refused.
+    #[test]
+    fn an_accepted_key_verifies_but_never_signs() {
+        let now = Utc::now();
+        let ttl = Duration::from_secs(60);
+        let old = JwtKeys::new(&[1; 32]);
+        let new = JwtKeys::new(&[2; 32]).accepting(&[1; 32]);
+        let (from_old, _) = old.issue(TokenKind::Refresh, 7, Some("fam"), now, ttl);
+        assert_eq!(new.verify(&from_old, TokenKind::Refresh).unwrap().user_id(), Some(7));
+        assert_eq!(new.verify_access(&old.issue(TokenKind::Access, 7, None, now, ttl).0), Ok(7));
+        let (from_new, _) = new.issue(TokenKind::Access, 7, None, now, ttl);
+        assert_eq!(
+            old.verify(&from_new, TokenKind::Access),
+            Err(TokenError::Invalid),
+            "signed with the new key"
+        );
+        assert_eq!(JwtKeys::new(&[2; 32]).verify_access(&from_new), Ok(7));
+        let (stranger, _) = JwtKeys::new(&[3; 32]).issue(TokenKind::Access, 7, None, now, ttl);
+        assert_eq!(new.verify(&stranger, TokenKind::Access), Err(TokenError::Invalid));
+        // An expired token of the accepted key is expired, not invalid.
+        let (stale, _) = old.issue(TokenKind::Access, 7, None, now - chrono::TimeDelta::hours(1), ttl);
+        assert_eq!(new.verify(&stale, TokenKind::Access), Err(TokenError::Expired));
+    }
+
     #[test]
     fn tokens_round_trip_and_are_told_apart() {
         let keys = JwtKeys::new(&[7; 32]);
