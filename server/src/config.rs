@@ -107,6 +107,22 @@ impl std::fmt::Debug for AcceptedKey {
     }
 }
 
+/// How long the server waits at start for a database that does not accept connections yet
+/// (a container started beside it, a host still booting), by default.
+pub const DEFAULT_DATABASE_STARTUP_WAIT: Duration = Duration::from_secs(30);
+
+/// `DATABASE_STARTUP_WAIT_SECONDS` (the server and `tasklane-server migrate` read it alike).
+pub fn startup_wait(value: Option<String>) -> Result<Duration, ConfigError> {
+    let Some(raw) = value.filter(|v| !v.trim().is_empty()) else { return Ok(DEFAULT_DATABASE_STARTUP_WAIT) };
+    match raw.trim().parse::<u64>() {
+        Ok(seconds) if seconds <= 3600 => Ok(Duration::from_secs(seconds)),
+        _ => Err(ConfigError::new(
+            "DATABASE_STARTUP_WAIT_SECONDS",
+            format!("expected whole seconds from 0 to 3600, got {raw:?}"),
+        )),
+    }
+}
+
 /// The shortest `SECRET_KEY` accepted: 32 bytes, the HMAC-SHA256 block-size guidance.
 pub const SECRET_KEY_MIN_BYTES: usize = 32;
 
@@ -128,6 +144,9 @@ pub struct Config {
     pub refresh_token_ttl: Duration,
     /// `REFRESH_TOKEN_ROTATION` (default true).
     pub refresh_token_rotation: bool,
+    /// `DATABASE_STARTUP_WAIT_SECONDS` (default 30): how long the server waits at start for a
+    /// PostgreSQL that does not accept connections yet; 0 fails at once.
+    pub database_startup_wait: Duration,
     /// `DATABASE_MAX_CONNECTIONS`: the SQL pool's size.
     pub database_max_connections: u32,
     /// `DATABASE_READ_PIPELINES`: on PostgreSQL, the shared connections task reads go over,
@@ -166,6 +185,7 @@ impl Config {
             redis_url: None,
             secret_key: SecretKey::Generated,
             secret_key_accepted: None,
+            database_startup_wait: DEFAULT_DATABASE_STARTUP_WAIT,
             access_token_ttl: Duration::from_secs(15 * 60),
             refresh_token_ttl: Duration::from_secs(10080 * 60),
             refresh_token_rotation: true,
@@ -264,6 +284,7 @@ impl Config {
                 )),
             }
         };
+        let database_startup_wait = startup_wait(get("DATABASE_STARTUP_WAIT_SECONDS"))?;
         let database_max_connections =
             whole("DATABASE_MAX_CONNECTIONS", default_pool_size() as usize, 1..=10_000)? as u32;
         // 0 turns pipelined reads off.
@@ -310,6 +331,7 @@ impl Config {
             redis_url,
             secret_key,
             secret_key_accepted,
+            database_startup_wait,
             access_token_ttl,
             refresh_token_ttl,
             refresh_token_rotation,
@@ -386,6 +408,7 @@ mod tests {
             (&[("DATABASE_URL", "postgres://x/y")], "SECRET_KEY"),
             (&[("DATABASE_URL", "postgres://x/y"), ("SECRET_KEY", "short")], "SECRET_KEY"),
             (&[("SECRET_KEY_ACCEPTED", "short")], "SECRET_KEY_ACCEPTED"),
+            (&[("DATABASE_STARTUP_WAIT_SECONDS", "soon")], "DATABASE_STARTUP_WAIT_SECONDS"),
             (&[("ACCESS_TOKEN_EXPIRE_MINUTES", "ten")], "ACCESS_TOKEN_EXPIRE_MINUTES"),
             (&[("REFRESH_TOKEN_EXPIRE_MINUTES", "0")], "REFRESH_TOKEN_EXPIRE_MINUTES"),
             (&[("REFRESH_TOKEN_ROTATION", "maybe")], "REFRESH_TOKEN_ROTATION"),

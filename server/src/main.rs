@@ -70,7 +70,13 @@ async fn main() -> ExitCode {
             Ok(url) => url,
             Err(e) => return fail(e),
         };
-        return match store::migrate(&database_url).await {
+        let startup_wait = match tasklane_server::config::startup_wait(
+            std::env::var("DATABASE_STARTUP_WAIT_SECONDS").ok(),
+        ) {
+            Ok(wait) => wait,
+            Err(e) => return fail(e),
+        };
+        return match store::migrate(&database_url, startup_wait).await {
             Ok(()) => {
                 println!("migrations applied to {}", database_url.redacted());
                 ExitCode::SUCCESS

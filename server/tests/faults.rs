@@ -314,16 +314,17 @@ async fn redis_refusing_writes_in_a_failover_is_503_and_recovers() {
 async fn a_database_that_is_not_up_yet_is_waited_for() {
     let Some(pg) = PrivatePostgres::create() else { return };
     let url = DatabaseUrl::Postgres(pg.admin_url());
-    let opening = tokio::spawn(async move { tasklane_server::store::migrate(&url).await });
+    let wait = tasklane_server::config::DEFAULT_DATABASE_STARTUP_WAIT;
+    let opening = tokio::spawn(async move { tasklane_server::store::migrate(&url, wait).await });
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!opening.is_finished(), "gave up on a database that is not up yet: {:?}", opening.await);
     pg.resume();
-    let opened = tokio::time::timeout(tasklane_server::store::STARTUP_CONNECT_WAIT, opening).await;
+    let opened = tokio::time::timeout(wait, opening).await;
     opened.expect("migrated once the database came up").unwrap().unwrap();
 
     let missing = DatabaseUrl::Postgres(pg.admin_url().replace("/postgres", "/no_such_database"));
     let failed =
-        tokio::time::timeout(Duration::from_secs(10), tasklane_server::store::migrate(&missing)).await;
+        tokio::time::timeout(Duration::from_secs(10), tasklane_server::store::migrate(&missing, wait)).await;
     let err = failed.expect("a database that does not exist is not waited for").unwrap_err();
     assert!(err.to_string().contains("no_such_database"), "{err}");
 }

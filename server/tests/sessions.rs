@@ -312,18 +312,21 @@ async fn unreachable_postgres_is_503_then_recovers() {
     app.finish().await;
 }
 
-/// A database that cannot be reached at start-up is an error, not a hang.
+/// A database that cannot be reached at start-up is an error once the start-up wait is over
+/// (here none), not a hang, and it says why: the connection's own error, not a pool's timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_database_at_start_is_a_prompt_error() {
     let mut config = Config::sqlite("unused.db");
     config.database_url =
         tasklane_server::config::DatabaseUrl::Postgres("postgres://u@127.0.0.1:1/db".to_owned());
     config.secret_key = SecretKey::Given(SECRET.to_vec());
+    config.database_startup_wait = Duration::ZERO;
     let started = Instant::now();
     let Err(err) = tasklane_server::build_with(config, common::figment()).await else {
         panic!("start-up must fail");
     };
     assert!(err.to_string().starts_with("DATABASE_URL"), "{err}");
+    assert!(err.to_string().contains("refused"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
 }
 

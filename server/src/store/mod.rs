@@ -22,7 +22,7 @@ use tasklane::types::{NewTask, Task, TaskSort, TaskStatus, TaskUpdate, User};
 use crate::config::{Config, DatabaseUrl};
 
 pub use self::redis::{RedisPool, RedisRefreshStore};
-pub use self::sql::{PgStore, SqliteStore, STARTUP_CONNECT_WAIT};
+pub use self::sql::{wait_for_postgres, PgStore, SqliteStore};
 
 /// How long a request waits for a database connection or a Redis reply before it is answered
 /// with 503. Long enough to ride out a pool that is briefly saturated, short enough that a dead
@@ -169,6 +169,9 @@ pub struct Stores {
 /// Opens the database named by the config, applies its migrations, and picks the refresh store.
 pub async fn open(config: &Config) -> Result<Stores, StoreError> {
     let max = config.database_max_connections;
+    if let DatabaseUrl::Postgres(url) = &config.database_url {
+        wait_for_postgres(url, config.database_startup_wait).await?;
+    }
     let (store, sql_refresh): (Arc<dyn Store>, Arc<dyn RefreshStore>) = match &config.database_url {
         DatabaseUrl::Postgres(url) => {
             let store = Arc::new(PgStore::connect(url, max, config.database_read_pipelines).await?);
@@ -187,10 +190,17 @@ pub async fn open(config: &Config) -> Result<Stores, StoreError> {
     Ok(Stores { store, refresh, redis })
 }
 
-/// Applies the migrations of this database and returns.
-pub async fn migrate(database_url: &DatabaseUrl) -> Result<(), StoreError> {
+/// Applies the migrations of this database and returns, waiting up to `startup_wait` for a
+/// PostgreSQL that does not accept connections yet.
+pub async fn migrate(
+    database_url: &DatabaseUrl,
+    startup_wait: std::time::Duration,
+) -> Result<(), StoreError> {
     match database_url {
-        DatabaseUrl::Postgres(url) => PgStore::connect(url, 1, 0).await.map(drop),
+        DatabaseUrl::Postgres(url) => {
+            wait_for_postgres(url, startup_wait).await?;
+            PgStore::connect(url, 1, 0).await.map(drop)
+        }
         DatabaseUrl::Sqlite(url) => SqliteStore::connect(url, 1).await.map(drop),
     }
 }

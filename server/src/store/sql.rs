@@ -144,15 +144,20 @@ impl<C: Connection + 'static> SqlStore<C> {
     }
 }
 
-/// How long the server waits at start for a database that does not accept connections yet
-/// (a container started beside it, a host still booting) before it gives up.
-pub const STARTUP_CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Waits for PostgreSQL at `url` to accept a connection: up to `wait` while it is unreachable
+/// or starting up (each failure logged with its cause), not at all when it refuses the
+/// credentials or does not have the database named. The error is the database's own, not a
+/// pool's timeout.
+pub async fn wait_for_postgres(url: &str, wait: std::time::Duration) -> Result<(), StoreError> {
+    let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Internal(e.to_string()))?;
+    wait_for_database::<PgConnection>(&options, wait).await
+}
 
-/// Waits for the database to accept a connection: up to [`STARTUP_CONNECT_WAIT`] while it is
-/// unreachable or starting up (each failure logged with its cause), not at all when it refuses
-/// the credentials or does not have the database named.
-async fn wait_for_database<C: Connection>(options: &C::Options) -> Result<(), StoreError> {
-    let deadline = tokio::time::Instant::now() + STARTUP_CONNECT_WAIT;
+async fn wait_for_database<C: Connection>(
+    options: &C::Options,
+    wait: std::time::Duration,
+) -> Result<(), StoreError> {
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
         let err = match tokio::time::timeout(BACKEND_TIMEOUT, C::connect_with(options)).await {
             Ok(Ok(connection)) => {
@@ -197,7 +202,6 @@ where
     i64: sqlx::Type<DB> + for<'r> sqlx::Decode<'r, DB>,
     usize: sqlx::ColumnIndex<DB::Row>,
 {
-    wait_for_database::<DB::Connection>(&options).await?;
     let migrations = PoolOptions::<DB>::new()
         .max_connections(1)
         .acquire_timeout(BACKEND_TIMEOUT)
