@@ -181,6 +181,10 @@ pub enum Error {
     },
 
     /// The connect or request timeout elapsed.
+    ///
+    /// For a call that had to refresh the session first, this (like [`Error::Transport`] and
+    /// [`Error::Server`]) may be the refresh's failure, the call itself never sent; its
+    /// [`request_id`](Error::request_id) is then the refresh's.
     #[error("the request timed out")]
     Timeout {
         /// The `X-Request-Id` the client sent with the request, to look for it in the server's
