@@ -329,7 +329,7 @@ pub(crate) struct Bearer {
 /// every change, refreshes included).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Stamp {
-    session: u64,
+    pub(crate) session: u64,
     generation: u64,
 }
 
@@ -533,12 +533,15 @@ impl Session {
                 }
             }
         };
-        // The tokens are the client's whatever the store does; a store that panics has had its
-        // say through the panic hook, and the waiting requests go on.
-        let stored = match &change {
-            Some(Change::Save(tokens)) => self.store.save(tokens),
-            Some(Change::Clear) => self.store.clear(),
-            None => return outcome,
+        // The tokens are the client's whatever the store does; a store that panics (in `save`
+        // itself or in its future) has had its say through the panic hook, and the waiting
+        // requests go on.
+        let stored = async {
+            match &change {
+                Some(Change::Save(tokens)) => self.store.save(tokens).await,
+                Some(Change::Clear) => self.store.clear().await,
+                None => {}
+            }
         };
         let _ = std::panic::AssertUnwindSafe(stored).catch_unwind().await;
         outcome

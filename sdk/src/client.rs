@@ -219,7 +219,7 @@ impl Client {
 
     async fn probe(&self, path: &str) -> Result<HealthStatus> {
         let request = self.request(Method::GET, self.endpoint(path), None);
-        self.attempt(&request, Auth::None).await?.json()
+        self.attempt(&request, Auth::None, &mut None).await?.json()
     }
 
     // ---- The request path, used by the resource handles too ----
@@ -277,8 +277,10 @@ impl Client {
     pub(crate) async fn send(&self, request: Request, auth: Auth) -> Result<Answer> {
         let policy = &self.inner.retry;
         let mut attempt = 1;
+        // The session the first attempt was made in: a retry is not sent in another.
+        let mut session = None;
         loop {
-            let err = match self.attempt(&request, auth).await {
+            let err = match self.attempt(&request, auth, &mut session).await {
                 Ok(response) => return Ok(response),
                 Err(err) => err,
             };
@@ -296,13 +298,17 @@ impl Client {
 
     /// One attempt: with the access token (refreshed first if it is about to expire), and once
     /// more with a refreshed one if the server answers 401 to it. Without tokens, a request
-    /// that needs them is not sent: [`Error::SessionExpired`].
-    async fn attempt(&self, request: &Request, auth: Auth) -> Result<Answer> {
+    /// that needs them is not sent: [`Error::SessionExpired`]; nor is one whose earlier
+    /// attempt was made in a session that has ended since (`sent_in`, recorded here).
+    async fn attempt(&self, request: &Request, auth: Auth, sent_in: &mut Option<u64>) -> Result<Answer> {
         let session = &self.inner.session;
         if auth == Auth::None {
             return self.transmit(request, None).await;
         }
         let bearer = session.bearer(self.exchange()).await?;
+        if *sent_in.get_or_insert(bearer.stamp.session) != bearer.stamp.session {
+            return Err(Error::SessionExpired { response: None });
+        }
         match self.transmit(request, Some(&bearer.tokens)).await {
             Err(Error::Unauthorized { .. }) => {
                 // Refresh the generation this request was sent with: if another request has

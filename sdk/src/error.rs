@@ -294,7 +294,8 @@ impl Error {
     pub(crate) fn certainly_not_acted_on(&self) -> bool {
         match self {
             Error::RateLimited { .. } => true,
-            Error::Transport { source, .. } => {
+            // A connection refused, or one that timed out before it was open.
+            Error::Transport { source, .. } | Error::Timeout { source, .. } => {
                 source.downcast_ref::<reqwest::Error>().is_some_and(reqwest::Error::is_connect)
             }
             _ => false,

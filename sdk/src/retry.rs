@@ -50,10 +50,12 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// Three attempts in all: two retries ride out a dropped connection or a brief hiccup
     /// without making a user wait long for an answer that will not come. With the default
-    /// base delay they are over within 300 ms (about 150 ms on average), which is shorter than
-    /// a server restart: an application that should wait for one sets a longer
+    /// base delay the two backoffs add up to 300 ms at most (about 150 ms on average), which
+    /// is shorter than a server restart: an application that should wait for one sets a longer
     /// [`base_delay`](RetryPolicy::base_delay) (1 s gives waits of up to 1, 2, 4 s…) and more
-    /// attempts.
+    /// attempts. A `Retry-After` replaces the backoff, up to `max_delay` (20 s) each: a 503's
+    /// is 1 s, a 429's as long as the rate limit says, for a POST too (a login that hits the
+    /// limit waits, or gets [`Error::RateLimited`] at once when the wait is longer).
     pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
     /// 100 ms: the first retry comes quickly (a lost connection usually succeeds at once).
     pub const DEFAULT_BASE_DELAY: Duration = Duration::from_millis(100);

@@ -606,30 +606,74 @@ async fn a_request_is_never_replayed_with_another_sessions_tokens() {
     assert_eq!(client.tokens().unwrap().access_token().expose(), "bob", "bob's session is untouched");
 }
 
-/// A token store that panics while saving refreshed tokens: the panic is its own, and every
-/// request that waited for the refresh goes on with the new tokens (none is left hanging).
+/// A token store that panics while saving refreshed tokens, in its future or in `save` itself:
+/// the panic is its own, and every request that waited for the refresh goes on with the new
+/// tokens (none is left hanging, none fails).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_that_panics_does_not_leave_requests_hanging() {
-    struct PanickingStore;
+    struct PanickingStore {
+        in_save: bool,
+    }
     impl tasklane::TokenStore for PanickingStore {
         fn save<'a>(&'a self, _: &'a Tokens) -> futures::future::BoxFuture<'a, ()> {
+            assert!(!self.in_save, "the disk is on fire");
             Box::pin(async { panic!("the disk is on fire") })
         }
         fn clear(&self) -> futures::future::BoxFuture<'_, ()> {
             Box::pin(async {})
         }
     }
+    for in_save in [false, true] {
+        let server = MockServer::start().await;
+        mount_slow_refresh(&server, "r0", "a1", "r1").await;
+        mount_task_for(&server, "a1", 50).await;
+        let store = PanickingStore { in_save };
+        // Without retries, which would hide a failed wait: the tokens are set before the save.
+        let client = builder(&server)
+            .tokens(expired("a0", "r0"))
+            .token_store(store)
+            .retry_policy(RetryPolicy::disabled())
+            .build()
+            .unwrap();
+
+        let calls = concurrently(50, || {
+            let client = client.clone();
+            async move { tokio::time::timeout(Duration::from_secs(10), client.tasks().get(1)).await }
+        });
+        let results = calls.await;
+
+        assert!(results.iter().all(|r| matches!(r, Ok(Ok(_)))), "in save: {in_save}: {results:?}");
+        assert_eq!(client.tokens().unwrap().refresh_token().expose(), "r1");
+    }
+}
+
+/// A request retried after a passing failure is not sent again once another session has
+/// begun: the retry would go out with someone else's token.
+#[tokio::test]
+async fn a_retry_is_never_sent_with_another_sessions_tokens() {
     let server = MockServer::start().await;
-    mount_slow_refresh(&server, "r0", "a1", "r1").await;
-    mount_task_for(&server, "a1", 50).await;
-    let client = builder(&server).tokens(expired("a0", "r0")).token_store(PanickingStore).build().unwrap();
+    Mock::given(method("GET"))
+        .and(path("/tasks/1"))
+        .and(header("authorization", "Bearer alice"))
+        .respond_with(problem(503, "busy").set_delay(Duration::from_millis(300)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    mount_task_for(&server, "bob", 0).await;
+    Mock::given(method("POST"))
+        .and(path("/auth/login"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(pair("bob", "rbob")))
+        .mount(&server)
+        .await;
+    let client = builder(&server).tokens(fresh("alice", "ralice")).build().unwrap();
 
-    let calls = concurrently(50, || {
+    let read = tokio::spawn({
         let client = client.clone();
-        async move { tokio::time::timeout(Duration::from_secs(10), client.tasks().get(1)).await }
+        async move { client.tasks().get(1).await }
     });
-    let results = calls.await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.login("bob", "correct horse").await.unwrap();
+    let err = read.await.unwrap().unwrap_err();
 
-    assert!(results.iter().all(|r| matches!(r, Ok(Ok(_)))), "{results:?}");
-    assert_eq!(client.tokens().unwrap().refresh_token().expose(), "r1");
+    assert!(matches!(err, Error::SessionExpired { response: None }), "{err:?}");
 }

@@ -158,28 +158,48 @@ async fn post_is_retried_when_the_connection_could_not_be_opened() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     drop(listener);
+    let policy = RetryPolicy::new()
+        .max_attempts(100)
+        .base_delay(Duration::from_millis(50))
+        .max_delay(Duration::from_millis(50));
     let client = Client::builder(format!("http://{address}"))
         .tokens(fresh("a0", "r0"))
-        .retry_policy(
-            RetryPolicy::new()
-                .max_attempts(20)
-                .base_delay(Duration::from_millis(50))
-                .max_delay(Duration::from_millis(50)),
-        )
+        .retry_policy(policy)
         .build()
         .unwrap();
     let create = tokio::spawn(async move { client.tasks().create(NewTask::new("once")).await });
 
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let server = MockServer::builder().listener(std::net::TcpListener::bind(address).unwrap()).start().await;
-    Mock::given(method("POST"))
-        .and(path("/tasks/"))
-        .respond_with(ResponseTemplate::new(201).set_body_json(task(1, "once")))
-        .expect(1)
-        .mount(&server)
-        .await;
+    // A server that answers from its first connection on (a mock server would need its mock
+    // mounted after it started listening): one request, read whole, answered 201.
+    let listener = std::net::TcpListener::bind(address).unwrap();
+    let server = std::thread::spawn(move || {
+        use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream);
+        let (mut line, mut length, mut first) = (String::new(), 0, None);
+        while reader.read_line(&mut line).unwrap() > 2 {
+            first.get_or_insert_with(|| line.trim_end().to_owned());
+            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap();
+            }
+            line.clear();
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let json = task(1, "once").to_string();
+        let answer = format!(
+            "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+            json.len()
+        );
+        reader.get_mut().write_all(answer.as_bytes()).unwrap();
+        (first.unwrap_or_default(), String::from_utf8(body).unwrap())
+    });
 
     assert_eq!(create.await.unwrap().unwrap().title, "once");
+    let (request_line, body) = server.join().unwrap();
+    assert_eq!(request_line, "POST /tasks/ HTTP/1.1");
+    assert!(body.contains("once"), "{body}");
 }
 
 #[tokio::test]
