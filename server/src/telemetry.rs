@@ -127,14 +127,13 @@ pub fn metrics_endpoint(state: &State<AppState>) -> (ContentType, String) {
 }
 
 /// The log filter when `RUST_LOG` is unset: our events at `info` (one line per request, in its
-/// span), Rocket's start-up report and its notice of a shutdown signal, but not Rocket's own
-/// per-request lines (`rocket::server::_`: "Matched", "Outcome", "Response succeeded", catcher
+/// span), Rocket's start-up report, but not Rocket's own per-request lines (`rocket::server::_`: "Matched", "Outcome", "Response succeeded", catcher
 /// and failed-guard notices, and "No matching routes" at `error` with the whole query string,
 /// for every 404 and for every HEAD answered by its GET route). They repeat what the access
 /// line says, cost a write each, and would let any client fill the error log (and put a
 /// secret sent in a query string there). A handler that panics still shows: the access line
 /// has the 500, and the panic message goes to stderr.
-pub const DEFAULT_LOG_FILTER: &str = "info,rocket::server=warn,rocket::server::_=off,rocket::shield=warn,\
+pub const DEFAULT_LOG_FILTER: &str = "info,rocket::server=error,rocket::server::_=off,rocket::shield=warn,\
      tasklane_server::auth::_=error,tasklane_server::tasks::_=error,tasklane_server::ops::_=error";
 
 /// Installs the log subscriber: `LOG_FORMAT=json` for one JSON object per line, else text

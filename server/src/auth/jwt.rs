@@ -197,8 +197,6 @@ impl JwtKeys {
 mod tests {
     use super::*;
 
-    // Also proves exactly one jsonwebtoken crypto backend is compiled in: with none, or two,
-    // the first encode panics.
     /// Rotating the key: tokens of the key being rotated in or out verify, new ones are signed
     /// with the first key only, and a key neither knows is still refused.
     #[test]
@@ -224,6 +222,8 @@ mod tests {
         assert_eq!(new.verify(&stale, TokenKind::Access), Err(TokenError::Expired));
     }
 
+    // Also proves exactly one jsonwebtoken crypto backend is compiled in: with none, or two,
+    // the first encode panics.
     #[test]
     fn tokens_round_trip_and_are_told_apart() {
         let keys = JwtKeys::new(&[7; 32]);

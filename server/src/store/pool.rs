@@ -11,8 +11,10 @@
 //! - its last use did not settle: a query failed with anything but a plain database error
 //!   (I/O, protocol, timeout), or the future using it was dropped mid-query. The ping then
 //!   also drains what that query left on the wire, as sqlx's own release ping does;
-//! - another connection's use failed that way since this one was last tested: a database that
-//!   restarted has cut them all, so each is tested once rather than each failing a request.
+//! - another connection was lost (I/O, or PostgreSQL's connection exceptions and shutdowns)
+//!   since this one was last tested: a database that restarted has cut them all, so each is
+//!   tested once rather than each failing a request. A database that is only slow or busy (a
+//!   statement timeout, a lock) does not count: pinging every connection then would add load.
 //!
 //! A connection whose ping fails is dropped and a new one is opened in its place. Connections
 //! idle for [`IDLE_TIMEOUT`] are closed by a background task, so a quiet server holds none.
@@ -158,12 +160,12 @@ impl<C: Connection> Conn<C> {
             }
             Err(err) => {
                 let from_database = matches!(err, sqlx::Error::Database(_));
+                if super::sql::connection_lost(&err) {
+                    self.slot.doubts.fetch_add(1, Ordering::AcqRel);
+                }
                 let err = super::sql::map_err(err);
                 // "terminating connection" and its kin are database errors too.
                 self.slot.settled = from_database && !matches!(err, StoreError::Unavailable(_));
-                if !self.slot.settled {
-                    self.slot.doubts.fetch_add(1, Ordering::AcqRel);
-                }
                 Err(err)
             }
         }

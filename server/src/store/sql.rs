@@ -159,20 +159,17 @@ async fn wait_for_database<C: Connection>(
 ) -> Result<(), StoreError> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let err = match tokio::time::timeout(BACKEND_TIMEOUT, C::connect_with(options)).await {
-            Ok(Ok(connection)) => {
+        let err = match bounded(C::connect_with(options)).await {
+            Ok(connection) => {
                 let _ = connection.close().await;
                 return Ok(());
             }
-            Ok(Err(err)) => err,
-            Err(_) => sqlx::Error::PoolTimedOut,
+            Err(err) => err,
         };
         // Unreachable, or reachable and starting up, shutting down or full: it may pass.
         let passing = match &err {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
-            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-                code.starts_with("08") || code.starts_with("57P") || matches!(&*code, "53300" | "55000")
-            }),
+            sqlx::Error::Io(_) => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| passing_code(&code)),
             _ => false,
         };
         if !passing || tokio::time::Instant::now() >= deadline {
@@ -209,12 +206,16 @@ where
         .await
         .map_err(map_err)?;
     // A database migrated before has the table; a new one does not, and has none applied.
-    let applied: Vec<i64> = match migrations.acquire().await {
-        Ok(mut connection) => sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+    let applied: Vec<i64> = {
+        let mut connection = migrations.acquire().await.map_err(map_err)?;
+        match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
             .fetch_all(&mut *connection)
             .await
-            .unwrap_or_default(),
-        Err(err) => return Err(map_err(err)),
+        {
+            Ok(applied) => applied,
+            Err(sqlx::Error::Database(_)) => Vec::new(),
+            Err(err) => return Err(map_err(err)),
+        }
     };
     let known: Vec<i64> = migrator.iter().map(|m| m.version).collect();
     let newer: Vec<i64> = applied.iter().copied().filter(|v| !known.contains(v)).collect();
@@ -230,7 +231,8 @@ where
     let migrated = migrator.run(&migrations).await;
     migrations.close().await;
     migrated.map_err(|e| StoreError::Internal(e.to_string()))?;
-    tracing::info!(applied = pending, latest = known.iter().max(), "database schema up to date");
+    // Replicas starting together each count the same pending ones; one of them applied them.
+    tracing::info!(pending_at_start = pending, latest = known.iter().max(), "database schema up to date");
     Ok(())
 }
 
@@ -446,15 +448,35 @@ pub(super) fn map_err(err: sqlx::Error) -> StoreError {
     }
 }
 
+/// Whether a PostgreSQL error code met while connecting may pass by itself: connection
+/// exceptions (08), shutdown and recovery (57P), too many connections (53300), not accepting
+/// connections (55000). Not credentials (28) or a database that does not exist (3D000).
+fn passing_code(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("57P") || matches!(code, "53300" | "55000")
+}
+
 /// Whether a PostgreSQL error code means the database cannot serve now, while connecting or
 /// connected: connection exceptions (08), shutdown and recovery (57P), a statement cancelled,
 /// as `statement_timeout` does (57014), too many connections (53300), database not accepting
 /// connections (55000) or gone (3D000), credentials refused (28).
 pub(super) fn unavailable_code(code: &str) -> bool {
-    code.starts_with("08")
-        || code.starts_with("57P")
-        || code.starts_with("28")
-        || matches!(code, "57014" | "53300" | "55000" | "3D000")
+    passing_code(code) || code.starts_with("28") || matches!(code, "57014" | "3D000")
+}
+
+/// Whether `err` means the connection itself is gone or unusable (so a database restart may
+/// have cut the others too): I/O, TLS or protocol failures, a crashed SQLite worker, or
+/// PostgreSQL's connection exceptions (08) and shutdowns (57P01–57P03). Not a database that is
+/// only slow or busy (a statement timeout, a lock).
+pub(super) fn connection_lost(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => {
+            true
+        }
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    }
 }
 
 const GET_USER_SQL: &str = "SELECT id, username, created_at FROM users WHERE id = $1";
