@@ -329,7 +329,7 @@ impl Client {
         if let Some(tokens) = tokens {
             request.headers_mut().insert(AUTHORIZATION, bearer_header(tokens.access_token())?);
         }
-        let sent_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let sent_id = request_id(request.headers());
         let unanswered = |err| Error::unanswered(err, sent_id.clone());
         let response = self.inner.http.execute(request).await.map_err(unanswered)?;
         if response.status().is_success() {

@@ -345,15 +345,7 @@ impl Error {
     pub(crate) fn configuration(message: impl Into<String>) -> Self {
         Error::Configuration { message: message.into() }
     }
-}
 
-impl From<reqwest::Error> for Error {
-    fn from(error: reqwest::Error) -> Self {
-        Error::unanswered(error, None)
-    }
-}
-
-impl Error {
     /// A request that got no (whole) answer, sent with the `X-Request-Id` `request_id`.
     pub(crate) fn unanswered(error: reqwest::Error, request_id: Option<String>) -> Self {
         if error.is_timeout() {
@@ -364,7 +356,13 @@ impl Error {
     }
 }
 
-/// The `X-Request-Id` of a response.
+impl From<reqwest::Error> for Error {
+    fn from(error: reqwest::Error) -> Self {
+        Error::unanswered(error, None)
+    }
+}
+
+/// The `X-Request-Id` among `headers` (a response's, or the request's own).
 pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
     headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
