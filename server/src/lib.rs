@@ -204,7 +204,8 @@ const CORS_ERROR_ROUTES: &str = "/cors";
 /// loses the 405's `Allow` and problem content type that rocket_cors leaves on its 204.
 struct Cors {
     inner: rocket_cors::Cors,
-    /// The listed origins, serialized as rocket_cors compares them; `None` for `*`.
+    /// The listed origins, serialized as rocket_cors serializes a request's; `None` for `*`.
+    /// The one check of an origin: rocket_cors, seeing only listed ones, allows any.
     allowed: Option<std::collections::HashSet<String>>,
 }
 
@@ -286,8 +287,8 @@ fn cors(config: &Config) -> Result<Option<Cors>, StartError> {
         return Ok(None);
     }
     let invalid = |e: String| StartError::Config(config::ConfigError::new("CORS_ALLOWED_ORIGINS", e));
-    let (allowed_origins, allowed) = if config.cors_allowed_origins.iter().any(|o| o == "*") {
-        (AllowedOrigins::all(), None)
+    let allowed = if config.cors_allowed_origins.iter().any(|o| o == "*") {
+        None
     } else {
         let allowed = config
             .cors_allowed_origins
@@ -295,10 +296,11 @@ fn cors(config: &Config) -> Result<Option<Cors>, StartError> {
             .map(|o| rocket_cors::headers::Origin::from_str(o).map(|o| o.to_string()))
             .collect::<Result<_, _>>()
             .map_err(|e| invalid(e.to_string()))?;
-        (AllowedOrigins::some_exact(&config.cors_allowed_origins), Some(allowed))
+        Some(allowed)
     };
     let options = CorsOptions {
-        allowed_origins,
+        // Only listed origins reach rocket_cors (`Cors::handles`), so it need not check again.
+        allowed_origins: AllowedOrigins::all(),
         allowed_methods: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
             .iter()
             .filter_map(|m| m.parse::<rocket::http::Method>().ok().map(Into::into))

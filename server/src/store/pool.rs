@@ -41,7 +41,7 @@ const REAP_INTERVAL: Duration = Duration::from_secs(30);
 /// Opens and tests connections of one database.
 pub struct Manager<C: Connection> {
     options: C::Options,
-    /// How many unsettled uses there have been, of any connection (see the module docs).
+    /// How many connections have been lost, counted by their users (see the module docs).
     doubts: Arc<AtomicU64>,
 }
 
