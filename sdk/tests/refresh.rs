@@ -585,25 +585,39 @@ async fn a_request_is_never_replayed_with_another_sessions_tokens() {
         .expect(0)
         .mount(&server)
         .await;
+    mount_refresh(&server, "ralice", "alice2", "ralice2", 0).await;
+    let client = builder(&server).tokens(fresh("alice", "ralice")).build().unwrap();
+
+    let err = error_across_a_login(&server, &client, |client| async move {
+        client.tasks().update(1, tasklane::TaskUpdate::new().title("changed")).await
+    })
+    .await;
+
+    assert!(matches!(err, Error::SessionExpired { response: None }), "{err:?}");
+    assert_eq!(client.tokens().unwrap().access_token().expose(), "bob", "bob's session is untouched");
+}
+
+/// Starts `call` (alice's, answered slowly), logs the client in as bob while it is in flight,
+/// and returns the error the call ends with.
+async fn error_across_a_login<T, F>(
+    server: &MockServer,
+    client: &tasklane::Client,
+    call: impl FnOnce(tasklane::Client) -> F,
+) -> Error
+where
+    T: std::fmt::Debug + Send + 'static,
+    F: std::future::Future<Output = tasklane::Result<T>> + Send + 'static,
+{
     Mock::given(method("POST"))
         .and(path("/auth/login"))
         .respond_with(ResponseTemplate::new(200).set_body_json(pair("bob", "rbob")))
         .expect(1)
-        .mount(&server)
+        .mount(server)
         .await;
-    mount_refresh(&server, "ralice", "alice2", "ralice2", 0).await;
-    let client = builder(&server).tokens(fresh("alice", "ralice")).build().unwrap();
-
-    let update = tokio::spawn({
-        let client = client.clone();
-        async move { client.tasks().update(1, tasklane::TaskUpdate::new().title("changed")).await }
-    });
+    let call = tokio::spawn(call(client.clone()));
     tokio::time::sleep(Duration::from_millis(100)).await;
     client.login("bob", "correct horse").await.unwrap();
-    let err = update.await.unwrap().unwrap_err();
-
-    assert!(matches!(err, Error::SessionExpired { response: None }), "{err:?}");
-    assert_eq!(client.tokens().unwrap().access_token().expose(), "bob", "bob's session is untouched");
+    call.await.unwrap().unwrap_err()
 }
 
 /// A token store that panics while saving refreshed tokens, in its future or in `save` itself:
@@ -660,20 +674,10 @@ async fn a_retry_is_never_sent_with_another_sessions_tokens() {
         .mount(&server)
         .await;
     mount_task_for(&server, "bob", 0).await;
-    Mock::given(method("POST"))
-        .and(path("/auth/login"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(pair("bob", "rbob")))
-        .mount(&server)
-        .await;
     let client = builder(&server).tokens(fresh("alice", "ralice")).build().unwrap();
 
-    let read = tokio::spawn({
-        let client = client.clone();
-        async move { client.tasks().get(1).await }
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    client.login("bob", "correct horse").await.unwrap();
-    let err = read.await.unwrap().unwrap_err();
+    let err =
+        error_across_a_login(&server, &client, |client| async move { client.tasks().get(1).await }).await;
 
     assert!(matches!(err, Error::SessionExpired { response: None }), "{err:?}");
 }
