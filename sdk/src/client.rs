@@ -335,7 +335,7 @@ impl Client {
         if response.status().is_success() {
             Answer::read(response).await.map_err(unanswered)
         } else {
-            Err(Error::from_response(response).await)
+            Err(Error::from_response(response, sent_id).await)
         }
     }
 

@@ -3,13 +3,11 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
-
-use reqwest::header::{HeaderMap, RETRY_AFTER};
-use reqwest::StatusCode;
-use serde::Deserialize as _;
+use std::time::{Duration, SystemTime};
 
 use crate::types::{FieldError, Problem};
+use reqwest::header::{HeaderMap, DATE, RETRY_AFTER};
+use reqwest::StatusCode;
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -26,6 +24,12 @@ pub(crate) const REQUEST_ID: &str = "x-request-id";
 /// Longest piece of a non-JSON error body kept as the [`ErrorResponse::detail`].
 const DETAIL_MAX_CHARS: usize = 512;
 
+/// How much of an error body is read: a problem document is well under a kilobyte, and an
+/// error page from a proxy in front of the server says what it has to say in its first
+/// kilobytes. A longer body is not read to its end (nor held in memory, as a whole one of a
+/// misbehaving proxy could be gigabytes), and the connection is not reused.
+const ERROR_BODY_MAX_BYTES: usize = 64 * 1024;
+
 /// What the server answered when it refused a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -35,7 +39,8 @@ pub struct ErrorResponse {
     /// The problem's `detail`: a human-readable explanation. When the body was not problem JSON,
     /// the start of the body, or the status's reason phrase when the body was empty.
     pub detail: String,
-    /// The response's `X-Request-Id`, to find the request in the server's logs.
+    /// The response's `X-Request-Id`, to find the request in the server's logs; when the
+    /// answer carried none (a proxy's own error page), the one the client sent with the request.
     pub request_id: Option<String>,
     /// The whole problem document, when the body was `application/problem+json`.
     pub problem: Option<Box<Problem>>,
@@ -45,7 +50,7 @@ pub struct ErrorResponse {
 }
 
 impl ErrorResponse {
-    fn new(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Self {
+    fn new(status: StatusCode, headers: &HeaderMap, body: &[u8], sent_id: Option<String>) -> Self {
         let problem = read_problem(status, body).map(Box::new);
         let detail = match &problem {
             Some(problem) => problem.detail.clone(),
@@ -62,7 +67,7 @@ impl ErrorResponse {
         Self {
             status: status.as_u16(),
             detail,
-            request_id: request_id(headers),
+            request_id: request_id(headers).or(sent_id),
             problem,
             retry_after: retry_after(headers),
         }
@@ -302,9 +307,15 @@ impl Error {
         }
     }
 
-    /// The error for a response with an error status, from its status, headers and body.
-    pub(crate) fn from_status(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Self {
-        let response = ErrorResponse::new(status, headers, body);
+    /// The error for a response with an error status, from its status, headers and body, to a
+    /// request sent with the `X-Request-Id` `sent_id`.
+    pub(crate) fn from_status(
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+        sent_id: Option<String>,
+    ) -> Self {
+        let response = ErrorResponse::new(status, headers, body, sent_id);
         match status.as_u16() {
             401 => Error::Unauthorized { response },
             404 => Error::NotFound { response },
@@ -319,13 +330,21 @@ impl Error {
         }
     }
 
-    /// The error for a response with an error status; reads the body.
-    pub(crate) async fn from_response(response: reqwest::Response) -> Self {
+    /// The error for a response with an error status to a request sent with the `X-Request-Id`
+    /// `sent_id`; reads the start of the body.
+    pub(crate) async fn from_response(mut response: reqwest::Response, sent_id: Option<String>) -> Self {
         let status = response.status();
-        let headers = response.headers().clone();
+        let headers = std::mem::take(response.headers_mut());
         // An unreadable error body still leaves the status and the request id to report.
-        let body = response.bytes().await.unwrap_or_default();
-        Self::from_status(status, &headers, &body)
+        let mut body = Vec::new();
+        while body.len() < ERROR_BODY_MAX_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        body.truncate(ERROR_BODY_MAX_BYTES);
+        Self::from_status(status, &headers, &body, sent_id)
     }
 
     /// A request the client refused to send because it breaks the API's rules.
@@ -380,7 +399,10 @@ fn read_problem(status: StatusCode, body: &[u8]) -> Option<Problem> {
     if kind.is_none() && title.is_none() && code.is_none() && detail.is_none() {
         return None;
     }
-    let errors = members.get("errors").and_then(|errors| Vec::<FieldError>::deserialize(errors).ok());
+    let errors = members
+        .get("errors")
+        .and_then(serde_json::Value::as_array)
+        .map(|errors| errors.iter().filter_map(read_field_error).collect());
     let title = title.unwrap_or_else(|| reason(status).to_owned());
     Some(Problem {
         kind: kind.unwrap_or_else(|| "about:blank".to_owned()),
@@ -391,20 +413,40 @@ fn read_problem(status: StatusCode, body: &[u8]) -> Option<Problem> {
     })
 }
 
+/// One member of a problem's `errors`: an object naming the `field` and the `message`. One
+/// that lacks either (or has it of the wrong type) is still kept, so that the others are not
+/// lost with it; it is dropped only when it is not an object at all.
+fn read_field_error(error: &serde_json::Value) -> Option<FieldError> {
+    let members = error.as_object()?;
+    let text = |name: &str| members.get(name).and_then(serde_json::Value::as_str).unwrap_or_default();
+    let message = match text("message") {
+        "" => "is invalid",
+        message => message,
+    };
+    Some(FieldError::new(text("field"), message))
+}
+
 /// The status's reason phrase, such as `Bad Gateway`.
 fn reason(status: StatusCode) -> &'static str {
     status.canonical_reason().unwrap_or("Error")
 }
 
-/// `Retry-After` as delay-seconds, or as an HTTP date (the delay until then).
+/// `Retry-After` as delay-seconds, or as an HTTP date in any of the three formats RFC 9110
+/// asks a recipient to accept. A date is measured from the answer's own `Date`, both being
+/// the server's clock, so a client clock that is off does not change the wait; without a
+/// `Date`, from the client's clock.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let delay = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(delay.to_std().unwrap_or(Duration::ZERO))
+    let at = httpdate::parse_http_date(value).ok()?;
+    let now = headers
+        .get(DATE)
+        .and_then(|date| date.to_str().ok())
+        .and_then(|date| httpdate::parse_http_date(date).ok())
+        .unwrap_or_else(SystemTime::now);
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The server's own words when it refused the request, else the client's findings.
@@ -441,16 +483,59 @@ mod tests {
     }
 
     #[test]
+    fn retry_after_dates_in_every_http_format_count_from_the_answers_date() {
+        // The server's clock (its `Date`) is years behind the client's: the wait is still the
+        // 90 s between the two dates, whichever of RFC 9110's three formats says when.
+        let date = ("date", "Sun, 06 Nov 1994 08:49:37 GMT");
+        for at in
+            ["Sun, 06 Nov 1994 08:51:07 GMT", "Sunday, 06-Nov-94 08:51:07 GMT", "Sun Nov  6 08:51:07 1994"]
+        {
+            assert_eq!(
+                retry_after(&headers(&[date, ("retry-after", at)])),
+                Some(Duration::from_secs(90)),
+                "{at}"
+            );
+        }
+        // Without a `Date`, from the client's clock: a date in the past is no wait.
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "Sun Nov  6 08:51:07 1994")])),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn an_answer_without_a_request_id_names_the_one_sent() {
+        let err =
+            Error::from_status(StatusCode::BAD_GATEWAY, &HeaderMap::new(), b"", Some("sent".to_owned()));
+        assert_eq!(err.request_id(), Some("sent"));
+        let answered = headers(&[("x-request-id", "answered")]);
+        let err = Error::from_status(StatusCode::BAD_GATEWAY, &answered, b"", Some("sent".to_owned()));
+        assert_eq!(err.request_id(), Some("answered"));
+    }
+
+    #[test]
+    fn one_malformed_field_error_does_not_lose_the_others() {
+        let body =
+            br#"{"status":422,"detail":"d","errors":[{"field":"title","message":"m"},{"field":"limit"},7]}"#;
+        let problem = read_problem(StatusCode::UNPROCESSABLE_ENTITY, body).unwrap();
+        assert_eq!(
+            problem.errors,
+            Some(vec![FieldError::new("title", "m"), FieldError::new("limit", "is invalid")])
+        );
+    }
+
+    #[test]
     fn a_body_that_is_not_a_problem_still_gives_a_detail() {
         let err = Error::from_status(
             StatusCode::BAD_GATEWAY,
             &headers(&[("x-request-id", "r1")]),
             b"upstream down\n",
+            Some("sent".to_owned()),
         );
         assert_eq!(err.detail(), Some("upstream down"));
         assert_eq!(err.request_id(), Some("r1"));
         assert!(err.is_retryable());
-        let err = Error::from_status(StatusCode::INTERNAL_SERVER_ERROR, &HeaderMap::new(), b"");
+        let err = Error::from_status(StatusCode::INTERNAL_SERVER_ERROR, &HeaderMap::new(), b"", None);
         assert_eq!(err.detail(), Some("Internal Server Error"));
         assert!(!err.is_retryable());
         assert_eq!(err.to_string(), "server error: Internal Server Error (HTTP 500)");
@@ -480,7 +565,8 @@ mod tests {
         for body in [r#"{"message":"nope"}"#, "[1]", "\"text\"", "<html>", ""] {
             assert!(read(StatusCode::BAD_GATEWAY, body).is_none(), "{body}");
         }
-        let err = Error::from_status(StatusCode::BAD_GATEWAY, &HeaderMap::new(), br#"{"message":"nope"}"#);
+        let err =
+            Error::from_status(StatusCode::BAD_GATEWAY, &HeaderMap::new(), br#"{"message":"nope"}"#, None);
         assert_eq!(err.detail(), Some(r#"{"message":"nope"}"#));
     }
 

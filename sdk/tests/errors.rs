@@ -84,8 +84,43 @@ async fn an_error_body_that_is_not_a_problem_still_gives_a_detail() {
 
     assert!(matches!(err, Error::Server { .. }));
     assert_eq!(err.detail(), Some("<html>Bad Gateway</html>"));
-    assert_eq!(err.request_id(), None);
     assert!(err.is_retryable());
+    // A gateway's page carries no X-Request-Id: the error names the one the request was sent with.
+    let received = server.received_requests().await.unwrap();
+    let sent = received[0].headers.get("x-request-id").unwrap().to_str().unwrap();
+    assert_eq!(err.request_id(), Some(sent));
+}
+
+#[tokio::test]
+async fn an_endless_error_body_is_not_read_to_its_end() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    // A proxy that answers 502 with a body of a gigabyte, sends 256 KiB of it, then stalls.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = [0; 4096];
+        let _ = socket.read(&mut request).await.unwrap();
+        let head =
+            "HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/html\r\ncontent-length: 1000000000\r\n\r\n";
+        socket.write_all(head.as_bytes()).await.unwrap();
+        socket.write_all(&vec![b'x'; 256 * 1024]).await.unwrap();
+        std::future::pending::<()>().await;
+    });
+    let client = Client::builder(url)
+        .tokens(fresh("a0", "r0"))
+        .timeout(Duration::from_secs(3))
+        .retry_policy(RetryPolicy::disabled())
+        .build()
+        .unwrap();
+
+    let err = client.tasks().get(1).await.unwrap_err();
+
+    // Reading the whole body would have waited for the timeout; its start is enough.
+    assert!(matches!(err, Error::Server { .. }), "{err:?}");
+    assert_eq!(err.status(), Some(502));
+    assert_eq!(err.detail().unwrap().len(), 512);
 }
 
 #[tokio::test]
