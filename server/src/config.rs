@@ -63,16 +63,33 @@ impl DatabaseUrl {
         }
     }
 
-    /// A form fit for logs: the password, if any, is masked.
+    /// A form fit for logs: the password, if any, is masked, whether it is in the user info or
+    /// a query parameter (`?password=`, which libpq and sqlx accept too). A URL with a `#` is
+    /// not shown at all: a password must percent-encode it, so there it is most likely part of
+    /// an unencoded password that the parser has split across host, path and fragment.
     pub fn redacted(&self) -> String {
         match self {
             Self::Sqlite(url) => url.clone(),
             Self::Postgres(url) => match url::Url::parse(url) {
-                Ok(mut parsed) if parsed.password().is_some() => {
-                    let _ = parsed.set_password(Some("***"));
+                Ok(parsed) if parsed.fragment().is_some() => {
+                    format!("{}://(not shown: the URL has a '#')", parsed.scheme())
+                }
+                Ok(mut parsed) => {
+                    if parsed.password().is_some() {
+                        let _ = parsed.set_password(Some("***"));
+                    }
+                    if parsed.query_pairs().any(|(key, _)| key.contains("password")) {
+                        let pairs: Vec<(String, String)> = parsed
+                            .query_pairs()
+                            .map(|(key, value)| {
+                                let value = if key.contains("password") { "***".into() } else { value };
+                                (key.into_owned(), value.into_owned())
+                            })
+                            .collect();
+                        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+                    }
                     parsed.to_string()
                 }
-                Ok(parsed) => parsed.to_string(),
                 Err(_) => "postgres://(unparsable)".to_owned(),
             },
         }
@@ -396,6 +413,12 @@ mod tests {
         .unwrap();
         assert_eq!(c.database_url, DatabaseUrl::Postgres("postgresql://u:p@db:5432/tasks".into()));
         assert_eq!(c.database_url.redacted(), "postgresql://u:***@db:5432/tasks");
+        let redacted = |url: &str| DatabaseUrl::parse(url).unwrap().redacted();
+        assert_eq!(
+            redacted("postgres://db/tasks?user=u&password=S3cret&sslmode=require"),
+            "postgres://db/tasks?user=u&password=***&sslmode=require"
+        );
+        assert_eq!(redacted("postgres://u:p@ss/w#rd@db/tasks"), "postgres://(not shown: the URL has a '#')");
         let c = from(&[("DATABASE_URL", "sqlite+aiosqlite:///./tasks.db")]).unwrap();
         assert_eq!(c.database_url.sqlite_file(), Some(PathBuf::from("./tasks.db")));
         assert_eq!(DatabaseUrl::Sqlite("sqlite::memory:".into()).sqlite_file(), None);
