@@ -459,6 +459,54 @@ async fn two_instances_on_one_postgres_and_redis_behave_as_one() {
     scratch.cleanup().await;
 }
 
+/// `rediss://`, as managed Redis services with encryption in transit require: the server
+/// verifies the certificate against the system's roots (here the test CA, named by
+/// `SSL_CERT_FILE` as rustls-native-certs reads it), and keeps its sessions there.
+#[tokio::test]
+async fn redis_over_tls_verifies_the_certificate_and_keeps_sessions() {
+    let Some((config, scratch)) = scratch_config(Backend::PostgresRedis).await else { return };
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: `scripts/services.sh start` prints it beside TASKLANE_TEST_REDIS_URL")
+        })
+    };
+    let (tls_url, ca) = (var("TASKLANE_TEST_REDIS_TLS_URL"), var("TASKLANE_TEST_REDIS_TLS_CA"));
+    let _turn = TURN.lock().await;
+    let DatabaseUrl::Postgres(database_url) = &config.database_url else { unreachable!() };
+    let secret = secret();
+    let mut settings = cluster_settings(database_url, &tls_url, &secret, "0");
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+
+    // Trusting the CA: sessions are kept in Redis over TLS, and a refresh consumes them there.
+    settings.push(("SSL_CERT_FILE", &ca));
+    let trusting = ServerProcess::start(&settings).await;
+    let ready = http.get(trusting.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "{}", trusting.log());
+    let pair = register(&http, &trusting, "tls").await;
+    let body = json!({"refresh_token": field(&pair, "refresh_token")});
+    let (status, refreshed) = post(&http, trusting.url("/auth/refresh"), None, body.clone()).await;
+    assert_eq!(status, 200, "{refreshed}");
+    let (status, _) = post(&http, trusting.url("/auth/refresh"), None, body).await;
+    assert_eq!(status, 401, "a consumed refresh token");
+    trusting.stop().await;
+
+    // Without the CA the certificate is refused: Redis is unavailable, not silently trusted.
+    settings.pop();
+    let refusing = ServerProcess::start(&settings).await;
+    let ready = http.get(refusing.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let (status, problem) = post(
+        &http,
+        refusing.url("/auth/login"),
+        None,
+        json!({"username": "tls", "password": "correct horse"}),
+    )
+    .await;
+    assert_eq!(status, 503, "{problem}");
+    refusing.stop().await;
+    scratch.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_share_one_rate_limit() {
     let Some((config, scratch)) = scratch_config(Backend::PostgresRedis).await else { return };
