@@ -22,8 +22,8 @@ use crate::error::ApiError;
 /// Up to 65,536 bytes are read; a larger body is 413, and one that has not arrived within
 /// [`BODY_READ_TIMEOUT`] is 408 (Rocket 0.5 sets no read deadline of its own, so a client that
 /// stops sending would hold its request forever). A `Content-Type` other than JSON, or one that
-/// does not parse, or a charset other than UTF-8, is 415 (a missing one is taken as JSON, as
-/// the service Tasklane replaces did). Bad syntax is 400; a well-formed body of the wrong shape
+/// does not parse, or a charset other than UTF-8, or a `Content-Encoding` (gzip and the like),
+/// is 415 (a missing type is taken as JSON, as the service Tasklane replaces did). Bad syntax is 400; a well-formed body of the wrong shape
 /// (not an object, unknown field, a field given twice, wrong type, bad enum value, a nested
 /// object or array: every body of this API is a flat object) is 422 and names the field.
 pub struct JsonBody<T>(pub T);
@@ -67,6 +67,15 @@ async fn parse<T: DeserializeOwned>(req: &Request<'_>, data: Data<'_>) -> Result
             )));
         }
     }
+    // A compressed body would be read as malformed JSON; say what is wrong instead (RFC 9110
+    // answers a content coding the server does not know with 415).
+    if let Some(coding) =
+        req.headers().get_one("Content-Encoding").filter(|c| !c.trim().eq_ignore_ascii_case("identity"))
+    {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "the body must not be encoded (Content-Encoding: {coding:?}); send plain JSON"
+        )));
+    }
     let bytes = tokio::time::timeout(BODY_READ_TIMEOUT, data.open(BODY_MAX_BYTES.bytes()).into_bytes())
         .await
         .map_err(|_| ApiError::RequestTimeout(BODY_READ_TIMEOUT))?
@@ -74,6 +83,7 @@ async fn parse<T: DeserializeOwned>(req: &Request<'_>, data: Data<'_>) -> Result
     if !bytes.is_complete() {
         return Err(ApiError::PayloadTooLarge);
     }
+    req.local_cache(|| crate::routing::BodyRead(true));
     // Syntax first, shape second: JSON that does not parse is 400, and well-formed JSON of the
     // wrong shape is 422 naming the field. Deserializing straight from the bytes would mix the
     // two: serde_json reports some type errors (a number or null where an enum belongs) as

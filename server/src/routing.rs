@@ -188,6 +188,12 @@ pub fn finish(req: &Request<'_>, res: &mut Response<'_>) {
             res.set_header(Header::new(name, value));
         }
     }
+    if body_left_unread(req) {
+        // The answer came before the body was read (a refused token, an unknown route, a type
+        // that is not JSON). Rocket then closes the connection without saying so, and a client
+        // that sends its next request on it finds it broken: say so.
+        res.set_header(Header::new("Connection", "close"));
+    }
     let status = res.status().code;
     let route = req.route().map_or("unmatched", |r| r.uri.path());
     crate::telemetry::record_request(req.method().as_str(), route, status, latency);
@@ -202,6 +208,17 @@ pub fn finish(req: &Request<'_>, res: &mut Response<'_>) {
         latency_ms = latency.as_micros() as f64 / 1000.0,
         "response"
     );
+}
+
+/// Marks a request whose body was read to its end (by the JSON body guard).
+pub(crate) struct BodyRead(pub(crate) bool);
+
+/// Whether the request came with a body (a length above zero, or chunked) that nothing read.
+fn body_left_unread(req: &Request<'_>) -> bool {
+    let headers = req.headers();
+    let has_body = headers.contains("Transfer-Encoding")
+        || headers.get_one("Content-Length").is_some_and(|n| n.trim() != "0");
+    has_body && !req.local_cache(|| BodyRead(false)).0
 }
 
 #[cfg(test)]

@@ -150,6 +150,99 @@ async fn a_body_that_stops_arriving_is_408_and_closes_the_connection() {
     server.stop().await;
 }
 
+/// Writes `request` on `socket` and reads one answer: its head (lowercased) and its body.
+async fn exchange(socket: &mut tokio::net::TcpStream, request: &[u8]) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    socket.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0; 8192];
+    loop {
+        if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .map_or(0, |n| n.trim().parse().unwrap());
+            if answer.len() >= end + 4 + length {
+                let body = String::from_utf8_lossy(&answer[end + 4..end + 4 + length]).into_owned();
+                return (head, body);
+            }
+        }
+        let read =
+            tokio::time::timeout(Duration::from_secs(30), socket.read(&mut buf)).await.unwrap().unwrap();
+        assert!(read > 0, "closed before a whole answer: {:?}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..read]);
+    }
+}
+
+/// An answer given before the request's body was read (here a 401, a 404 and a 415 to a
+/// 40 KB create) says `Connection: close`: Rocket does not keep such a connection, and a
+/// client that reused it would find it broken. One whose body was read keeps the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_before_the_body_is_read_closes_the_connection_and_says_so() {
+    let server = TestServer::start(Backend::Sqlite).await.unwrap();
+    let http = reqwest::Client::new();
+    let pair = register(&http, &server, "unread").await;
+    let token = pair["access_token"].as_str().unwrap();
+    let address = server.url("").trim_start_matches("http://").to_owned();
+    let big = serde_json::to_string(&json!({"title": "big", "description": "d".repeat(9_000)})).unwrap();
+    let big = big.repeat(4); // ~36 KB: well-formed or not, it is refused before it is read
+    let request = |path: &str, auth: &str, content_type: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: tasklane\r\n{auth}Content-Type: {content_type}\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+    for (status, request) in [
+        (401, request("/tasks/", "", "application/json", &big)),
+        (404, request("/nowhere", &bearer, "application/json", &big)),
+        (415, request("/tasks/", &bearer, "text/plain", &big)),
+    ] {
+        let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let (head, body) = exchange(&mut socket, request.as_bytes()).await;
+        assert!(head.starts_with(&format!("http/1.1 {status} ")), "{head}\n{body}");
+        assert!(head.contains("\r\nconnection: close"), "{status}: {head}");
+    }
+    // A body that was read: the connection carries the next request.
+    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let small = r#"{"title": "kept"}"#;
+    for _ in 0..2 {
+        let (head, body) =
+            exchange(&mut socket, request("/tasks/", &bearer, "application/json", small).as_bytes()).await;
+        assert!(head.starts_with("http/1.1 201 "), "{head}\n{body}");
+        assert!(!head.contains("connection: close"), "{head}");
+    }
+    server.stop().await;
+}
+
+/// A compressed body is 415 naming the coding, not a puzzling "malformed JSON".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encoded_body_is_415() {
+    let server = TestServer::start(Backend::Sqlite).await.unwrap();
+    let http = reqwest::Client::new();
+    let pair = register(&http, &server, "encoded").await;
+    let token = pair["access_token"].as_str().unwrap();
+    for (coding, status) in [("gzip", 415), ("identity", 201)] {
+        let res = http
+            .post(server.url("/tasks/"))
+            .bearer_auth(token)
+            .header("Content-Type", "application/json")
+            .header("Content-Encoding", coding)
+            .body(r#"{"title": "plain"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "{coding}");
+        if status == 415 {
+            let problem: Value = res.json().await.unwrap();
+            assert!(problem["detail"].as_str().unwrap().contains("gzip"), "{problem}");
+        }
+    }
+    server.stop().await;
+}
+
 /// The whole flow over HTTP/1.1 on a socket, as curl would do it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_flow_over_a_socket() {
