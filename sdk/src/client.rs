@@ -364,6 +364,27 @@ impl fmt::Debug for Client {
     }
 }
 
+/// Redirects are followed only on the origin the request was sent to, or from `http` to
+/// `https` on the same host (a proxy that upgrades plain requests), 10 at most. A 307 or 308
+/// sends the body again, and bodies carry passwords and refresh tokens: one pointing anywhere
+/// else is not followed, and its answer becomes an [`Error::Http`] naming the `Location`.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let Some(first) = attempt.previous().first() else { return attempt.stop() };
+        let next = attempt.url();
+        let same_origin = next.origin() == first.origin();
+        let upgraded =
+            first.scheme() == "http" && next.scheme() == "https" && next.host_str() == first.host_str();
+        if attempt.previous().len() > 10 {
+            attempt.error("more than 10 redirects")
+        } else if same_origin || upgraded {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
 /// `Bearer <token>`, marked sensitive so that HTTP tooling does not log or index it.
 fn bearer_header(token: &Secret) -> Result<HeaderValue> {
     let mut value = HeaderValue::try_from(format!("Bearer {}", token.expose())).map_err(|_| {
@@ -457,6 +478,11 @@ impl ClientBuilder {
 
     /// Uses this `reqwest::Client` (to share its connection pool, or for settings such as
     /// proxies or extra root certificates) instead of making one.
+    ///
+    /// Its own redirect policy applies. reqwest's default follows any redirect, and on a 307
+    /// or 308 sends the body (with the password or refresh token in it) to wherever the
+    /// `Location` points; the client this builder makes follows only redirects that stay on the
+    /// API's origin, or go from `http` to `https` on the same host.
     ///
     /// The injected client keeps its own timeouts and user agent unless [`timeout`] or
     /// [`user_agent`] are set here too (a `timeout` of `None` does not remove its own);
@@ -557,7 +583,8 @@ impl ClientBuilder {
             }
             None => {
                 let mut builder = reqwest::Client::builder()
-                    .user_agent(user_agent.unwrap_or(HeaderValue::from_static(DEFAULT_USER_AGENT)));
+                    .user_agent(user_agent.unwrap_or(HeaderValue::from_static(DEFAULT_USER_AGENT)))
+                    .redirect(redirect_policy());
                 if let Some(timeout) = self.timeout.unwrap_or(Some(Self::DEFAULT_TIMEOUT)) {
                     builder = builder.timeout(timeout);
                 }

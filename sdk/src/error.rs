@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::types::{FieldError, Problem};
-use reqwest::header::{HeaderMap, DATE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, DATE, LOCATION, RETRY_AFTER};
 use reqwest::StatusCode;
 
 /// `Result` with this crate's [`Error`].
@@ -52,9 +52,12 @@ pub struct ErrorResponse {
 impl ErrorResponse {
     fn new(status: StatusCode, headers: &HeaderMap, body: &[u8], sent_id: Option<String>) -> Self {
         let problem = read_problem(status, body).map(Box::new);
-        let detail = match &problem {
-            Some(problem) => problem.detail.clone(),
-            None => {
+        let location =
+            headers.get(LOCATION).and_then(|l| l.to_str().ok()).filter(|_| status.is_redirection());
+        let detail = match (&problem, location) {
+            (_, Some(location)) => format!("redirected to {location}, off the API's origin: not followed"),
+            (Some(problem), None) => problem.detail.clone(),
+            (None, None) => {
                 let text = String::from_utf8_lossy(body);
                 let text = text.trim();
                 if text.is_empty() {
@@ -178,7 +181,9 @@ pub enum Error {
         response: ErrorResponse,
     },
 
-    /// Any other error status, such as 400 (malformed JSON), 405, 413 or 415.
+    /// Any other error status, such as 400 (malformed JSON), 405, 413 or 415; or a redirect
+    /// the client did not follow, because it leaves the API's origin (see
+    /// [`ClientBuilder::http_client`](crate::ClientBuilder::http_client)).
     #[error("HTTP error: {response}")]
     Http {
         /// The server's answer.

@@ -288,3 +288,32 @@ async fn a_problem_without_title_or_status_is_still_read() {
         assert_eq!(problem.detail, detail);
     }
 }
+
+#[tokio::test]
+async fn a_redirect_to_another_origin_is_not_followed_with_the_password() {
+    let api = MockServer::start().await;
+    let elsewhere = MockServer::start().await;
+    let target = format!("{}/auth/login", elsewhere.uri());
+    Mock::given(path("/auth/login"))
+        .respond_with(ResponseTemplate::new(307).insert_header("location", target.as_str()))
+        .mount(&api)
+        .await;
+    // A redirect on the API's own origin is followed, body and all.
+    Mock::given(path("/tasks/1"))
+        .respond_with(ResponseTemplate::new(308).insert_header("location", "/v2/tasks/1"))
+        .mount(&api)
+        .await;
+    Mock::given(path("/v2/tasks/1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(task(1, "moved")))
+        .mount(&api)
+        .await;
+    let client = builder(&api).tokens(fresh("a0", "r0")).build().unwrap();
+
+    let err = client.login("ada", "correct horse").await.unwrap_err();
+
+    assert!(matches!(err, Error::Http { .. }), "{err:?}");
+    assert_eq!(err.status(), Some(307));
+    assert!(err.detail().unwrap().contains(&target), "{err}");
+    assert_eq!(received(&elsewhere, "/auth/login").await, 0, "the password stayed home");
+    assert_eq!(client.tasks().get(1).await.unwrap().title, "moved");
+}
