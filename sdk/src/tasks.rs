@@ -21,6 +21,17 @@ const TOTAL_COUNT: &str = "x-total-count";
 ///
 /// Requests are checked against the API's rules (lengths, page size) before they are sent, so
 /// a bad one fails with [`Error::Validation`] without a round trip.
+///
+/// `Tasks` is `Copy` and its methods take it by value, so the futures they return borrow only
+/// the client, not the `Tasks` made for the call: calls made in a closure can run together.
+///
+/// ```no_run
+/// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
+/// let ids = [3, 5, 8];
+/// let tasks = futures::future::try_join_all(ids.iter().map(|id| client.tasks().get(*id))).await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Tasks<'c> {
     client: &'c Client,
@@ -44,7 +55,7 @@ impl<'c> Tasks<'c> {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn create(&self, task: NewTask) -> Result<Task> {
+    pub async fn create(self, task: NewTask) -> Result<Task> {
         let task = task.validate().map_err(Error::invalid)?;
         let request = self.client.json_request(Method::POST, self.client.endpoint("tasks/"), &task);
         self.client.send(request, Auth::Bearer).await?.json()
@@ -62,12 +73,12 @@ impl<'c> Tasks<'c> {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn list(&self) -> ListTasks<'c> {
+    pub fn list(self) -> ListTasks<'c> {
         ListTasks { client: self.client, query: ListQuery::default() }
     }
 
     /// The page after `page`, following its `next` link; `None` on the last page.
-    pub async fn next_page(&self, page: &Page<Task>) -> Result<Option<Page<Task>>> {
+    pub async fn next_page(self, page: &Page<Task>) -> Result<Option<Page<Task>>> {
         match &page.next {
             Some(next) => fetch_page(self.client, next.clone()).await.map(Some),
             None => Ok(None),
@@ -79,7 +90,7 @@ impl<'c> Tasks<'c> {
     /// # Errors
     ///
     /// [`Error::NotFound`] when there is no such task, or it belongs to somebody else.
-    pub async fn get(&self, id: i64) -> Result<Task> {
+    pub async fn get(self, id: i64) -> Result<Task> {
         self.client.get_json(self.url(id), Auth::Bearer).await
     }
 
@@ -93,16 +104,16 @@ impl<'c> Tasks<'c> {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn update(&self, id: i64, update: TaskUpdate) -> Result<Task> {
+    pub async fn update(self, id: i64, update: TaskUpdate) -> Result<Task> {
         self.change(Method::PUT, id, update).await
     }
 
     /// The same as [`update`](Tasks::update), sent as `PATCH /tasks/{id}`.
-    pub async fn patch(&self, id: i64, update: TaskUpdate) -> Result<Task> {
+    pub async fn patch(self, id: i64, update: TaskUpdate) -> Result<Task> {
         self.change(Method::PATCH, id, update).await
     }
 
-    async fn change(&self, method: Method, id: i64, update: TaskUpdate) -> Result<Task> {
+    async fn change(self, method: Method, id: i64, update: TaskUpdate) -> Result<Task> {
         let update = update.validate().map_err(Error::invalid)?;
         let request = self.client.json_request(method, self.url(id), &update);
         self.client.send(request, Auth::Bearer).await?.json()
@@ -114,7 +125,7 @@ impl<'c> Tasks<'c> {
     ///
     /// [`Error::NotFound`] when there is no such task, or it belongs to somebody else. A
     /// DELETE retried after a lost answer also finds the task already gone.
-    pub async fn delete(&self, id: i64) -> Result<()> {
+    pub async fn delete(self, id: i64) -> Result<()> {
         let request = self.client.request(Method::DELETE, self.url(id), None);
         self.client.send(request, Auth::Bearer).await.map(drop)
     }

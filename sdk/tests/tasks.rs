@@ -73,6 +73,25 @@ async fn get_update_patch_and_delete_use_their_methods_and_bodies() {
 }
 
 #[tokio::test]
+async fn calls_made_in_a_closure_run_together() {
+    let server = MockServer::start().await;
+    for id in 1..=3 {
+        Mock::given(method("GET"))
+            .and(path(format!("/tasks/{id}")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(task(id, "t")))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+
+    // Each future borrows the client, not the `Tasks` made inside the closure.
+    let tasks = futures::future::try_join_all([1, 2, 3].map(|id| client.tasks().get(id))).await.unwrap();
+
+    assert_eq!(tasks.iter().map(|t| t.id).collect::<Vec<_>>(), [1, 2, 3]);
+}
+
+#[tokio::test]
 async fn a_missing_task_is_not_found() {
     let server = MockServer::start().await;
     Mock::given(path("/tasks/9")).respond_with(problem(404, "task 9 not found")).mount(&server).await;
