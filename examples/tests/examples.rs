@@ -347,3 +347,31 @@ fn custom_client_sends_its_own_user_agent() {
         "{agents:?}"
     );
 }
+
+#[test]
+fn taskctl_stops_quietly_when_its_reader_goes_away() {
+    let server = Server::start(Duration::from_secs(900));
+    let config = tempfile::tempdir().unwrap();
+    let config_dir = config.path().join("tasklane");
+    let env = [("TASKLANE_CONFIG_DIR", config_dir.to_str().unwrap())];
+    server.run(TASKCTL, &["register", "--username", "piper", "--password", "correct horse"], &env).ok();
+    server.run(TASKCTL, &["add", "one"], &env).ok();
+
+    // `taskctl ls | head -0`: the reader is gone before the first line is written.
+    let mut child = Command::new(TASKCTL)
+        .arg("ls")
+        .env("TASKLANE_URL", &server.url)
+        .env("NO_PROXY", "127.0.0.1")
+        .env("TASKLANE_CONFIG_DIR", &config_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr, "");
+}

@@ -100,6 +100,18 @@ enum Failure {
     Api(Error),
     /// Anything else, already worded for the user.
     Other(String),
+    /// Whoever read the output has stopped reading (`taskctl ls | head`): nothing to report.
+    Unread,
+}
+
+/// Writes one line to standard output. A reader that has gone away ends the command quietly,
+/// where `println!` would panic.
+fn say(line: std::fmt::Arguments<'_>) -> Result<(), Failure> {
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::Unread),
+        Err(err) => Err(Failure::Other(format!("cannot write the output: {err}"))),
+    }
 }
 
 impl From<Error> for Failure {
@@ -114,7 +126,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let url = tasklane_examples::server_url();
     match run(&cli.command, &url).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) | Err(Failure::Unread) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("taskctl: {}", describe(failure, &cli.command, &url));
             ExitCode::FAILURE
@@ -167,19 +179,19 @@ async fn run(command: &Command, url: &str) -> Result<(), Failure> {
         Command::Register(credentials) => {
             let (username, password) = credentials.resolve("register")?;
             client.register(&username, password).await?;
-            println!("registered and logged in as {username}");
+            say(format_args!("registered and logged in as {username}"))?;
         }
         Command::Login(credentials) => {
             let (username, password) = credentials.resolve("login")?;
             client.login(&username, password).await?;
-            println!("logged in as {username}");
+            say(format_args!("logged in as {username}"))?;
         }
         Command::Logout => {
             if client.tokens().is_none() {
-                println!("not logged in");
+                say(format_args!("not logged in"))?;
             } else {
                 client.logout().await?;
-                println!("logged out");
+                say(format_args!("logged out"))?;
             }
         }
         Command::Add { title, description } => {
@@ -188,7 +200,7 @@ async fn run(command: &Command, url: &str) -> Result<(), Failure> {
                 task = task.description(description.as_str());
             }
             let task = client.tasks().create(task).await?;
-            println!("added #{}: {}", task.id, task.title);
+            say(format_args!("added #{}: {}", task.id, task.title))?;
         }
         Command::Ls { status } => {
             let mut query = client.tasks().list().sort(TaskSort::CreatedAt).limit(100);
@@ -199,27 +211,32 @@ async fn run(command: &Command, url: &str) -> Result<(), Failure> {
             let mut tasks = query.stream();
             let mut count = 0;
             while let Some(task) = tasks.try_next().await? {
-                println!("{:>6}  {:<11}  {}", format!("#{}", task.id), task.status.as_str(), task.title);
+                say(format_args!(
+                    "{:>6}  {:<11}  {}",
+                    format!("#{}", task.id),
+                    task.status.as_str(),
+                    task.title
+                ))?;
                 if let Some(description) = &task.description {
-                    println!("{:>6}  {:<11}  {description}", "", "");
+                    say(format_args!("{:>6}  {:<11}  {description}", "", ""))?;
                 }
                 count += 1;
             }
             if count == 0 {
-                println!("no tasks");
+                say(format_args!("no tasks"))?;
             }
         }
         Command::Done { id } => {
             let task = client.tasks().patch(*id, TaskUpdate::new().status(TaskStatus::Done)).await?;
-            println!("done #{}: {}", task.id, task.title);
+            say(format_args!("done #{}: {}", task.id, task.title))?;
         }
         Command::Rm { id } => {
             client.tasks().delete(*id).await?;
-            println!("removed #{id}");
+            say(format_args!("removed #{id}"))?;
         }
         Command::Whoami => {
             let me = client.me().await?;
-            println!("{} (user #{}) at {url}", me.username, me.id);
+            say(format_args!("{} (user #{}) at {url}", me.username, me.id))?;
         }
     }
     // Only a `login` or `register` that succeeded gets here with a replaced session.
@@ -231,6 +248,7 @@ async fn run(command: &Command, url: &str) -> Result<(), Failure> {
 fn describe(failure: Failure, command: &Command, url: &str) -> String {
     let err = match failure {
         Failure::Other(message) => return message,
+        Failure::Unread => return String::new(),
         Failure::Api(err) => err,
     };
     match (&err, command) {
