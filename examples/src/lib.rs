@@ -50,10 +50,20 @@ pub async fn register_or_login(client: &Client, username: &str, password: &str) 
 /// hint when the server could not be reached; returns the exit code for a failure.
 pub fn report(program: &str, err: &(dyn StdError + 'static)) -> ExitCode {
     eprintln!("{program}: {}", with_causes(err));
-    if matches!(err.downcast_ref::<Error>(), Some(Error::Transport { .. } | Error::Timeout { .. })) {
+    if err.downcast_ref::<Error>().is_some_and(unreachable) {
         eprintln!("is a server running at {}? `cargo run -p tasklane-server` starts one", server_url());
     }
     ExitCode::FAILURE
+}
+
+/// Whether `err` says the server could not be reached: the call's own request, or the token
+/// refresh it needed first.
+pub fn unreachable(err: &Error) -> bool {
+    match err {
+        Error::Transport { .. } | Error::Timeout { .. } => true,
+        Error::RefreshFailed { source } => unreachable(source),
+        _ => false,
+    }
 }
 
 /// `err` and its chain of causes on one line: `the request could not be completed: error

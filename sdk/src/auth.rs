@@ -19,16 +19,32 @@
 //! So any number of concurrent requests cause one `POST /auth/refresh`. The decision is taken
 //! under a lock, and the refresh itself runs on a spawned task: a caller that gives up (its
 //! future dropped by a timeout) does not abort a refresh that may already have consumed the
-//! single-use refresh token on the server, and the rotated tokens are kept and stored anyway.
+//! single-use refresh token on the server, and the rotated tokens are kept and stored anyway,
+//! as long as the Tokio runtime runs. A runtime shut down (a program returning from `main`)
+//! ends the task with it: a program that stops waiting for a call and exits at once may lose
+//! the rotated tokens, and its next run finds the session revoked.
 //! (octocrab's cached token is refreshed outside any lock, so parallel requests each mint one;
 //! with rotating refresh tokens all but one of those would be treated as token reuse.)
 //!
-//! A refresh the server rejects (400, 401, 403, 422) ends the session: the tokens and the
-//! [`TokenStore`] are cleared and every waiting request gets [`Error::SessionExpired`]. Any
-//! other failure (transport, 5xx, 429) keeps the tokens and is reported to the waiting requests
-//! as it is (retryable); the next request that needs a refresh tries again. When the token it
-//! wanted to replace has not actually expired yet (it was only inside the skew), the request
-//! goes ahead with it.
+//! A refresh the server rejects (401, as Tasklane answers a refresh token it does not accept)
+//! ends the session: the tokens and the [`TokenStore`] are cleared and every waiting request
+//! gets [`Error::SessionExpired`]. Any other failure (transport, 5xx, 429, or an answer no
+//! Tasklane server gives, such as a proxy's 403 or 404) keeps the tokens: the waiting requests
+//! get [`Error::RefreshFailed`] with the failure inside, retryable when it is, and the next
+//! request that needs a refresh tries again.
+//!
+//! # While the access token is still good
+//!
+//! A refresh starts before the access token expires (the skew, 30 s by default), so a request
+//! that finds one running, or starts one, still holds a token the server accepts. It waits for
+//! the refresh only until shortly before that token expires, then goes ahead with it, and waits
+//! for the refresh again once its own answer is in: a refresh that is slow or failing does not
+//! fail requests that the old token can make, and a call that started a refresh still returns
+//! only once the rotated tokens are in (so a program that exits after it keeps them). After a
+//! refresh failed for a passing reason, requests go ahead with the old token without trying
+//! again for a second, or for as long as the server's `Retry-After` asked, so that a struggling
+//! server is not sent a refresh with every request. Once the token has expired, every request
+//! needs the refresh, and gets its outcome.
 //!
 //! That retry is safe when the refresh never reached the server (refused connection, 503, 429).
 //! It may not be when the outcome is unknown: a timeout or a connection lost after the request
@@ -45,7 +61,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -335,11 +351,24 @@ pub(crate) struct Stamp {
 
 type InFlight = Shared<BoxFuture<'static, Result<Bearer>>>;
 
+/// How long before the old access token expires a request waiting for a refresh stops
+/// waiting and goes ahead with it: time for the request to reach the server while the token is
+/// still good there (which also allows some leeway of its own).
+const EXPIRY_MARGIN: Duration = Duration::from_secs(1);
+
+/// After a refresh failed for a reason that may pass, how long requests whose token is still
+/// good go ahead with it before the next one tries again, unless the server's `Retry-After`
+/// said longer: one try a second is enough for a token with (by default) 30 s still to run.
+const REFRESH_BACKOFF: Duration = Duration::from_secs(1);
+
 struct State {
     tokens: Option<Arc<Tokens>>,
     stamp: Stamp,
     /// The refresh of the current generation, while it runs.
     in_flight: Option<InFlight>,
+    /// After a refresh of the current generation failed for a passing reason: no refresh
+    /// before this instant while the access token is still good.
+    quiet_until: Option<Instant>,
 }
 
 impl State {
@@ -361,6 +390,7 @@ impl State {
         self.stamp.generation += 1;
         // A refresh still running belongs to the old generation; it finds out when it ends.
         self.in_flight = None;
+        self.quiet_until = None;
     }
 
     /// A session begins with `tokens`, or, with `None`, the current one ends.
@@ -369,6 +399,7 @@ impl State {
         self.stamp.session += 1;
         self.stamp.generation += 1;
         self.in_flight = None;
+        self.quiet_until = None;
     }
 }
 
@@ -393,6 +424,7 @@ impl Session {
                 tokens: tokens.map(Arc::new),
                 stamp: Stamp { session: 0, generation: 0 },
                 in_flight: None,
+                quiet_until: None,
             }),
             changes: tokio::sync::Mutex::new(()),
             store: store.unwrap_or_else(|| Arc::new(NoStore)),
@@ -415,7 +447,8 @@ impl Session {
     }
 
     /// The tokens to send a request with: the current ones, refreshed first if the access token
-    /// expires within the skew. [`Error::SessionExpired`] when the client holds no tokens.
+    /// expires within the skew (see "While the access token is still good" in the module's
+    /// documentation). [`Error::SessionExpired`] when the client holds no tokens.
     ///
     /// `exchange` sends `POST /auth/refresh` with a refresh token; it is called only if this
     /// caller is the one that starts a refresh.
@@ -425,20 +458,42 @@ impl Session {
         F: Future<Output = Result<TokenPair>> + Send + 'static,
     {
         let bearer = self.current().ok_or(Error::SessionExpired { response: None })?;
-        if !bearer.tokens.expires_within(self.skew, Utc::now()) {
+        let now = Utc::now();
+        if !bearer.tokens.expires_within(self.skew, now) {
             return Ok(bearer);
         }
-        match self.refresh(bearer.stamp, exchange).await {
-            Ok(fresh) => Ok(fresh),
-            // A refresh that failed for a passing reason should not fail a request that the old
-            // token, only inside the skew, can still make.
-            Err(err)
-                if !matches!(err, Error::SessionExpired { .. })
-                    && !bearer.tokens.expires_within(Duration::ZERO, Utc::now()) =>
-            {
-                Ok(bearer)
-            }
-            Err(err) => Err(err),
+        // How long the old token stays good enough to send, if it does.
+        let good_for = bearer
+            .tokens
+            .expires_at
+            .and_then(|at| (at - now).to_std().ok())
+            .and_then(|left| left.checked_sub(EXPIRY_MARGIN))
+            .filter(|left| !left.is_zero());
+        let Some(good_for) = good_for else {
+            return self.refresh(bearer.stamp, exchange).await;
+        };
+        if self.state().quiet_until.is_some_and(|until| Instant::now() < until) {
+            return Ok(bearer);
+        }
+        match tokio::time::timeout(good_for, self.refresh(bearer.stamp, exchange)).await {
+            Ok(Ok(fresh)) => Ok(fresh),
+            Ok(Err(err @ Error::SessionExpired { .. })) => Err(err),
+            // Failed for a passing reason, or still running: the old token can still make the
+            // request. (The caller waits for a refresh still running once it has its answer.)
+            Ok(Err(_)) | Err(_) => Ok(bearer),
+        }
+    }
+
+    /// Waits for the refresh of `seen`'s generation, if one is running: the tokens it brings
+    /// are stored before the call that went ahead without them returns. Its outcome is the
+    /// concern of the requests that need it.
+    pub(crate) async fn settle(&self, seen: Stamp) {
+        let in_flight = {
+            let state = self.state();
+            state.in_flight.clone().filter(|_| state.stamp == seen)
+        };
+        if let Some(in_flight) = in_flight {
+            let _ = in_flight.await;
         }
     }
 
@@ -494,7 +549,8 @@ impl Session {
                             state.in_flight = None;
                         }
                     }
-                    Err(Error::Transport { request_id: None, source: Arc::new(err) })
+                    let err = Error::Transport { request_id: None, source: Arc::new(err) };
+                    Err(Error::RefreshFailed { source: Box::new(err) })
                 }
             }
         }
@@ -507,6 +563,8 @@ impl Session {
             Save(Arc<Tokens>),
             Clear,
         }
+        // The expiry is measured from when the answer came, not from when the lock is free.
+        let answer = answer.map(Tokens::from);
         let _changes = self.changes.lock().await;
         let (outcome, change) = {
             let mut state = self.state();
@@ -515,8 +573,8 @@ impl Session {
                 return state.bearer_for(seen);
             }
             match answer {
-                Ok(pair) => {
-                    let tokens = Arc::new(Tokens::from(pair));
+                Ok(tokens) => {
+                    let tokens = Arc::new(tokens);
                     state.refreshed(Arc::clone(&tokens));
                     (
                         Ok(Bearer { tokens: Arc::clone(&tokens), stamp: state.stamp }),
@@ -529,7 +587,9 @@ impl Session {
                 }
                 Err(err) => {
                     state.in_flight = None;
-                    (Err(err), None)
+                    let wait = err.retry_after().unwrap_or(REFRESH_BACKOFF).max(REFRESH_BACKOFF);
+                    state.quiet_until = Instant::now().checked_add(wait);
+                    (Err(Error::RefreshFailed { source: Box::new(err) }), None)
                 }
             }
         };
@@ -557,16 +617,29 @@ impl Session {
 
     /// Ends the session: revokes the refresh token with `logout`, then forgets the tokens and
     /// clears the store. If `logout` fails, the tokens are kept and its error returned.
+    ///
+    /// The call to the server is made without holding up other changes: a refresh that ends
+    /// meanwhile is stored (the server's logout revokes its tokens too, as the same family),
+    /// and a session begun meanwhile (a login) is not the one revoked, so it is kept.
     pub(crate) async fn end<F: Future<Output = Result<()>>>(
         &self,
         logout: impl FnOnce(Secret) -> F,
     ) -> Result<()> {
-        let _changes = self.changes.lock().await;
-        let refresh_token = self.state().tokens.as_ref().map(|t| t.refresh_token.clone());
+        let (refresh_token, seen) = {
+            let state = self.state();
+            (state.tokens.as_ref().map(|t| t.refresh_token.clone()), state.stamp)
+        };
         if let Some(refresh_token) = refresh_token {
             logout(refresh_token).await?;
         }
-        self.state().begin(None);
+        let _changes = self.changes.lock().await;
+        {
+            let mut state = self.state();
+            if state.stamp.session != seen.session {
+                return Ok(());
+            }
+            state.begin(None);
+        }
         self.store.clear().await;
         Ok(())
     }
@@ -594,9 +667,11 @@ impl fmt::Debug for Session {
 }
 
 /// Whether the server refused the refresh token itself (so the session is over), as opposed
-/// to failing for a reason that may pass.
+/// to failing for a reason that may pass. Tasklane refuses a refresh token with 401 and
+/// nothing else; a 400 or 403 comes from something in front of it (a proxy, a firewall) and
+/// says nothing of the token, which stays good.
 fn is_rejection(err: &Error) -> bool {
-    matches!(err.status(), Some(400 | 401 | 403 | 422)) && !matches!(err, Error::Decode { .. })
+    matches!(err, Error::Unauthorized { .. })
 }
 
 #[cfg(test)]

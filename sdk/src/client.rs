@@ -143,8 +143,9 @@ impl Client {
     /// # Errors
     ///
     /// [`Error::SessionExpired`] when the server rejects the refresh token (the session is
-    /// then over and the store cleared) or when the client has no session; a retryable error
-    /// when the server could not be reached (the tokens are kept). After a timeout or a
+    /// then over and the store cleared) or when the client has no session;
+    /// [`Error::RefreshFailed`] otherwise, retryable when the server could not be reached or
+    /// answered 5xx or 429 (the tokens are kept). After a timeout or a
     /// connection lost once the request was sent, the server may have consumed the refresh
     /// token all the same, and the next refresh then ends the session with `SessionExpired`.
     pub async fn refresh(&self) -> Result<Tokens> {
@@ -317,7 +318,12 @@ impl Client {
                 let fresh = session.refresh(bearer.stamp, self.exchange()).await?;
                 self.transmit(request, Some(&fresh.tokens)).await
             }
-            outcome => outcome,
+            outcome => {
+                // Sent with a token that a refresh still running is replacing: that refresh
+                // ends (and is stored) before the call returns.
+                session.settle(bearer.stamp).await;
+                outcome
+            }
         }
     }
 

@@ -190,11 +190,24 @@ pub enum Error {
         response: ErrorResponse,
     },
 
-    /// The connect or request timeout elapsed.
+    /// The session's tokens needed a refresh, and it failed for a reason other than the
+    /// server refusing the refresh token (that is [`Error::SessionExpired`]): the server could
+    /// not be reached, answered 5xx or 429, or answered as no Tasklane server does (a proxy's
+    /// 403 or 404). The call itself was not sent, or was refused with 401 and not sent again,
+    /// so it is retried like a request that certainly was not acted on, a POST included; the
+    /// tokens are kept, and the next call tries the refresh again.
     ///
-    /// For a call that had to refresh the session first, this (like [`Error::Transport`] and
-    /// [`Error::Server`]) may be the refresh's failure, the call itself never sent; its
-    /// [`request_id`](Error::request_id) is then the refresh's.
+    /// [`is_retryable`](Error::is_retryable), [`retry_after`](Error::retry_after) and
+    /// [`request_id`](Error::request_id) are the refresh's; [`status`](Error::status),
+    /// [`detail`](Error::detail) and [`response`](Error::response) are `None`, since no answer
+    /// to the call itself came: a refresh answered 404 is not the call's "not found".
+    #[error("the session could not be refreshed")]
+    RefreshFailed {
+        /// Why the refresh failed.
+        source: Box<Error>,
+    },
+
+    /// The connect or request timeout elapsed.
     #[error("the request timed out")]
     Timeout {
         /// The `X-Request-Id` the client sent with the request, to look for it in the server's
@@ -249,6 +262,7 @@ impl Error {
             Error::Decode { request_id, .. }
             | Error::Timeout { request_id, .. }
             | Error::Transport { request_id, .. } => request_id.as_deref(),
+            Error::RefreshFailed { source } => source.request_id(),
             _ => self.response().and_then(|r| r.request_id.as_deref()),
         }
     }
@@ -268,7 +282,8 @@ impl Error {
             | Error::Server { response }
             | Error::Http { response } => Some(response),
             Error::SessionExpired { response } | Error::Validation { response, .. } => response.as_ref(),
-            Error::Timeout { .. }
+            Error::RefreshFailed { .. }
+            | Error::Timeout { .. }
             | Error::Transport { .. }
             | Error::Decode { .. }
             | Error::Configuration { .. } => None,
@@ -278,7 +293,10 @@ impl Error {
     /// How long the server asked to wait before trying again: the `Retry-After` of the answer
     /// this error comes from (Tasklane sends it with 429 and 503).
     pub fn retry_after(&self) -> Option<Duration> {
-        self.response().and_then(|r| r.retry_after)
+        match self {
+            Error::RefreshFailed { source } => source.retry_after(),
+            _ => self.response().and_then(|r| r.retry_after),
+        }
     }
 
     /// Whether the same request may succeed if sent again later: transport failures, timeouts,
@@ -295,15 +313,17 @@ impl Error {
         match self {
             Error::Transport { .. } | Error::Timeout { .. } | Error::RateLimited { .. } => true,
             Error::Server { response } => matches!(response.status, 502..=504),
+            Error::RefreshFailed { source } => source.is_retryable(),
             _ => false,
         }
     }
 
     /// Whether the server certainly did not act on the request: the connection could not be
-    /// opened, or it answered 429 (Tasklane refuses before doing anything).
+    /// opened, or it answered 429 (Tasklane refuses before doing anything), or the request was
+    /// held back by a failed refresh.
     pub(crate) fn certainly_not_acted_on(&self) -> bool {
         match self {
-            Error::RateLimited { .. } => true,
+            Error::RateLimited { .. } | Error::RefreshFailed { .. } => true,
             // A connection refused, or one that timed out before it was open.
             Error::Transport { source, .. } | Error::Timeout { source, .. } => {
                 source.downcast_ref::<reqwest::Error>().is_some_and(reqwest::Error::is_connect)

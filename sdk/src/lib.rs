@@ -62,7 +62,10 @@
 //! When the server refuses the refresh token (the session was logged out elsewhere, or it
 //! expired after 7 days), calls fail with [`Error::SessionExpired`] and the store is cleared:
 //! log in again. A client that holds no tokens (never logged in, or logged out) fails the same
-//! way, without sending the request.
+//! way, without sending the request. A refresh that fails for another reason (the server
+//! unreachable or overloaded) keeps the session: calls whose access token is still good go
+//! ahead with it, and those that needed the refresh fail with [`Error::RefreshFailed`], which
+//! the retry policy treats as not sent.
 //!
 //! ## Listing
 //!

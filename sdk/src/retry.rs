@@ -21,7 +21,8 @@ use crate::Error;
 /// idempotent in HTTP in general, but Tasklane's PATCH sets the fields it names to the given
 /// values, exactly like its PUT, so sending it twice leaves the same task. POST (creating a
 /// task, logging in) is retried when it certainly was not acted on: the connection could not
-/// be opened, or the server answered 429 (it refuses before doing anything). After any other
+/// be opened, the server answered 429 (it refuses before doing anything), or a failed token
+/// refresh held it back ([`Error::RefreshFailed`]). After any other
 /// failure it is retried only with [`RetryPolicy::retry_non_idempotent`]: a POST whose answer
 /// was lost may have been applied, and sending it again would create a second task. A token
 /// refresh is never retried by this policy, since a refresh token can be used once.

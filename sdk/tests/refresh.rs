@@ -281,12 +281,135 @@ async fn a_failed_refresh_keeps_the_tokens_and_is_retryable() {
 
     for result in results {
         let err = result.unwrap_err();
-        assert!(matches!(err, Error::Server { .. }), "{err:?}");
+        let Error::RefreshFailed { source } = &err else { panic!("{err:?}") };
+        assert!(matches!(**source, Error::Server { .. }), "{err:?}");
+        assert_eq!(source.detail(), Some("database unavailable"));
         assert!(err.is_retryable());
-        assert_eq!(err.detail(), Some("database unavailable"));
+        // The call's own answer never came: no status or detail of its own.
+        assert_eq!((err.status(), err.detail()), (None, None));
+        assert_eq!(err.request_id(), Some("req-503"));
     }
     assert_eq!(client.tokens().unwrap().refresh_token().expose(), "r0");
     assert_eq!(store.events(), [], "the store is neither saved nor cleared");
+}
+
+#[tokio::test]
+async fn a_refresh_answered_as_tasklane_never_does_keeps_the_session_and_is_not_the_calls_answer() {
+    // A proxy or firewall in front of the server: its 400, 403 or 404 says nothing of the
+    // refresh token, and a 404 is not "no such task".
+    for status in [400, 403, 404] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/auth/refresh"))
+            .respond_with(problem(status, "not here"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let store = RecordingStore::default();
+        let client = builder(&server)
+            .tokens(expired("a0", "r0"))
+            .token_store(store.clone())
+            .retry_policy(RetryPolicy::disabled())
+            .build()
+            .unwrap();
+
+        let err = client.tasks().get(1).await.unwrap_err();
+
+        let Error::RefreshFailed { source } = &err else { panic!("{status}: {err:?}") };
+        assert_eq!(source.status(), Some(status));
+        assert_eq!(err.status(), None);
+        assert!(!err.is_retryable(), "{status}");
+        assert_eq!(client.tokens().unwrap().refresh_token().expose(), "r0", "{status}");
+        assert_eq!(store.events(), [], "{status}: the store is neither saved nor cleared");
+    }
+}
+
+#[tokio::test]
+async fn a_post_held_back_by_a_failed_refresh_is_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/auth/refresh"))
+        .respond_with(problem(503, "redis unavailable"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    mount_refresh(&server, "r0", "a1", "r1", 1).await;
+    Mock::given(method("POST"))
+        .and(path("/tasks/"))
+        .and(header("authorization", "Bearer a1"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(task(1, "once")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = builder(&server).tokens(expired("a0", "r0")).build().unwrap();
+
+    // The create was never sent while the refresh failed: sending it after the retry is safe.
+    let task = client.tasks().create(tasklane::NewTask::new("once")).await.unwrap();
+
+    assert_eq!(task.id, 1);
+}
+
+#[tokio::test]
+async fn a_slow_failing_refresh_does_not_fail_a_request_the_old_token_can_make() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/auth/refresh"))
+        .respond_with(problem(503, "redis unavailable").set_delay(Duration::from_secs(3)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    mount_task_for(&server, "a0", 1).await;
+    // Inside the skew, good for 2 s more: longer than the refresh takes to fail.
+    let soon = Tokens::new("a0", "r0").with_expires_at(Utc::now() + TimeDelta::seconds(2));
+    let client = builder(&server).tokens(soon).retry_policy(RetryPolicy::disabled()).build().unwrap();
+
+    assert_eq!(client.tasks().get(1).await.unwrap().id, 1);
+    assert_eq!(client.tokens().unwrap().access_token().expose(), "a0");
+}
+
+#[tokio::test]
+async fn a_call_that_went_ahead_of_a_slow_refresh_returns_once_its_tokens_are_stored() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/auth/refresh"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(pair("a1", "r1")).set_delay(Duration::from_secs(3)),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    mount_task_for(&server, "a0", 0..=1).await;
+    mount_task_for(&server, "a1", 0..=1).await;
+    let store = RecordingStore::default();
+    let soon = Tokens::new("a0", "r0").with_expires_at(Utc::now() + TimeDelta::seconds(2));
+    let client = builder(&server).tokens(soon).token_store(store.clone()).build().unwrap();
+
+    client.tasks().get(1).await.unwrap();
+
+    // A program that exits right after the call keeps the rotated tokens.
+    assert_eq!(store.events(), [StoreEvent::Save("r1".into())]);
+    assert_eq!(client.tokens().unwrap().access_token().expose(), "a1");
+}
+
+#[tokio::test]
+async fn after_a_failed_refresh_calls_go_ahead_with_the_old_token_for_a_while() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/auth/refresh"))
+        .respond_with(problem(503, "redis unavailable").insert_header("retry-after", "30"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    mount_task_for(&server, "a0", 5).await;
+    let soon = Tokens::new("a0", "r0").with_expires_at(Utc::now() + TimeDelta::seconds(20));
+    let client = builder(&server).tokens(soon).retry_policy(RetryPolicy::disabled()).build().unwrap();
+
+    // One refresh tried; the four calls after it do not send another within its Retry-After.
+    for _ in 0..5 {
+        client.tasks().get(1).await.unwrap();
+    }
 }
 
 #[tokio::test]
@@ -471,6 +594,36 @@ async fn logout_revokes_the_refresh_token_and_clears_the_store() {
     // Without a session there is nothing to revoke: no second request.
     client.logout().await.unwrap();
     assert_eq!(store.events(), [StoreEvent::Clear, StoreEvent::Clear]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_logout_does_not_hold_up_a_login_nor_end_it() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/auth/logout"))
+        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_secs(2)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/auth/login"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(pair("b0", "s0")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+    let logout = tokio::spawn({
+        let client = client.clone();
+        async move { client.logout().await }
+    });
+    eventually(|| async { received(&server, "/auth/logout").await == 1 }).await;
+
+    client.login("bob", "correct horse").await.unwrap();
+
+    assert!(!logout.is_finished(), "the login did not wait for the logout");
+    logout.await.unwrap().unwrap();
+    // The logout revoked the session it was called in, not the one begun meanwhile.
+    assert_eq!(client.tokens().unwrap().refresh_token().expose(), "s0");
 }
 
 #[tokio::test]

@@ -262,14 +262,15 @@ fn describe(failure: Failure, command: &Command, url: &str) -> String {
         (Error::SessionExpired { .. } | Error::Unauthorized { .. }, _) => {
             "not logged in: run `taskctl login`".to_owned()
         }
-        (Error::Transport { .. } | Error::Timeout { .. }, _) => {
-            let why = tasklane_examples::with_causes(&err);
+        (err, _) if tasklane_examples::unreachable(err) => {
+            let why = tasklane_examples::with_causes(err);
             format!(
                 "cannot reach the server at {url} ({why}); is it running? (TASKLANE_URL sets the address)"
             )
         }
-        // Validation errors name the field; the others carry the server's detail.
-        _ => err.to_string(),
+        // Validation errors name the field; the others carry the server's detail (a failed
+        // refresh, its cause's).
+        _ => tasklane_examples::with_causes(&err),
     }
 }
 
