@@ -12,38 +12,61 @@ use tasklane_server::{store, Config};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage: tasklane-server [migrate | healthcheck]
+const USAGE: &str = "usage: tasklane-server [migrate | healthcheck | --version]
 
   (no argument)  apply migrations, then serve the API
   migrate        apply migrations and exit
   healthcheck    exit 0 if the server answers /health where Rocket's settings put it
                  (ROCKET_ADDRESS, ROCKET_PORT or Rocket.toml; default 127.0.0.1:8000)
+  --version      print the version
 
 Settings come from the environment and a .env file: DATABASE_URL, REDIS_URL, SECRET_KEY,
 ACCESS_TOKEN_EXPIRE_MINUTES, REFRESH_TOKEN_EXPIRE_MINUTES, REFRESH_TOKEN_ROTATION,
 ROCKET_ADDRESS, ROCKET_PORT (see README.md).";
 
-#[rocket::main]
-async fn main() -> ExitCode {
-    // A missing .env is normal; a broken one is reported below as the setting it breaks. Only
-    // the working directory's: `dotenvy::dotenv` would also take one from any parent directory.
+/// Reads `.env` and sets up logging before the async runtime starts: Rocket sizes that runtime
+/// by `ROCKET_WORKERS`, which a `.env` file may set, and panics on 0.
+fn main() -> ExitCode {
+    // A missing .env is normal; a broken one is fatal. Only the working directory's:
+    // `dotenvy::dotenv` would also take one from any parent directory.
     if let Err(e) = dotenvy::from_path(".env") {
         if !e.not_found() {
-            eprintln!("tasklane-server: .env: {e}");
-            return ExitCode::from(2);
+            return fail(format!(".env: {e}"));
         }
     }
     if let Err(e) = tasklane_server::telemetry::init_logging() {
-        eprintln!("tasklane-server: {e}");
-        return ExitCode::from(2);
+        return fail(e);
     }
-
-    let command = std::env::args().nth(1);
-    if matches!(command.as_deref(), Some("-h" | "--help" | "help")) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match args.as_slice() {
+        [] => None,
+        [command] => Some(command.as_str()),
+        [_, extra, ..] => {
+            eprintln!("tasklane-server: unexpected argument {extra:?}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if matches!(command, Some("-h" | "--help" | "help")) {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
     }
-    if command.as_deref() == Some("healthcheck") {
+    if matches!(command, Some("-V" | "--version" | "version")) {
+        println!("tasklane-server {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    // Rocket's settings are read before the runtime starts, so a bad one is one line here
+    // rather than Rocket's own report or a panic (tokio refuses 0 threads of either kind).
+    match tasklane_server::rocket_figment().extract::<rocket::Config>() {
+        Err(e) => return fail(e),
+        Ok(rocket) if rocket.workers == 0 => return fail("ROCKET_WORKERS: must be at least 1"),
+        Ok(rocket) if rocket.max_blocking == 0 => return fail("ROCKET_MAX_BLOCKING: must be at least 1"),
+        Ok(_) => {}
+    }
+    rocket::execute(run(command))
+}
+
+async fn run(command: Option<&str>) -> ExitCode {
+    if command == Some("healthcheck") {
         // Where the server listens, read as the server reads it (environment, Rocket.toml).
         let rocket = match tasklane_server::rocket_figment().extract::<rocket::Config>() {
             Ok(rocket) => rocket,
@@ -60,7 +83,7 @@ async fn main() -> ExitCode {
             Err(e) => fail(e),
         };
     }
-    if let Some(other) = command.as_deref().filter(|c| *c != "migrate") {
+    if let Some(other) = command.filter(|c| *c != "migrate") {
         eprintln!("tasklane-server: unknown command {other:?}\n\n{USAGE}");
         return ExitCode::from(2);
     }
@@ -88,11 +111,7 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(e),
     };
-    // Check Rocket's own settings first, so a bad ROCKET_PORT is one line too.
     let figment = tasklane_server::rocket_figment();
-    if let Err(e) = figment.extract::<rocket::Config>() {
-        return fail(e);
-    }
     tracing::info!(database = %config.database_url.redacted(), redis = config.redis_url.is_some(), "starting");
     let app = match tasklane_server::build_with(config, figment).await {
         Ok(app) => app,

@@ -143,7 +143,9 @@ pub fn init_logging() -> Result<(), String> {
     use tracing_subscriber::EnvFilter;
     // Unset or empty (as compose passes an unset variable) means the default.
     let filter = match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.trim().is_empty() => EnvFilter::new(directives),
+        Ok(directives) if !directives.trim().is_empty() => {
+            EnvFilter::try_new(&directives).map_err(|e| format!("RUST_LOG: {e} in {directives:?}"))?
+        }
         _ => EnvFilter::new(DEFAULT_LOG_FILTER),
     };
     let builder =

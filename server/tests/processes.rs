@@ -657,6 +657,36 @@ async fn migrate_needs_only_the_database_url_and_reads_no_parent_env_file() {
     scratch.cleanup().await;
 }
 
+/// Settings read before the server starts (Rocket's runtime, the log, `.env`): a bad one is one
+/// line naming it and exit status 1, not a panic nor a server logging nothing.
+#[test]
+fn settings_read_before_start_fail_with_one_line_and_status_1() {
+    let cases: [(&[(&str, &str)], &str, &str); 5] = [
+        (&[("ROCKET_WORKERS", "0")], "", "ROCKET_WORKERS: must be at least 1"),
+        (&[("ROCKET_MAX_BLOCKING", "0")], "", "ROCKET_MAX_BLOCKING: must be at least 1"),
+        (&[("RUST_LOG", "[[[")], "", "RUST_LOG: "),
+        (&[("LOG_FORMAT", "xml")], "", "LOG_FORMAT: expected text or json"),
+        (&[], "NOT A LINE\n", ".env: "),
+    ];
+    for (settings, env_file, said) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        if !env_file.is_empty() {
+            std::fs::write(dir.path().join(".env"), env_file).unwrap();
+        }
+        let output = Command::new(env!("CARGO_BIN_EXE_tasklane-server"))
+            .env_clear()
+            .current_dir(dir.path())
+            .envs(settings.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{settings:?}: {stderr}");
+        assert!(stderr.starts_with(&format!("tasklane-server: {said}")), "{settings:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(!dir.path().join("tasklane.db").exists(), "nothing started");
+    }
+}
+
 /// A database a newer release has migrated (a migration this one does not know) still takes
 /// this release: a rolling deploy, or a rollback.
 #[tokio::test]
