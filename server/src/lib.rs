@@ -55,9 +55,12 @@ pub enum StartError {
     /// A setting is unusable.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
-    /// The database (or Redis) could not be opened or migrated.
+    /// The database could not be opened or migrated.
     #[error("DATABASE_URL: cannot open the database: {0}")]
     Store(#[from] StoreError),
+    /// Redis refused the setting (a password, a database index).
+    #[error("REDIS_URL: {0}")]
+    Redis(String),
     /// The key file could not be read or written.
     #[error("SECRET_KEY: {0}")]
     KeyFile(String),
@@ -119,7 +122,15 @@ pub fn with_tasklane_defaults(operators: Figment) -> Figment {
 /// Builds the app on the given Rocket settings (tests pick a port or a log level this way).
 pub async fn build_with(config: Config, figment: Figment) -> Result<Rocket<Build>, StartError> {
     let secret = resolve_secret(&config)?;
-    let stores = store::open(&config).await?;
+    let redis = match config.redis_url.as_deref() {
+        Some(url) => {
+            let pool = store::RedisPool::connect(url).map_err(|e| StartError::Redis(e.to_string()))?;
+            pool.check().await.map_err(StartError::Redis)?;
+            Some(pool)
+        }
+        None => None,
+    };
+    let stores = store::open(&config, redis).await?;
     let hasher = PasswordHasherPool::new(config.password_hash_concurrency);
     let limits = match &stores.redis {
         Some(pool) => limits::RateLimits::redis(config.rate_limits, pool.clone()),

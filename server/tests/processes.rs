@@ -687,6 +687,57 @@ fn settings_read_before_start_fail_with_one_line_and_status_1() {
     }
 }
 
+/// A `REDIS_URL` that Redis itself refuses (a wrong password, a database index it does not
+/// have) stops the start with one line naming it; a Redis that does not answer yet is a
+/// warning, and the server starts (its session routes answer 503 until Redis does).
+#[tokio::test]
+async fn a_redis_url_redis_refuses_stops_the_start_and_an_absent_redis_is_a_warning() {
+    let Some((config, scratch)) = scratch_config(Backend::PostgresRedis).await else { return };
+    let redis = url::Url::parse(config.redis_url.as_deref().unwrap()).unwrap();
+    let mut wrong_password = redis.clone();
+    wrong_password.set_password(Some("not-the-password")).unwrap();
+    let mut no_such_database = redis.clone();
+    no_such_database.set_path("/99");
+    for (url, said) in
+        [(wrong_password, "authentication failed"), (no_such_database, "DB index is out of range")]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tasklane-server"))
+            .env_clear()
+            .current_dir(dir.path())
+            .env("REDIS_URL", url.as_str())
+            .env("RUST_LOG", "warn")
+            .env("ROCKET_PORT", free_port().to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Bounded: a server that starts anyway is a failure, not a hang.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("{url}: still running after 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{url}: {stderr}");
+        let line = stderr.lines().last().unwrap_or_default();
+        assert!(line.starts_with("tasklane-server: REDIS_URL: ") && line.contains(said), "{url}: {stderr}");
+        assert!(!dir.path().join("tasklane.db").exists(), "stopped before the database");
+    }
+
+    let _turn = TURN.lock().await;
+    let server = ServerProcess::start(&[("REDIS_URL", &format!("redis://127.0.0.1:{}", free_port()))]).await;
+    assert!(server.log().contains("REDIS_URL: Redis cannot be used yet"), "{}", server.log());
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(server.url("/ready")).send().await.unwrap().status(), 503);
+    server.stop().await;
+    scratch.cleanup().await;
+}
+
 /// A database a newer release has migrated (a migration this one does not know) still takes
 /// this release: a rolling deploy, or a rollback.
 #[tokio::test]

@@ -167,7 +167,7 @@ pub struct Stores {
 }
 
 /// Opens the database named by the config, applies its migrations, and picks the refresh store.
-pub async fn open(config: &Config) -> Result<Stores, StoreError> {
+pub async fn open(config: &Config, redis: Option<RedisPool>) -> Result<Stores, StoreError> {
     let max = config.database_max_connections;
     if let DatabaseUrl::Postgres(url) = &config.database_url {
         wait_for_postgres(url, config.database_startup_wait).await?;
@@ -182,7 +182,6 @@ pub async fn open(config: &Config) -> Result<Stores, StoreError> {
             (store.clone(), store)
         }
     };
-    let redis = config.redis_url.as_deref().map(RedisPool::connect).transpose()?;
     let refresh = match &redis {
         Some(pool) => Arc::new(RedisRefreshStore::new(pool.clone())) as Arc<dyn RefreshStore>,
         None => sql_refresh,

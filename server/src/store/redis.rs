@@ -85,15 +85,45 @@ impl RedisPool {
     pub fn connect(url: &str) -> Result<Self, StoreError> {
         let pool = deadpool_redis::Config::from_url(url)
             .builder()
-            .map_err(|e| StoreError::Internal(format!("REDIS_URL: {e}")))?
+            .map_err(|e| StoreError::Internal(e.to_string()))?
             .max_size(16)
             .wait_timeout(Some(BACKEND_TIMEOUT))
             .create_timeout(Some(BACKEND_TIMEOUT))
             .recycle_timeout(Some(BACKEND_TIMEOUT))
             .runtime(Runtime::Tokio1)
             .build()
-            .map_err(|e| StoreError::Internal(format!("REDIS_URL: {e}")))?;
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok(Self(pool))
+    }
+
+    /// At start: one connection and a `PING`. Redis not answering (down, starting, behind a
+    /// network still coming up) is logged and left to `/ready` and the 503s of the routes that
+    /// need it, as at any other time; an answer that says the setting itself is wrong (a
+    /// password refused, a database index that does not exist) stops the start.
+    pub async fn check(&self) -> Result<(), String> {
+        let ping = async {
+            // The pool's own error for a connection it could not open hides why; this keeps it.
+            let mut conn = self.0.get().await.map_err(|e| match e {
+                deadpool_redis::PoolError::Backend(e) => map_err(e),
+                e => StoreError::Unavailable(format!("redis pool: {e}")),
+            })?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(map_err)
+        };
+        match tokio::time::timeout(BACKEND_TIMEOUT, ping).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(StoreError::Unavailable(why))) => {
+                tracing::warn!(error = %why, "REDIS_URL: Redis cannot be used yet; the session routes answer 503 until it can");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "REDIS_URL: Redis cannot be used yet; the session routes answer 503 until it can"
+                );
+                Ok(())
+            }
+            Ok(Err(StoreError::Internal(why))) => Err(why),
+            Ok(Err(err)) => Err(err.to_string()),
+        }
     }
 
     /// Runs `op` on a pooled connection, within [`BACKEND_TIMEOUT`] in all.
