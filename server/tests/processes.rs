@@ -661,7 +661,9 @@ async fn migrate_needs_only_the_database_url_and_reads_no_parent_env_file() {
 /// line naming it and exit status 1, not a panic nor a server logging nothing.
 #[test]
 fn settings_read_before_start_fail_with_one_line_and_status_1() {
-    let cases: [(&[(&str, &str)], &str, &str); 5] = [
+    // The settings, a `.env` file's text, and how stderr starts.
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: [Case; 5] = [
         (&[("ROCKET_WORKERS", "0")], "", "ROCKET_WORKERS: must be at least 1"),
         (&[("ROCKET_MAX_BLOCKING", "0")], "", "ROCKET_MAX_BLOCKING: must be at least 1"),
         (&[("RUST_LOG", "[[[")], "", "RUST_LOG: "),
