@@ -740,6 +740,25 @@ async fn a_redis_url_redis_refuses_stops_the_start_and_an_absent_redis_is_a_warn
     scratch.cleanup().await;
 }
 
+/// The embedded default's files hold password hashes and sessions: only their owner reads
+/// them, the database and its WAL as the key file, in a directory made for them if need be.
+#[tokio::test]
+async fn sqlite_files_are_private_and_their_directory_is_made() {
+    use std::os::unix::fs::PermissionsExt;
+    let _turn = TURN.lock().await;
+    let secret = secret();
+    let server =
+        ServerProcess::start(&[("DATABASE_URL", "sqlite:data/deep/t.db"), ("SECRET_KEY", secret.as_str())])
+            .await;
+    register(&reqwest::Client::new(), &server, "private").await;
+    let data = server.dir.path().join("data/deep");
+    for file in ["t.db", "t.db-wal", "t.db-shm"] {
+        let mode = std::fs::metadata(data.join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file}: {mode:o}");
+    }
+    server.stop().await;
+}
+
 /// A database a newer release has migrated (a migration this one does not know) still takes
 /// this release: a rolling deploy, or a rollback.
 #[tokio::test]
