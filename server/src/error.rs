@@ -51,6 +51,10 @@ pub enum ApiError {
     /// 503: a backing service does not answer; the request may be retried.
     #[error("{0}")]
     Unavailable(String),
+    /// 503 for a backing service that failed under this request: the cause is logged (in the
+    /// request's span, with its id), the client told only that it may retry.
+    #[error("a backing service is unavailable; retry shortly")]
+    BackendDown(String),
     /// 500: a bug or an unexpected failure. The message is logged, never sent.
     #[error("internal server error")]
     Internal(String),
@@ -82,7 +86,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => Status::UnsupportedMediaType,
             Self::Validation(_) => Status::UnprocessableEntity,
             Self::RateLimited(_) => Status::TooManyRequests,
-            Self::Unavailable(_) => Status::ServiceUnavailable,
+            Self::Unavailable(_) | Self::BackendDown(_) => Status::ServiceUnavailable,
             Self::Internal(_) => Status::InternalServerError,
             Self::Other(status) => *status,
         }
@@ -138,10 +142,7 @@ struct Stashed(Mutex<Option<ApiError>>);
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Unavailable(msg) => {
-                tracing::warn!(error = %msg, "backing service unavailable");
-                Self::Unavailable("a backing service is unavailable; retry shortly".into())
-            }
+            StoreError::Unavailable(msg) => Self::BackendDown(msg),
             StoreError::Conflict => Self::Conflict("already exists".into()),
             err @ StoreError::UserGone => Self::Unauthorized(err.to_string()),
             StoreError::Internal(msg) => Self::Internal(msg),
@@ -151,8 +152,13 @@ impl From<StoreError> for ApiError {
 
 impl<'r> Responder<'r, 'static> for ApiError {
     fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
-        if let Self::Internal(msg) = &self {
-            crate::routing::span(req).in_scope(|| tracing::error!(error = %msg, "internal error"));
+        match &self {
+            Self::Internal(msg) => {
+                crate::routing::span(req).in_scope(|| tracing::error!(error = %msg, "internal error"))
+            }
+            Self::BackendDown(msg) => crate::routing::span(req)
+                .in_scope(|| tracing::warn!(error = %msg, "backing service unavailable")),
+            _ => {}
         }
         let body = serde_json::to_vec(&self.problem()).map_err(|_| Status::InternalServerError)?;
         let mut res = Response::build();
@@ -175,7 +181,7 @@ impl<'r> Responder<'r, 'static> for ApiError {
             Self::RateLimited(wait) => {
                 res.header(Header::new("Retry-After", wait.as_secs().max(1).to_string()));
             }
-            Self::Unavailable(_) => {
+            Self::Unavailable(_) | Self::BackendDown(_) => {
                 // Outages are usually brief (a restart, a failover); one second spreads retries.
                 res.header(Header::new("Retry-After", "1"));
             }
@@ -272,4 +278,54 @@ fn problem_catcher(status: Status, req: &Request<'_>) -> ApiError {
 /// The catchers to register at `/`.
 pub fn catchers() -> Vec<Catcher> {
     rocket::catchers![problem_catcher]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use rocket::http::Header;
+    use rocket::local::asynchronous::Client;
+
+    use super::*;
+
+    /// Log output kept in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[rocket::get("/down")]
+    fn down() -> ApiResult<()> {
+        Err(StoreError::Unavailable("pool timed out".into()).into())
+    }
+
+    #[rocket::async_test]
+    async fn a_backend_failure_is_503_and_logged_with_the_request_id() {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber =
+            tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let client = Client::untracked(rocket::build().mount("/", rocket::routes![down])).await.unwrap();
+
+        let res = client.get("/down").header(Header::new("X-Request-Id", "outage-1")).dispatch().await;
+
+        assert_eq!(res.status(), Status::ServiceUnavailable);
+        assert_eq!(res.headers().get_one("Retry-After"), Some("1"));
+        let problem: serde_json::Value = serde_json::from_str(&res.into_string().await.unwrap()).unwrap();
+        assert_eq!(problem["detail"], "a backing service is unavailable; retry shortly");
+        let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let line = logs.lines().find(|l| l.contains("backing service unavailable")).expect(&logs);
+        assert!(line.contains("request_id=outage-1") && line.contains("pool timed out"), "{line}");
+    }
 }

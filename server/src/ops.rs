@@ -31,9 +31,18 @@ fn health() -> Json<HealthStatus> {
 async fn ready(state: &State<AppState>) -> ApiResult<Json<HealthStatus>> {
     let stores = &state.stores;
     let mut checks = BTreeMap::new();
-    checks.insert("database".to_owned(), stores.store.ping().await.is_ok());
+    // A failed check says why in the log (a warning per probe while it lasts): the answer
+    // names only the service.
+    let ok = |name: &'static str, outcome: Result<(), crate::store::StoreError>| match outcome {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::warn!(service = name, error = %err, "not ready");
+            false
+        }
+    };
+    checks.insert("database".to_owned(), ok("database", stores.store.ping().await));
     if stores.refresh.kind() == "redis" {
-        checks.insert("redis".to_owned(), stores.refresh.ping().await.is_ok());
+        checks.insert("redis".to_owned(), ok("redis", stores.refresh.ping().await));
     }
     let down: Vec<&str> = checks.iter().filter(|(_, ok)| !**ok).map(|(name, _)| name.as_str()).collect();
     if !down.is_empty() {
