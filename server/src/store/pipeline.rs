@@ -166,7 +166,23 @@ impl Pipelines {
     /// its permit within a few milliseconds, so they drain through the pool in turn rather than
     /// all wait out the stall. Counted in `db_read_hedges_total`, by `reason`: `slow` or
     /// `broken`.
+    ///
+    /// The read has [`BACKEND_TIMEOUT`] in all, wherever it runs: a pooled read started late
+    /// (after the hedge delay, or after a permit) could otherwise wait for a pooled connection
+    /// and then for its statement, each with a timeout of its own, long after the pipelined
+    /// one timed out (9 s for a list, against a frozen database).
     pub async fn hedged<T>(
+        &self,
+        pipelined: impl Future<Output = Result<T, StoreError>>,
+        pooled: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(BACKEND_TIMEOUT, self.hedged_untimed(pipelined, pooled)).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable("the database did not answer in time".to_owned())),
+        }
+    }
+
+    async fn hedged_untimed<T>(
         &self,
         pipelined: impl Future<Output = Result<T, StoreError>>,
         pooled: impl Future<Output = Result<T, StoreError>>,
