@@ -67,6 +67,11 @@
 //! ahead with it, and those that needed the refresh fail with [`Error::RefreshFailed`], which
 //! the retry policy treats as not sent.
 //!
+//! A refresh runs on a task of its own, so a call dropped midway (a `tokio::time::timeout`)
+//! does not cut it short, and its rotated tokens are still stored. That task needs the Tokio
+//! runtime: a program that gives up on a call and returns from `main` at once can lose them,
+//! and finds its session revoked at the next start.
+//!
 //! ## Listing
 //!
 //! [`Tasks::list`] returns a builder: `.await` it for one [`Page`] (with the total count and

@@ -29,6 +29,12 @@ use crate::Error;
 ///
 /// A retried DELETE whose first attempt was applied (but whose answer was lost) answers 404.
 ///
+/// A call has no deadline of its own: each attempt (and a refresh it needs) has the client's
+/// [`timeout`](crate::ClientBuilder::timeout), and the attempts add up, with their waits. For
+/// one bound on the whole call, wrap it in `tokio::time::timeout`: dropping a call midway is
+/// safe, as a token refresh it started goes on without it and its tokens are stored, while the
+/// program's runtime runs.
+///
 /// ```
 /// use std::time::Duration;
 /// use tasklane::RetryPolicy;

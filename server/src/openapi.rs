@@ -148,9 +148,11 @@ fn document_common_headers(code: &str, response: &mut Value) {
         "string",
     )];
     match code {
-        "401" => {
-            common.push(("WWW-Authenticate", "`Bearer`, with the error when a token was refused", "string"))
-        }
+        "401" => common.push((
+            "WWW-Authenticate",
+            "`Bearer` (why the token was refused is in the problem's `detail`)",
+            "string",
+        )),
         "429" | "503" => common.push(("Retry-After", "Seconds to wait before trying again", "integer")),
         _ => {}
     }

@@ -132,9 +132,12 @@ pub fn metrics_endpoint(state: &State<AppState>) -> (ContentType, String) {
 /// for every 404 and for every HEAD answered by its GET route). They repeat what the access
 /// line says, cost a write each, and would let any client fill the error log (and put a
 /// secret sent in a query string there). A handler that panics still shows: the access line
-/// has the 500, and the panic message goes to stderr.
+/// has the 500, and the panic message goes to stderr. PostgreSQL's notices at `info` are off
+/// too: the migrator's `CREATE TABLE IF NOT EXISTS` draws "relation already exists, skipping"
+/// at every start.
 pub const DEFAULT_LOG_FILTER: &str = "info,rocket::server=error,rocket::server::_=off,rocket::shield=warn,\
-     tasklane_server::auth::_=error,tasklane_server::tasks::_=error,tasklane_server::ops::_=error";
+     tasklane_server::auth::_=error,tasklane_server::tasks::_=error,tasklane_server::ops::_=error,\
+     sqlx::postgres::notice=warn";
 
 /// Installs the log subscriber: `LOG_FORMAT=json` for one JSON object per line, else text
 /// (coloured only on a terminal). `RUST_LOG` filters (default [`DEFAULT_LOG_FILTER`]).
