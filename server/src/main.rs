@@ -132,7 +132,21 @@ async fn run(command: Option<&str>) -> ExitCode {
             tracing::info!("stopped");
             ExitCode::SUCCESS
         }
-        Err(e) => fail(e),
+        Err(e) => match e.kind() {
+            rocket::error::ErrorKind::Bind(bind) => {
+                let at = listen_address();
+                fail(format!("ROCKET_ADDRESS / ROCKET_PORT: cannot listen on {at}: {bind}"))
+            }
+            _ => fail(e),
+        },
+    }
+}
+
+/// Where Rocket's settings say to listen, for an error message.
+fn listen_address() -> String {
+    match tasklane_server::rocket_figment().extract::<rocket::Config>() {
+        Ok(rocket) => std::net::SocketAddr::new(rocket.address, rocket.port).to_string(),
+        Err(_) => "the configured address".to_owned(),
     }
 }
 

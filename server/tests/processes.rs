@@ -759,6 +759,25 @@ async fn sqlite_files_are_private_and_their_directory_is_made() {
     server.stop().await;
 }
 
+/// A port another process holds: one line naming where it tried to listen, status 1.
+#[test]
+fn a_port_in_use_is_one_line_naming_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_tasklane-server"))
+        .env_clear()
+        .current_dir(dir.path())
+        .envs([("ROCKET_ADDRESS", "127.0.0.1"), ("ROCKET_PORT", port.as_str()), ("RUST_LOG", "warn")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let expected =
+        format!("tasklane-server: ROCKET_ADDRESS / ROCKET_PORT: cannot listen on 127.0.0.1:{port}: ");
+    assert!(stderr.lines().last().unwrap_or_default().starts_with(&expected), "{stderr}");
+}
+
 /// A database a newer release has migrated (a migration this one does not know) still takes
 /// this release: a rolling deploy, or a rollback.
 #[tokio::test]
