@@ -339,6 +339,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct Bearer {
     pub(crate) tokens: Arc<Tokens>,
     pub(crate) stamp: Stamp,
+    /// Sent ahead of a refresh of its generation that is still running: the call waits for it
+    /// once its own answer is in ([`Session::settle`]).
+    pub(crate) ahead_of_refresh: bool,
 }
 
 /// Which tokens: the session (grows when one begins or ends) and the generation (grows on
@@ -373,7 +376,7 @@ struct State {
 
 impl State {
     fn bearer(&self) -> Option<Bearer> {
-        self.tokens.clone().map(|tokens| Bearer { tokens, stamp: self.stamp })
+        self.tokens.clone().map(|tokens| Bearer { tokens, stamp: self.stamp, ahead_of_refresh: false })
     }
 
     /// The current tokens for a request that read the tokens of `seen`: if they are of the
@@ -478,22 +481,29 @@ impl Session {
         match tokio::time::timeout(good_for, self.refresh(bearer.stamp, exchange)).await {
             Ok(Ok(fresh)) => Ok(fresh),
             Ok(Err(err @ Error::SessionExpired { .. })) => Err(err),
-            // Failed for a passing reason, or still running: the old token can still make the
-            // request. (The caller waits for a refresh still running once it has its answer.)
-            Ok(Err(_)) | Err(_) => Ok(bearer),
+            // Failed for a passing reason: the old token can still make the request.
+            Ok(Err(_)) => Ok(bearer),
+            // Still running: the same, and the caller waits for it once it has its answer.
+            Err(_) => Ok(Bearer { ahead_of_refresh: true, ..bearer }),
         }
     }
 
-    /// Waits for the refresh of `seen`'s generation, if one is running: the tokens it brings
-    /// are stored before the call that went ahead without them returns. Its outcome is the
-    /// concern of the requests that need it.
-    pub(crate) async fn settle(&self, seen: Stamp) {
+    /// For a call sent [ahead of a refresh](Bearer::ahead_of_refresh): waits until that
+    /// refresh has ended and its tokens are stored, so that the call returns with them kept.
+    /// The refresh's outcome is the concern of the requests that need it.
+    pub(crate) async fn settle(&self, bearer: &Bearer) {
+        if !bearer.ahead_of_refresh {
+            return;
+        }
         let in_flight = {
             let state = self.state();
-            state.in_flight.clone().filter(|_| state.stamp == seen)
+            state.in_flight.clone().filter(|_| state.stamp == bearer.stamp)
         };
-        if let Some(in_flight) = in_flight {
-            let _ = in_flight.await;
+        match in_flight {
+            // Its outcome comes once the store has been told.
+            Some(in_flight) => drop(in_flight.await),
+            // Ended, but perhaps still being stored: that holds the lock on changes.
+            None => drop(self.changes.lock().await),
         }
     }
 
@@ -577,7 +587,11 @@ impl Session {
                     let tokens = Arc::new(tokens);
                     state.refreshed(Arc::clone(&tokens));
                     (
-                        Ok(Bearer { tokens: Arc::clone(&tokens), stamp: state.stamp }),
+                        Ok(Bearer {
+                            tokens: Arc::clone(&tokens),
+                            stamp: state.stamp,
+                            ahead_of_refresh: false,
+                        }),
                         Some(Change::Save(tokens)),
                     )
                 }

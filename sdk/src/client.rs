@@ -321,7 +321,7 @@ impl Client {
             outcome => {
                 // Sent with a token that a refresh still running is replacing: that refresh
                 // ends (and is stored) before the call returns.
-                session.settle(bearer.stamp).await;
+                session.settle(&bearer).await;
                 outcome
             }
         }
@@ -370,20 +370,18 @@ impl fmt::Debug for Client {
     }
 }
 
-/// Redirects are followed only on the origin the request was sent to, or from `http` to
-/// `https` on the same host (a proxy that upgrades plain requests), 10 at most. A 307 or 308
-/// sends the body again, and bodies carry passwords and refresh tokens: one pointing anywhere
-/// else is not followed, and its answer becomes an [`Error::Http`] naming the `Location`.
+/// Redirects are followed only on the origin the request was sent to, 10 at most. A 307 or
+/// 308 sends the body again, and bodies carry passwords and refresh tokens: one pointing
+/// anywhere else is not followed, and its answer becomes an [`Error::Http`] naming the
+/// `Location`. That includes `http` to `https` on the same host: reqwest would send it on
+/// without the access token, so the base URL should say `https` itself.
 fn redirect_policy() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
         let Some(first) = attempt.previous().first() else { return attempt.stop() };
-        let next = attempt.url();
-        let same_origin = next.origin() == first.origin();
-        let upgraded =
-            first.scheme() == "http" && next.scheme() == "https" && next.host_str() == first.host_str();
+        let same_origin = attempt.url().origin() == first.origin();
         if attempt.previous().len() > 10 {
             attempt.error("more than 10 redirects")
-        } else if same_origin || upgraded {
+        } else if same_origin {
             attempt.follow()
         } else {
             attempt.stop()
@@ -488,7 +486,7 @@ impl ClientBuilder {
     /// Its own redirect policy applies. reqwest's default follows any redirect, and on a 307
     /// or 308 sends the body (with the password or refresh token in it) to wherever the
     /// `Location` points; the client this builder makes follows only redirects that stay on the
-    /// API's origin, or go from `http` to `https` on the same host.
+    /// API's origin (scheme, host and port).
     ///
     /// The injected client keeps its own timeouts and user agent unless [`timeout`] or
     /// [`user_agent`] are set here too (a `timeout` of `None` does not remove its own);

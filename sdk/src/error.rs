@@ -55,7 +55,7 @@ impl ErrorResponse {
         let location =
             headers.get(LOCATION).and_then(|l| l.to_str().ok()).filter(|_| status.is_redirection());
         let detail = match (&problem, location) {
-            (_, Some(location)) => format!("redirected to {location}, off the API's origin: not followed"),
+            (_, Some(location)) => format!("redirected to {location}; not followed"),
             (Some(problem), None) => problem.detail.clone(),
             (None, None) => {
                 let text = String::from_utf8_lossy(body);
@@ -182,7 +182,7 @@ pub enum Error {
     },
 
     /// Any other error status, such as 400 (malformed JSON), 405, 413 or 415; or a redirect
-    /// the client did not follow, because it leaves the API's origin (see
+    /// the client did not follow, such as one that leaves the API's origin (see
     /// [`ClientBuilder::http_client`](crate::ClientBuilder::http_client)).
     #[error("HTTP error: {response}")]
     Http {

@@ -356,40 +356,67 @@ async fn a_slow_failing_refresh_does_not_fail_a_request_the_old_token_can_make()
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/auth/refresh"))
-        .respond_with(problem(503, "redis unavailable").set_delay(Duration::from_secs(3)))
+        .respond_with(problem(503, "redis unavailable").set_delay(Duration::from_secs(7)))
         .expect(1)
         .mount(&server)
         .await;
     mount_task_for(&server, "a0", 1).await;
-    // Inside the skew, good for 2 s more: longer than the refresh takes to fail.
-    let soon = Tokens::new("a0", "r0").with_expires_at(Utc::now() + TimeDelta::seconds(2));
+    // Inside the skew, good for 6 s more: shorter than the refresh takes to fail.
+    let soon = Tokens::new("a0", "r0").with_expires_at(Utc::now() + TimeDelta::seconds(6));
     let client = builder(&server).tokens(soon).retry_policy(RetryPolicy::disabled()).build().unwrap();
 
     assert_eq!(client.tasks().get(1).await.unwrap().id, 1);
     assert_eq!(client.tokens().unwrap().access_token().expose(), "a0");
 }
 
-#[tokio::test]
+/// A store whose `save` takes a while, as one writing a file or a keychain does.
+#[derive(Clone, Default)]
+struct SlowStore(RecordingStore);
+
+impl tasklane::TokenStore for SlowStore {
+    fn save<'a>(&'a self, tokens: &'a Tokens) -> futures::future::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            self.0.save(tokens).await;
+        })
+    }
+
+    fn clear(&self) -> futures::future::BoxFuture<'_, ()> {
+        self.0.clear()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_that_went_ahead_of_a_slow_refresh_returns_once_its_tokens_are_stored() {
+    // The token is good for 6 s: the call waits 5 s for the refresh, goes ahead with the old
+    // token, and its answer comes at ~8 s, after the refresh answered (7 s) and while the
+    // store is still saving (7-9 s).
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/auth/refresh"))
         .respond_with(
-            ResponseTemplate::new(200).set_body_json(pair("a1", "r1")).set_delay(Duration::from_secs(3)),
+            ResponseTemplate::new(200).set_body_json(pair("a1", "r1")).set_delay(Duration::from_secs(7)),
         )
         .expect(1)
         .mount(&server)
         .await;
-    mount_task_for(&server, "a0", 0..=1).await;
-    mount_task_for(&server, "a1", 0..=1).await;
-    let store = RecordingStore::default();
-    let soon = Tokens::new("a0", "r0").with_expires_at(Utc::now() + TimeDelta::seconds(2));
+    Mock::given(method("GET"))
+        .and(path("/tasks/1"))
+        .and(header("authorization", "Bearer a0"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(task(1, "t")).set_delay(Duration::from_secs(3)),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let store = SlowStore::default();
+    let soon = Tokens::new("a0", "r0").with_expires_at(Utc::now() + TimeDelta::seconds(6));
     let client = builder(&server).tokens(soon).token_store(store.clone()).build().unwrap();
 
     client.tasks().get(1).await.unwrap();
 
     // A program that exits right after the call keeps the rotated tokens.
-    assert_eq!(store.events(), [StoreEvent::Save("r1".into())]);
+    assert_eq!(store.0.events(), [StoreEvent::Save("r1".into())]);
     assert_eq!(client.tokens().unwrap().access_token().expose(), "a1");
 }
 
@@ -601,7 +628,7 @@ async fn a_slow_logout_does_not_hold_up_a_login_nor_end_it() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/auth/logout"))
-        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_secs(2)))
+        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_secs(5)))
         .expect(1)
         .mount(&server)
         .await;
