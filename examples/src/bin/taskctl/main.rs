@@ -157,7 +157,7 @@ async fn run(command: &Command, url: &str) -> Result<(), Failure> {
     // Resume the saved session, unless this command starts a new one. A new session replaces
     // the saved one, which is ended on the server once the new one exists (a failed login
     // keeps it); an unreadable file has no session worth ending.
-    let (saved, replaced) = match command {
+    let (saved, mut replaced) = match command {
         Command::Register(_) | Command::Login(_) => (None, store.load().ok().flatten()),
         _ => {
             let saved = store.load().map_err(|err| {
@@ -179,11 +179,13 @@ async fn run(command: &Command, url: &str) -> Result<(), Failure> {
         Command::Register(credentials) => {
             let (username, password) = credentials.resolve("register")?;
             client.register(&username, password).await?;
+            end_replaced_session(url, replaced.take()).await;
             say(format_args!("registered and logged in as {username}"))?;
         }
         Command::Login(credentials) => {
             let (username, password) = credentials.resolve("login")?;
             client.login(&username, password).await?;
+            end_replaced_session(url, replaced.take()).await;
             say(format_args!("logged in as {username}"))?;
         }
         Command::Logout => {
@@ -239,8 +241,6 @@ async fn run(command: &Command, url: &str) -> Result<(), Failure> {
             say(format_args!("{} (user #{}) at {url}", me.username, me.id))?;
         }
     }
-    // Only a `login` or `register` that succeeded gets here with a replaced session.
-    end_replaced_session(url, replaced).await;
     Ok(())
 }
 
