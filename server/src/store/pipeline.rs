@@ -170,24 +170,17 @@ impl Pipelines {
     /// The read has [`BACKEND_TIMEOUT`] in all, wherever it runs: a pooled read started late
     /// (after the hedge delay, or after a permit) could otherwise wait for a pooled connection
     /// and then for its statement, each with a timeout of its own, long after the pipelined
-    /// one timed out (9 s for a list, against a frozen database).
+    /// one timed out (9 s for a list, against a frozen database). (A read answered on its
+    /// connection before [`HEDGE_AFTER`], nearly all of them, is bounded by `query` alone.)
     pub async fn hedged<T>(
         &self,
         pipelined: impl Future<Output = Result<T, StoreError>>,
         pooled: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(BACKEND_TIMEOUT, self.hedged_untimed(pipelined, pooled)).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable("the database did not answer in time".to_owned())),
-        }
-    }
-
-    async fn hedged_untimed<T>(
-        &self,
-        pipelined: impl Future<Output = Result<T, StoreError>>,
-        pooled: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
         let started = Instant::now();
+        let deadline = tokio::time::Instant::from_std(started) + BACKEND_TIMEOUT;
+        // Run on one path or the other, never both.
+        let mut pooled = Some(pooled);
         let mut pipelined = pin!(pipelined);
         let early = tokio::select! {
             biased;
@@ -199,14 +192,24 @@ impl Pipelines {
             // Stuck: to the pool as well as soon as the budget allows, unless the connection
             // answers first. The semaphore hands permits out in order, oldest read first (it is
             // never closed; were it, the connection would be all that is left).
-            None => tokio::select! {
-                biased;
-                result = &mut pipelined => result,
-                Ok(_permit) = self.hedges.acquire() => {
-                    metrics::counter!("db_read_hedges_total", "reason" => "slow").increment(1);
-                    return race(pipelined, pooled).await;
+            None => {
+                let stuck = async {
+                    tokio::select! {
+                        biased;
+                        result = &mut pipelined => Outcome::Answered(result),
+                        Ok(_permit) = self.hedges.acquire() => {
+                            metrics::counter!("db_read_hedges_total", "reason" => "slow").increment(1);
+                            let pooled = pooled.take().expect("the pooled read runs once");
+                            Outcome::Raced(race(pipelined, pooled).await)
+                        }
+                    }
+                };
+                match within(deadline, stuck).await {
+                    Ok(Outcome::Raced(result)) => return result,
+                    Ok(Outcome::Answered(result)) => result,
+                    Err(late) => return Err(late),
                 }
-            },
+            }
         };
         match result {
             // Failed before its time was up: the connection broke (a read that timed out has
@@ -214,11 +217,18 @@ impl Pipelines {
             Err(broken @ StoreError::Unavailable(_)) if started.elapsed() < BACKEND_TIMEOUT => {
                 // A break fails all the reads queued on the connection at once: they take
                 // turns on the budget.
-                let Ok(_permit) = self.hedges.acquire().await else {
-                    return Err(broken);
-                };
-                metrics::counter!("db_read_hedges_total", "reason" => "broken").increment(1);
-                pooled.await
+                within(deadline, async {
+                    let Ok(_permit) = self.hedges.acquire().await else {
+                        return Err(broken);
+                    };
+                    metrics::counter!("db_read_hedges_total", "reason" => "broken").increment(1);
+                    match pooled.take() {
+                        Some(pooled) => pooled.await,
+                        None => Err(broken),
+                    }
+                })
+                .await
+                .and_then(|answer| answer)
             }
             answer => answer,
         }
@@ -287,6 +297,20 @@ impl Pipelines {
         *slot.link.write().unwrap() = Some(link.clone());
         Ok(link)
     }
+}
+
+/// How a read stuck past [`HEDGE_AFTER`] ended: answered on its connection before a permit came,
+/// or raced against the pool.
+enum Outcome<T> {
+    Answered(Result<T, StoreError>),
+    Raced(Result<T, StoreError>),
+}
+
+/// `work`, or 503 once `deadline` has passed.
+async fn within<R>(deadline: tokio::time::Instant, work: impl Future<Output = R>) -> Result<R, StoreError> {
+    tokio::time::timeout_at(deadline, work)
+        .await
+        .map_err(|_| StoreError::Unavailable("the database did not answer in time".to_owned()))
 }
 
 /// The first success of the two, or if both fail, the error of the last.
