@@ -105,10 +105,10 @@ impl SqliteStore {
             .foreign_keys(true);
         // `sqlite::memory:` is one database shared by the connections of these options (sqlx
         // names it and opens it in shared-cache mode) for as long as one of them is open.
-        let file = crate::config::DatabaseUrl::Sqlite(url.to_owned()).sqlite_file();
-        let in_memory = file.is_none();
-        if let Some(file) = file.filter(|_| !url.contains("mode=ro")) {
-            create_private(&file)?;
+        let in_memory = crate::config::DatabaseUrl::Sqlite(url.to_owned()).sqlite_file().is_none();
+        if !in_memory && !url.contains("mode=ro") {
+            // The file as sqlx reads the URL (percent-decoded), not as written.
+            create_private(options.get_filename())?;
         }
         let keep_alive = if in_memory {
             Some(Arc::new(std::sync::Mutex::new(
