@@ -465,12 +465,18 @@ async fn two_instances_on_one_postgres_and_redis_behave_as_one() {
 #[tokio::test]
 async fn redis_over_tls_verifies_the_certificate_and_keeps_sessions() {
     let Some((config, scratch)) = scratch_config(Backend::PostgresRedis).await else { return };
-    let var = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!("{name} is not set: `scripts/services.sh start` prints it beside TASKLANE_TEST_REDIS_URL")
-        })
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (Some(tls_url), Some(ca)) = (var("TASKLANE_TEST_REDIS_TLS_URL"), var("TASKLANE_TEST_REDIS_TLS_CA"))
+    else {
+        // Like the other services: required under CI, a loud note elsewhere.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but TASKLANE_TEST_REDIS_TLS_URL / _CA are not (scripts/services.sh prints them)"
+        );
+        eprintln!("\n*** Redis over TLS test NOT RUN: set TASKLANE_TEST_REDIS_TLS_URL and TASKLANE_TEST_REDIS_TLS_CA ***\n");
+        scratch.cleanup().await;
+        return;
     };
-    let (tls_url, ca) = (var("TASKLANE_TEST_REDIS_TLS_URL"), var("TASKLANE_TEST_REDIS_TLS_CA"));
     let _turn = TURN.lock().await;
     let DatabaseUrl::Postgres(database_url) = &config.database_url else { unreachable!() };
     let secret = secret();
