@@ -444,6 +444,7 @@ def main():
     work = tempfile.mkdtemp(prefix="tasklane-bench-")
     os.chmod(work, 0o755)  # PostgreSQL runs as its own user and must reach its data dir inside
     services = dict(os.environ, TASKLANE_PG_PORT=str(PG_PORT), TASKLANE_REDIS_PORT=str(REDIS_PORT),
+                    TASKLANE_REDIS_TLS_PORT=str(REDIS_PORT + 1),
                     TASKLANE_SERVICES_DIR=f"{work}/services", TASKLANE_PG_DURABLE="1")
     results = {}
     try:
