@@ -362,8 +362,8 @@ impl Config {
 }
 
 /// Shared read connections on PostgreSQL: two by default. On the list benchmark they served
-/// 19–52 % more list requests per second than the pool in the harness runs (+40 % in the
-/// latest, 17,549 against 12,527), with less CPU per request. What kept them off until
+/// 19–52 % more list requests per second than the pool in the harness runs (+54 % in the
+/// latest, 19,205 against 12,437), with less CPU per request. What kept them off until
 /// now, a p99 several-fold under a login storm (all statements on a connection wait while the
 /// thread driving it is preempted), is bounded by sending reads stuck for 20 ms to the pool as
 /// well (`store::pipeline`); figures in bench/RESULTS.md. `0` keeps reads on the pool.
