@@ -14,6 +14,7 @@ use rocket_okapi::request::OpenApiFromData;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use tasklane::types::limits::BODY_MAX_BYTES;
+use tasklane::types::FieldError;
 
 use crate::error::ApiError;
 
@@ -33,7 +34,7 @@ pub struct JsonBody<T>(pub T);
 pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[rocket::async_trait]
-impl<'r, T: DeserializeOwned> FromData<'r> for JsonBody<T> {
+impl<'r, T: DeserializeOwned + JsonSchema> FromData<'r> for JsonBody<T> {
     type Error = ApiError;
 
     async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> data::Outcome<'r, Self> {
@@ -44,7 +45,7 @@ impl<'r, T: DeserializeOwned> FromData<'r> for JsonBody<T> {
     }
 }
 
-async fn parse<T: DeserializeOwned>(req: &Request<'_>, data: Data<'_>) -> Result<T, ApiError> {
+async fn parse<T: DeserializeOwned + JsonSchema>(req: &Request<'_>, data: Data<'_>) -> Result<T, ApiError> {
     if let Some(raw) = req.headers().get_one("Content-Type") {
         // Rocket reads a header that does not parse as no type at all; that is not JSON either.
         let parsed = req.content_type();
@@ -107,12 +108,23 @@ async fn parse<T: DeserializeOwned>(req: &Request<'_>, data: Data<'_>) -> Result
         return Err(ApiError::invalid(key, "given more than once"));
     }
     let nested = object.iter().find(|(_, v)| v.is_object() || v.is_array()).map(|(k, _)| k.clone());
-    let value = serde_path_to_error::deserialize(json).map_err(|err| {
+    let value = serde_path_to_error::deserialize(&json).map_err(|err| {
+        let message = err.inner().to_string();
+        if message.starts_with("missing field `") {
+            // serde stops at the first missing field; a client is better told of all at once.
+            let errors: Vec<FieldError> = missing_fields::<T>(object)
+                .into_iter()
+                .map(|field| FieldError::new(field, "is required"))
+                .collect();
+            if !errors.is_empty() {
+                return ApiError::Validation(errors);
+            }
+        }
         let field = match err.path().to_string().as_str() {
-            "." => named_field(&err.inner().to_string()).unwrap_or_else(|| "body".to_owned()),
+            "." => named_field(&message).unwrap_or_else(|| "body".to_owned()),
             path => path.to_owned(),
         };
-        ApiError::invalid(field, err.into_inner().to_string())
+        ApiError::invalid(field, message)
     })?;
     // Checked after the shape, so an unknown or mistyped field is reported as such first.
     if let Some(field) = nested {
@@ -150,6 +162,16 @@ impl<'de> serde::Deserialize<'de> for Keys {
         }
         deserializer.deserialize_map(Visitor)
     }
+}
+
+/// The fields `T`'s schema requires that `object` lacks, by name.
+fn missing_fields<T: JsonSchema>(object: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    let schema = schemars::gen::SchemaSettings::openapi3().into_generator().into_root_schema_for::<T>();
+    schema
+        .schema
+        .object
+        .map(|object_schema| object_schema.required.into_iter().filter(|f| !object.contains_key(f)).collect())
+        .unwrap_or_default()
 }
 
 // serde names an unknown or missing field in the message ("unknown field `x`, expected ...",

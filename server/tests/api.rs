@@ -92,7 +92,18 @@ async fn register_rejects_bad_credentials_and_duplicates(app: &TestApp) {
     let body = res.problem(422);
     assert_eq!(body["errors"][0]["field"], "admin");
     let res = app.post("/auth/register", None, json!({"username": "nopw"})).await;
-    res.problem(422);
+    let body = res.problem(422);
+    assert_eq!(body["errors"], json!([{"field": "password", "message": "is required"}]), "{body}");
+    // Every missing field at once, not the first serde met.
+    let res = app.post("/auth/register", None, json!({})).await;
+    let body = res.problem(422);
+    let fields: Vec<&str> =
+        body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["password", "username"], "{body}");
+    // A misspelt field is still named as unknown, rather than its intended one as missing.
+    let res = app.post("/auth/register", None, json!({"usernme": "typo", "password": PW})).await;
+    let body = res.problem(422);
+    assert_eq!(body["errors"][0]["field"], "usernme", "{body}");
 }
 
 async fn login_fails_alike_for_unknown_user_and_wrong_password(app: &TestApp) {
