@@ -35,6 +35,24 @@ async fn mount_refused(server: &MockServer, token: &str, times: impl Into<wiremo
         .await;
 }
 
+/// Mounts `POST /auth/refresh` answered with `answer`, expected exactly once.
+async fn mount_refresh_answer(server: &MockServer, answer: ResponseTemplate) {
+    Mock::given(method("POST")).and(path("/auth/refresh")).respond_with(answer).expect(1).mount(server).await;
+}
+
+/// Mounts `POST /auth/refresh` answered with `failure` the first time only, ahead of what else
+/// is mounted for it (the refresh that succeeds next).
+async fn mount_refresh_failing_first(server: &MockServer, failure: ResponseTemplate) {
+    Mock::given(method("POST"))
+        .and(path("/auth/refresh"))
+        .respond_with(failure)
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(server)
+        .await;
+}
+
 /// A refresh that takes a while, so that concurrent callers pile up behind it.
 async fn mount_slow_refresh(server: &MockServer, refresh: &str, access: &str, next: &str) {
     Mock::given(method("POST"))
@@ -229,11 +247,7 @@ async fn a_refused_request_is_replayed_once_and_a_second_401_is_returned() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rejected_refresh_ends_the_session_for_every_waiting_call() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/auth/refresh"))
-        .respond_with(problem(401, "refresh token reused").set_delay(Duration::from_millis(100)))
-        .expect(1)
-        .mount(&server)
+    mount_refresh_answer(&server, problem(401, "refresh token reused").set_delay(Duration::from_millis(100)))
         .await;
     mount_refused(&server, "a0", 1..=20).await;
     let store = MemoryTokenStore::from(fresh("a0", "r0"));
@@ -259,11 +273,7 @@ async fn a_rejected_refresh_ends_the_session_for_every_waiting_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_refresh_keeps_the_tokens_and_is_retryable() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/auth/refresh"))
-        .respond_with(problem(503, "database unavailable").set_delay(Duration::from_millis(100)))
-        .expect(1)
-        .mount(&server)
+    mount_refresh_answer(&server, problem(503, "database unavailable").set_delay(Duration::from_millis(100)))
         .await;
     let store = RecordingStore::default();
     let client = builder(&server)
@@ -299,12 +309,7 @@ async fn a_refresh_answered_as_tasklane_never_does_keeps_the_session_and_is_not_
     // refresh token, and a 404 is not "no such task".
     for status in [400, 403, 404] {
         let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .and(path("/auth/refresh"))
-            .respond_with(problem(status, "not here"))
-            .expect(1)
-            .mount(&server)
-            .await;
+        mount_refresh_answer(&server, problem(status, "not here")).await;
         let store = RecordingStore::default();
         let client = builder(&server)
             .tokens(expired("a0", "r0"))
@@ -327,14 +332,7 @@ async fn a_refresh_answered_as_tasklane_never_does_keeps_the_session_and_is_not_
 #[tokio::test]
 async fn a_post_held_back_by_a_failed_refresh_is_retried() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/auth/refresh"))
-        .respond_with(problem(503, "redis unavailable"))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_refresh_failing_first(&server, problem(503, "redis unavailable")).await;
     mount_refresh(&server, "r0", "a1", "r1", 1).await;
     Mock::given(method("POST"))
         .and(path("/tasks/"))
@@ -354,12 +352,7 @@ async fn a_post_held_back_by_a_failed_refresh_is_retried() {
 #[tokio::test]
 async fn a_slow_failing_refresh_does_not_fail_a_request_the_old_token_can_make() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/auth/refresh"))
-        .respond_with(problem(503, "redis unavailable").set_delay(Duration::from_secs(7)))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_refresh_answer(&server, problem(503, "redis unavailable").set_delay(Duration::from_secs(7))).await;
     mount_task_for(&server, "a0", 1).await;
     // Inside the skew, good for 6 s more: shorter than the refresh takes to fail.
     let soon = Tokens::new("a0", "r0").with_expires_at(Utc::now() + TimeDelta::seconds(6));
@@ -392,14 +385,8 @@ async fn a_call_that_went_ahead_of_a_slow_refresh_returns_once_its_tokens_are_st
     // token, and its answer comes at ~8 s, after the refresh answered (7 s) and while the
     // store is still saving (7-9 s).
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/auth/refresh"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(pair("a1", "r1")).set_delay(Duration::from_secs(7)),
-        )
-        .expect(1)
-        .mount(&server)
-        .await;
+    let slow = ResponseTemplate::new(200).set_body_json(pair("a1", "r1")).set_delay(Duration::from_secs(7));
+    mount_refresh_answer(&server, slow).await;
     Mock::given(method("GET"))
         .and(path("/tasks/1"))
         .and(header("authorization", "Bearer a0"))
@@ -423,12 +410,7 @@ async fn a_call_that_went_ahead_of_a_slow_refresh_returns_once_its_tokens_are_st
 #[tokio::test]
 async fn after_a_failed_refresh_calls_go_ahead_with_the_old_token_for_a_while() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/auth/refresh"))
-        .respond_with(problem(503, "redis unavailable").insert_header("retry-after", "30"))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_refresh_answer(&server, problem(503, "redis unavailable").insert_header("retry-after", "30")).await;
     mount_task_for(&server, "a0", 5).await;
     let soon = Tokens::new("a0", "r0").with_expires_at(Utc::now() + TimeDelta::seconds(20));
     let client = builder(&server).tokens(soon).retry_policy(RetryPolicy::disabled()).build().unwrap();
@@ -442,14 +424,7 @@ async fn after_a_failed_refresh_calls_go_ahead_with_the_old_token_for_a_while() 
 #[tokio::test]
 async fn a_retried_request_gets_through_a_refresh_that_failed_once() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/auth/refresh"))
-        .respond_with(problem(502, "bad gateway"))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_refresh_failing_first(&server, problem(502, "bad gateway")).await;
     mount_refresh(&server, "r0", "a1", "r1", 1).await;
     mount_task_for(&server, "a1", 1).await;
     let client = builder(&server).tokens(expired("a0", "r0")).build().unwrap();
@@ -460,12 +435,7 @@ async fn a_retried_request_gets_through_a_refresh_that_failed_once() {
 #[tokio::test]
 async fn a_token_inside_the_skew_is_still_used_when_its_refresh_fails() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/auth/refresh"))
-        .respond_with(problem(503, "redis unavailable"))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_refresh_answer(&server, problem(503, "redis unavailable")).await;
     mount_task_for(&server, "a0", 1).await;
     let soon = Tokens::new("a0", "r0").with_expires_at(Utc::now() + TimeDelta::seconds(10));
     let client = builder(&server).tokens(soon).retry_policy(RetryPolicy::disabled()).build().unwrap();
