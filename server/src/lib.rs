@@ -407,20 +407,16 @@ fn random_key() -> Vec<u8> {
 }
 
 fn key_file(path: &Path) -> Result<Vec<u8>, StartError> {
-    use std::os::unix::fs::OpenOptionsExt;
     let fail = |what: &str, e: std::io::Error| StartError::KeyFile(format!("{what} {}: {e}", path.display()));
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| fail("cannot create the directory of", e))?;
-    }
-    // create_new: of two instances starting at once, one writes and the other reads.
-    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-        Ok(mut file) => {
+    // Of two instances starting at once, one writes and the other reads.
+    match store::create_owner_only(path).map_err(StartError::KeyFile)? {
+        Some(mut file) => {
             let key = random_key();
             file.write_all(&key).and_then(|()| file.sync_all()).map_err(|e| fail("cannot write", e))?;
             tracing::info!(path = %path.display(), "generated a new secret key");
             Ok(key)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+        None => {
             let key = std::fs::read(path).map_err(|e| fail("cannot read", e))?;
             let key: Vec<u8> = key.trim_ascii().to_vec();
             if key.len() < config::SECRET_KEY_MIN_BYTES {
@@ -432,6 +428,5 @@ fn key_file(path: &Path) -> Result<Vec<u8>, StartError> {
             }
             Ok(key)
         }
-        Err(e) => Err(fail("cannot create", e)),
     }
 }

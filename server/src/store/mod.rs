@@ -189,6 +189,22 @@ pub async fn open(config: &Config, redis: Option<RedisPool>) -> Result<Stores, S
     Ok(Stores { store, refresh, redis })
 }
 
+/// Creates `path`, and its directory, readable and writable by its owner only (mode 0600):
+/// the file, when this call made it; `None` when it was there already (of two instances
+/// starting at once, one creates it and the other finds it). An error is worded with the path.
+pub(crate) fn create_owner_only(path: &std::path::Path) -> Result<Option<std::fs::File>, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |what: &str, e: std::io::Error| format!("{what} {}: {e}", path.display());
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| fail("cannot create the directory of", e))?;
+    }
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
+        Err(e) => Err(fail("cannot create", e)),
+    }
+}
+
 /// Applies the migrations of this database and returns, waiting up to `startup_wait` for a
 /// PostgreSQL that does not accept connections yet.
 pub async fn migrate(

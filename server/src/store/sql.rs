@@ -71,25 +71,6 @@ impl PgStore {
     }
 }
 
-/// Creates the SQLite database file, and its directory, if missing: the file readable by its
-/// owner only (mode 0600), as it holds the password hashes and the sessions. SQLite gives the
-/// `-wal` and `-shm` files it makes beside it the same mode. (Left to SQLite, the file would
-/// get the umask's mode, usually 0644, and a missing directory would be "unable to open
-/// database file" without a path.)
-fn create_private(file: &std::path::Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let fail =
-        |what: &str, e: std::io::Error| StoreError::Internal(format!("{what} {}: {e}", file.display()));
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| fail("cannot create the directory of", e))?;
-    }
-    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(file) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(fail("cannot create", e)),
-    }
-}
-
 impl SqliteStore {
     /// Opens (creating it if missing) and applies `migrations/sqlite`.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
@@ -107,8 +88,12 @@ impl SqliteStore {
         // names it and opens it in shared-cache mode) for as long as one of them is open.
         let in_memory = crate::config::DatabaseUrl::Sqlite(url.to_owned()).sqlite_file().is_none();
         if !in_memory && !url.contains("mode=ro") {
-            // The file as sqlx reads the URL (percent-decoded), not as written.
-            create_private(options.get_filename())?;
+            // Made here rather than by SQLite, readable by its owner only, as it holds the
+            // password hashes and the sessions (SQLite gives the `-wal` and `-shm` files it
+            // makes beside it the same mode); left to SQLite it would get the umask's mode,
+            // usually 0644, and a missing directory would be "unable to open database file"
+            // without a path. The file as sqlx reads the URL (percent-decoded), not as written.
+            super::create_owner_only(options.get_filename()).map_err(StoreError::Internal)?;
         }
         let keep_alive = if in_memory {
             Some(Arc::new(std::sync::Mutex::new(
