@@ -54,24 +54,25 @@ fn main() -> ExitCode {
         println!("tasklane-server {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
+    if let Some(other) = command.filter(|c| !matches!(*c, "migrate" | "healthcheck")) {
+        eprintln!("tasklane-server: unknown command {other:?}\n\n{USAGE}");
+        return ExitCode::from(2);
+    }
     // Rocket's settings are read before the runtime starts, so a bad one is one line here
     // rather than Rocket's own report or a panic (tokio refuses 0 threads of either kind).
-    match tasklane_server::rocket_figment().extract::<rocket::Config>() {
+    let rocket = match tasklane_server::rocket_figment().extract::<rocket::Config>() {
         Err(e) => return fail(e),
         Ok(rocket) if rocket.workers == 0 => return fail("ROCKET_WORKERS: must be at least 1"),
         Ok(rocket) if rocket.max_blocking == 0 => return fail("ROCKET_MAX_BLOCKING: must be at least 1"),
-        Ok(_) => {}
-    }
-    rocket::execute(run(command))
+        Ok(rocket) => rocket,
+    };
+    rocket::execute(run(command, rocket))
 }
 
-async fn run(command: Option<&str>) -> ExitCode {
+/// `command` (none: serve) with Rocket's settings, `rocket`, already read and checked.
+async fn run(command: Option<&str>, rocket: rocket::Config) -> ExitCode {
     if command == Some("healthcheck") {
         // Where the server listens, read as the server reads it (environment, Rocket.toml).
-        let rocket = match tasklane_server::rocket_figment().extract::<rocket::Config>() {
-            Ok(rocket) => rocket,
-            Err(e) => return fail(e),
-        };
         let address = match rocket.address {
             std::net::IpAddr::V4(any) if any.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
             std::net::IpAddr::V6(any) if any.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
@@ -82,10 +83,6 @@ async fn run(command: Option<&str>) -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         };
-    }
-    if let Some(other) = command.filter(|c| *c != "migrate") {
-        eprintln!("tasklane-server: unknown command {other:?}\n\n{USAGE}");
-        return ExitCode::from(2);
     }
     if command.is_some() {
         // Migrating needs the database and nothing else (no SECRET_KEY, say).
@@ -134,19 +131,11 @@ async fn run(command: Option<&str>) -> ExitCode {
         }
         Err(e) => match e.kind() {
             rocket::error::ErrorKind::Bind(bind) => {
-                let at = listen_address();
+                let at = std::net::SocketAddr::new(rocket.address, rocket.port);
                 fail(format!("ROCKET_ADDRESS / ROCKET_PORT: cannot listen on {at}: {bind}"))
             }
             _ => fail(e),
         },
-    }
-}
-
-/// Where Rocket's settings say to listen, for an error message.
-fn listen_address() -> String {
-    match tasklane_server::rocket_figment().extract::<rocket::Config>() {
-        Ok(rocket) => std::net::SocketAddr::new(rocket.address, rocket.port).to_string(),
-        Err(_) => "the configured address".to_owned(),
     }
 }
 
