@@ -53,7 +53,7 @@ pub enum ApiError {
     Unavailable(String),
     /// 503 for a backing service that failed under this request: the cause is logged (in the
     /// request's span, with its id), the client told only that it may retry.
-    #[error("a backing service is unavailable; retry shortly")]
+    #[error("{BACKEND_DOWN}")]
     BackendDown(String),
     /// 500: a bug or an unexpected failure. The message is logged, never sent.
     #[error("internal server error")]
@@ -62,6 +62,9 @@ pub enum ApiError {
     #[error("{}", .0.reason_lossy())]
     Other(Status),
 }
+
+/// What a 503 says when a backing service failed, or when Rocket raised one itself.
+const BACKEND_DOWN: &str = "a backing service is unavailable; retry shortly";
 
 fn validation_detail(errors: &[FieldError]) -> String {
     let parts: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
@@ -107,7 +110,7 @@ impl ApiError {
             415 => Self::UnsupportedMediaType("the body must be application/json".into()),
             422 => Self::Validation(Vec::new()),
             500 => Self::Internal("unexplained internal error".into()),
-            503 => Self::Unavailable("a backing service is unavailable; retry shortly".into()),
+            503 => Self::Unavailable(BACKEND_DOWN.into()),
             _ => Self::Other(status),
         }
     }

@@ -109,20 +109,17 @@ impl RedisPool {
             })?;
             redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(map_err)
         };
-        match tokio::time::timeout(BACKEND_TIMEOUT, ping).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(StoreError::Unavailable(why))) => {
+        let answer = tokio::time::timeout(BACKEND_TIMEOUT, ping)
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("redis did not answer in time".to_owned())));
+        match answer {
+            Ok(_) => Ok(()),
+            Err(StoreError::Unavailable(why)) => {
                 tracing::warn!(error = %why, "REDIS_URL: Redis cannot be used yet; the session routes answer 503 until it can");
                 Ok(())
             }
-            Err(_) => {
-                tracing::warn!(
-                    "REDIS_URL: Redis cannot be used yet; the session routes answer 503 until it can"
-                );
-                Ok(())
-            }
-            Ok(Err(StoreError::Internal(why))) => Err(why),
-            Ok(Err(err)) => Err(err.to_string()),
+            Err(StoreError::Internal(why)) => Err(why),
+            Err(err) => Err(err.to_string()),
         }
     }
 
