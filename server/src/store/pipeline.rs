@@ -39,7 +39,7 @@ use std::pin::pin;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::types::ToSql;
@@ -177,8 +177,7 @@ impl Pipelines {
         pipelined: impl Future<Output = Result<T, StoreError>>,
         pooled: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let started = Instant::now();
-        let deadline = tokio::time::Instant::from_std(started) + BACKEND_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + BACKEND_TIMEOUT;
         // Run on one path or the other, never both.
         let mut pooled = Some(pooled);
         let mut pipelined = pin!(pipelined);
@@ -214,7 +213,7 @@ impl Pipelines {
         match result {
             // Failed before its time was up: the connection broke (a read that timed out has
             // had its time, and the pool would only double the wait).
-            Err(broken @ StoreError::Unavailable(_)) if started.elapsed() < BACKEND_TIMEOUT => {
+            Err(broken @ StoreError::Unavailable(_)) if tokio::time::Instant::now() < deadline => {
                 // A break fails all the reads queued on the connection at once: they take
                 // turns on the budget.
                 within(deadline, async {
