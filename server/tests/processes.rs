@@ -613,13 +613,18 @@ async fn access_log_is_one_json_line_per_request_with_its_id() {
     server.stop().await;
 }
 
-/// Runs `tasklane-server migrate` in `dir` with exactly these settings.
+/// `tasklane-server` to run in `dir` with exactly these settings and nothing inherited.
+fn server_command(dir: &std::path::Path, settings: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tasklane-server"));
+    command.env_clear().current_dir(dir).envs(settings.iter().copied());
+    command
+}
+
+/// Runs `tasklane-server migrate` in `dir` with exactly these settings (and `RUST_LOG=warn`
+/// unless they name one).
 fn migrate(dir: &std::path::Path, settings: &[(&str, &str)]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tasklane-server"))
+    server_command(dir, &[("RUST_LOG", "warn")])
         .arg("migrate")
-        .env_clear()
-        .current_dir(dir)
-        .env("RUST_LOG", "warn")
         .envs(settings.iter().copied())
         .output()
         .expect("run tasklane-server migrate")
@@ -681,12 +686,7 @@ fn settings_read_before_start_fail_with_one_line_and_status_1() {
         if !env_file.is_empty() {
             std::fs::write(dir.path().join(".env"), env_file).unwrap();
         }
-        let output = Command::new(env!("CARGO_BIN_EXE_tasklane-server"))
-            .env_clear()
-            .current_dir(dir.path())
-            .envs(settings.iter().copied())
-            .output()
-            .unwrap();
+        let output = server_command(dir.path(), settings).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{settings:?}: {stderr}");
         assert!(stderr.starts_with(&format!("tasklane-server: {said}")), "{settings:?}: {stderr}");
@@ -710,12 +710,9 @@ async fn a_redis_url_redis_refuses_stops_the_start_and_an_absent_redis_is_a_warn
         [(wrong_password, "authentication failed"), (no_such_database, "DB index is out of range")]
     {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tasklane-server"))
-            .env_clear()
-            .current_dir(dir.path())
-            .env("REDIS_URL", url.as_str())
-            .env("RUST_LOG", "warn")
-            .env("ROCKET_PORT", free_port().to_string())
+        let port = free_port().to_string();
+        let settings = [("REDIS_URL", url.as_str()), ("RUST_LOG", "warn"), ("ROCKET_PORT", port.as_str())];
+        let mut child = server_command(dir.path(), &settings)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -771,12 +768,8 @@ fn a_port_in_use_is_one_line_naming_the_address() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_tasklane-server"))
-        .env_clear()
-        .current_dir(dir.path())
-        .envs([("ROCKET_ADDRESS", "127.0.0.1"), ("ROCKET_PORT", port.as_str()), ("RUST_LOG", "warn")])
-        .output()
-        .unwrap();
+    let settings = [("ROCKET_ADDRESS", "127.0.0.1"), ("ROCKET_PORT", port.as_str()), ("RUST_LOG", "warn")];
+    let output = server_command(dir.path(), &settings).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     let expected =
@@ -867,11 +860,8 @@ async fn rocket_toml_settings_hold_for_the_healthcheck_and_the_client_address() 
     let http = reqwest::Client::new();
 
     let healthcheck = |settings: &[(&str, &str)]| {
-        Command::new(env!("CARGO_BIN_EXE_tasklane-server"))
+        server_command(server.dir.path(), settings)
             .arg("healthcheck")
-            .env_clear()
-            .current_dir(server.dir.path())
-            .envs(settings.iter().copied())
             .output()
             .expect("run tasklane-server healthcheck")
     };
