@@ -9,7 +9,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rocket::fairing::AdHoc;
-use tasklane_server::limits::LimitSettings;
 use tasklane_server::Config;
 
 /// The server on 127.0.0.1:<random port>, served by a runtime on its own thread, and what it
@@ -27,9 +26,10 @@ impl Server {
     fn start(access_token_ttl: Duration) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::sqlite(dir.path().join("tasklane.db"));
-        config.access_token_ttl = access_token_ttl;
+        config.access_token_expire_minutes = access_token_ttl;
         // Every example logs in from the same address, again and again.
-        config.rate_limits = LimitSettings::off();
+        config.rate_limit_account_per_minute = 0;
+        config.rate_limit_address_per_minute = 0;
         let figment = tasklane_server::rocket_figment()
             .merge(("address", "127.0.0.1"))
             .merge(("port", 0))

@@ -36,7 +36,8 @@ where
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = tasklane_server::Config::sqlite(dir.path().join("bench.db"));
-    config.rate_limits = tasklane_server::limits::LimitSettings::off();
+    config.rate_limit_account_per_minute = 0;
+    config.rate_limit_address_per_minute = 0;
     let figment = tasklane_server::rocket_figment().merge(("port", 0)).merge(("log_level", "off"));
     let rocket = tasklane_server::build_with(config, figment).await.unwrap();
     let base = tasklane_server::spawn(rocket).await.unwrap().url();

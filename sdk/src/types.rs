@@ -34,6 +34,22 @@ pub mod limits {
     pub const LIMIT_DEFAULT: u32 = 50;
     /// Largest request body the server accepts, in bytes.
     pub const BODY_MAX_BYTES: usize = 65_536;
+
+    /// A username as a regular expression (for the OpenAPI document).
+    pub const USERNAME_PATTERN: &str = "^[A-Za-z0-9_.-]{3,64}$";
+    /// A title as given (any whitespace around it, which is trimmed, then 1 to 200 characters),
+    /// as a regular expression: one non-whitespace character, or two with at most 198 between
+    /// them. Whitespace is what Rust's `str::trim` removes, spelled out, as `\s` means
+    /// something else in each regex dialect. No NUL anywhere.
+    pub const TITLE_PATTERN: &str = concat!(
+        r"^[\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*",
+        r"[^\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\u0000]",
+        r"([^\u0000]{0,198}",
+        r"[^\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\u0000])?",
+        r"[\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
+    );
+    /// Text without NUL (which PostgreSQL cannot store), as a regular expression.
+    pub const NO_NUL_PATTERN: &str = r"^[^\u0000]*$";
 }
 
 /// A secret string (password or token) whose `Debug` and `Display` never show the value.
@@ -108,9 +124,19 @@ impl schemars::JsonSchema for Secret {
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     /// 3 to 64 ASCII letters, digits, `_`, `-` or `.`; unique ignoring case.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            length(min = "limits::USERNAME_MIN", max = "limits::USERNAME_MAX"),
+            regex(path = "limits::USERNAME_PATTERN")
+        )
+    )]
     pub username: String,
     /// 8 to 128 characters.
-    #[cfg_attr(feature = "schema", schemars(with = "String"))]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "String", length(min = "limits::PASSWORD_MIN", max = "limits::PASSWORD_MAX"))
+    )]
     pub password: Secret,
 }
 
@@ -236,6 +262,7 @@ pub struct Task {
     /// 1 to 200 characters, trimmed.
     pub title: String,
     /// Up to 10,000 characters, or null.
+    #[cfg_attr(feature = "schema", schemars(required))]
     pub description: Option<String>,
     /// Where the task stands.
     pub status: TaskStatus,
@@ -255,9 +282,14 @@ pub struct Task {
 #[serde(deny_unknown_fields)]
 pub struct NewTask {
     /// 1 to 200 characters; stored trimmed.
+    #[cfg_attr(feature = "schema", schemars(regex(path = "limits::TITLE_PATTERN")))]
     pub title: String,
     /// Up to 10,000 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(max = "limits::DESCRIPTION_MAX"), regex(path = "limits::NO_NUL_PATTERN"))
+    )]
     pub description: Option<String>,
     /// Defaults to `pending`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -307,12 +339,22 @@ impl NewTask {
 pub struct TaskUpdate {
     /// New title, 1 to 200 characters; stored trimmed.
     #[serde(default, deserialize_with = "non_null", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "String", regex(path = "limits::TITLE_PATTERN")))]
     pub title: Option<String>,
     /// New description; `Some(None)` clears it.
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            with = "Option<String>",
+            length(max = "limits::DESCRIPTION_MAX"),
+            regex(path = "limits::NO_NUL_PATTERN")
+        )
+    )]
     pub description: Option<Option<String>>,
-    /// New status.
+    /// New status (absent keeps it; it cannot be null).
     #[serde(default, deserialize_with = "non_null", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "TaskStatus"))]
     pub status: Option<TaskStatus>,
 }
 
@@ -641,8 +683,8 @@ where
 
 /// Writes a timestamp exactly as chrono's own `Serialize` does (RFC 3339, `Z`, as many
 /// fractional digits as it needs), but as one string: chrono's impl feeds the serializer a dozen
-/// small pieces through `fmt`, which `serde_json` escapes one by one. A page of 20 tasks has 40
-/// timestamps; on the server's list route this was ~6 % of its CPU.
+/// small pieces through `fmt`, which `serde_json` escapes one by one, and a page of tasks
+/// carries two timestamps per task.
 fn rfc3339<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::AutoSi, true))
 }

@@ -24,8 +24,9 @@ impl Server {
     async fn start(access_ttl: Duration, configure: impl FnOnce(&mut tasklane_server::Config)) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let mut config = tasklane_server::Config::sqlite(dir.path().join("tasklane.db"));
-        config.access_token_ttl = access_ttl;
-        config.rate_limits = tasklane_server::limits::LimitSettings::off();
+        config.access_token_expire_minutes = access_ttl;
+        config.rate_limit_account_per_minute = 0;
+        config.rate_limit_address_per_minute = 0;
         configure(&mut config);
         let figment = tasklane_server::rocket_figment().merge(("port", 0)).merge(("log_level", "off"));
         let (refreshes, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -268,10 +269,7 @@ async fn a_revoked_session_ends_with_session_expired() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_surface_as_rate_limited() {
     let server = Server::start(Duration::from_secs(900), |config| {
-        config.rate_limits = tasklane_server::limits::LimitSettings {
-            per_account: std::num::NonZeroU32::new(2),
-            per_address: None,
-        };
+        config.rate_limit_account_per_minute = 2;
     })
     .await;
     let client =

@@ -1,4 +1,4 @@
-//! Request inputs with API.md's error rules: the JSON body guard (400 / 413 / 415 / 422 with the
+//! Request inputs with the API's error rules (`docs/API.md`): the JSON body guard (400 / 413 / 415 / 422 with the
 //! field at fault) and raw query parameters that handlers validate themselves (422 naming the
 //! parameter), rather than Rocket's generic forward.
 
@@ -84,7 +84,7 @@ async fn parse<T: DeserializeOwned + JsonSchema>(req: &Request<'_>, data: Data<'
     if !bytes.is_complete() {
         return Err(ApiError::PayloadTooLarge);
     }
-    req.local_cache(|| crate::routing::BodyRead(true));
+    req.local_cache(|| crate::middleware::BodyRead(true));
     // Syntax first, shape second: JSON that does not parse is 400, and well-formed JSON of the
     // wrong shape is 422 naming the field. Deserializing straight from the bytes would mix the
     // two: serde_json reports some type errors (a number or null where an enum belongs) as

@@ -1,18 +1,274 @@
-//! Settings from the environment (and a `.env` file, loaded by `main`).
+//! Settings from the environment (and a `.env` file, loaded by `main`), read with Figment.
 //!
-//! Every variable has a default that gives a working server on a fresh machine (SQLite, refresh
-//! tokens in the database, a generated secret key). A bad value stops start-up with one line
-//! naming the variable.
+//! Every field of [`Config`] is read from the environment variable of the same name in capitals
+//! (`database_url` from `DATABASE_URL`). The defaults, in [`Config::default`], give a working
+//! server on a fresh machine: SQLite, refresh tokens in the database, a generated secret key.
+//! A bad value stops start-up with one line naming the variable.
 
-use std::num::NonZeroU32;
-use std::ops::RangeInclusive;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::limits::LimitSettings;
+use rocket::figment::providers::Serialized;
+use rocket::figment::Figment;
+use serde::{Deserialize, Serialize};
+use tasklane::types::Secret;
+
+/// The shortest `SECRET_KEY` accepted: 32 bytes, the HMAC-SHA256 block-size guidance.
+pub const SECRET_KEY_MIN_BYTES: usize = 32;
+
+/// Variables an older release read that this one ignores (with a warning, so a `.env` that
+/// still sets them keeps working).
+pub const RETIRED_VARIABLES: &[&str] = &["DATABASE_READ_PIPELINES"];
+
+/// Server settings. Tests build it from [`Config::sqlite`]; `from_env` reads the variables.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Where users and tasks live.
+    pub database_url: DatabaseUrl,
+    /// When set, refresh-token families and rate limits live in Redis.
+    pub redis_url: Option<String>,
+    /// The JWT signing key; generated into a file beside a SQLite database when unset.
+    pub secret_key: Option<Secret>,
+    /// A second key whose tokens are accepted too, never used to sign (for rotating the key).
+    pub secret_key_accepted: Option<Secret>,
+    /// Access-token lifetime (whole minutes in the environment).
+    #[serde(with = "minutes")]
+    pub access_token_expire_minutes: Duration,
+    /// Refresh-token lifetime, renewed by each refresh (whole minutes in the environment).
+    #[serde(with = "minutes")]
+    pub refresh_token_expire_minutes: Duration,
+    /// `false` gives the old service's reusable refresh tokens.
+    pub refresh_token_rotation: bool,
+    /// How long start-up waits for a PostgreSQL that does not accept connections yet.
+    #[serde(with = "seconds")]
+    pub database_startup_wait_seconds: Duration,
+    /// The SQL pool's size.
+    pub database_max_connections: u32,
+    /// argon2 hashes running at once.
+    pub password_hash_concurrency: usize,
+    /// Credential attempts per account per minute; 0 turns the limit off.
+    pub rate_limit_account_per_minute: u32,
+    /// Credential attempts per client address per minute; 0 turns the limit off.
+    pub rate_limit_address_per_minute: u32,
+    /// Browser origins allowed to call the API: comma-separated, or `*`; empty for none.
+    pub cors_allowed_origins: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: DatabaseUrl::Sqlite("sqlite:tasklane.db".to_owned()),
+            redis_url: None,
+            secret_key: None,
+            secret_key_accepted: None,
+            access_token_expire_minutes: Duration::from_secs(15 * 60),
+            refresh_token_expire_minutes: Duration::from_secs(10_080 * 60),
+            refresh_token_rotation: true,
+            database_startup_wait_seconds: Duration::from_secs(30),
+            // Enough connections to keep every core busy while others wait on I/O, few enough
+            // that several instances stay well under PostgreSQL's default 100.
+            database_max_connections: 16,
+            // argon2 is CPU-bound: more hashes at once than cores only adds latency to each.
+            password_hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            // 10 a minute per account: a person retyping a password never meets it, guessing
+            // is held to 10 a minute. 60 per address: room for an office behind one NAT.
+            rate_limit_account_per_minute: 10,
+            rate_limit_address_per_minute: 60,
+            cors_allowed_origins: String::new(),
+        }
+    }
+}
+
+/// A setting that cannot be used; its message names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {message}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub var: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(var: &str, message: impl Into<String>) -> Self {
+        Self { var: var.to_owned(), message: message.into() }
+    }
+}
+
+impl Config {
+    /// The embedded default, with the SQLite file at `path`: what a fresh machine runs.
+    pub fn sqlite(path: impl AsRef<Path>) -> Self {
+        Self {
+            database_url: DatabaseUrl::Sqlite(format!("sqlite:{}", path.as_ref().display())),
+            ..Self::default()
+        }
+    }
+
+    /// The names of the variables read, one per field.
+    pub fn variables() -> Vec<String> {
+        let fields = serde_json::to_value(Self::default()).unwrap_or_default();
+        fields.as_object().into_iter().flatten().map(|(name, _)| name.to_ascii_uppercase()).collect()
+    }
+
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `lookup` (the environment, or a map in tests), then checks
+    /// them with [`Config::validate`].
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let config = Self::extract(lookup)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// What `tasklane-server migrate` needs: `DATABASE_URL` and `DATABASE_STARTUP_WAIT_SECONDS`,
+    /// and nothing else (no `SECRET_KEY`), so a deploy step can run it with the database's
+    /// credentials alone.
+    pub fn for_migrations(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let config = Self::extract(|name| {
+            matches!(name, "DATABASE_URL" | "DATABASE_STARTUP_WAIT_SECONDS").then(|| lookup(name)).flatten()
+        })?;
+        config.check_values()?;
+        Ok(config)
+    }
+
+    /// The defaults, then every variable that is set and not empty (a copied `.env.example`
+    /// leaves some empty); no rules checked yet.
+    fn extract(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        // Values are kept as the strings they are (Figment's own `Env` would read `123` as a
+        // number and `[x]` as an array, which a key or a password may look like); the lossy
+        // extraction turns `15` and `yes` into numbers and booleans where fields want them.
+        // Surrounding spaces are dropped, but not from keys: a key is used exactly as given.
+        let given: BTreeMap<String, String> = Self::variables()
+            .into_iter()
+            .filter_map(|var| {
+                let value = lookup(&var).filter(|v| !v.trim().is_empty())?;
+                let value = if var.starts_with("SECRET_KEY") { value } else { value.trim().to_owned() };
+                Some((var.to_ascii_lowercase(), value))
+            })
+            .collect();
+        let figment = Figment::from(Serialized::defaults(Self::default())).merge(Serialized::globals(given));
+        figment.extract_lossy().map_err(|err| {
+            let var = err.path.last().map_or_else(|| "configuration".to_owned(), |k| k.to_ascii_uppercase());
+            ConfigError { var, message: err.kind.to_string() }
+        })
+    }
+
+    /// Every rule of the settings: the bounds of each value, and the rules across fields.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check_values()?;
+        if self.secret_key.is_none() && matches!(self.database_url, DatabaseUrl::Postgres(_)) {
+            return Err(ConfigError::new(
+                "SECRET_KEY",
+                format!(
+                    "is required with PostgreSQL (at least {SECRET_KEY_MIN_BYTES} bytes), so that every \
+                     instance signs with the same key; generate one with `openssl rand -hex 32`"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The bounds and shapes of single values.
+    fn check_values(&self) -> Result<(), ConfigError> {
+        let key_rule = |var: &str, key: &Option<Secret>| {
+            match key {
+            Some(key) if key.expose().len() < SECRET_KEY_MIN_BYTES => Err(ConfigError::new(
+                var,
+                format!(
+                    "must be at least {SECRET_KEY_MIN_BYTES} bytes (got {}); generate one with `openssl rand -hex 32`",
+                    key.expose().len()
+                ),
+            )),
+            _ => Ok(()),
+        }
+        };
+        key_rule("SECRET_KEY", &self.secret_key)?;
+        key_rule("SECRET_KEY_ACCEPTED", &self.secret_key_accepted)?;
+        if let Some(url) = &self.redis_url {
+            if !url.starts_with("redis://") && !url.starts_with("rediss://") {
+                return Err(ConfigError::new("REDIS_URL", "expected a redis:// or rediss:// URL"));
+            }
+        }
+        // The upper bounds keep `exp` arithmetic far from overflow (100 years).
+        let ranges: [(&str, u64, u64, u64); 7] = [
+            ("ACCESS_TOKEN_EXPIRE_MINUTES", self.access_token_expire_minutes.as_secs() / 60, 1, 52_560_000),
+            ("REFRESH_TOKEN_EXPIRE_MINUTES", self.refresh_token_expire_minutes.as_secs() / 60, 1, 52_560_000),
+            ("DATABASE_STARTUP_WAIT_SECONDS", self.database_startup_wait_seconds.as_secs(), 0, 3600),
+            ("DATABASE_MAX_CONNECTIONS", self.database_max_connections.into(), 1, 10_000),
+            ("PASSWORD_HASH_CONCURRENCY", self.password_hash_concurrency as u64, 1, 10_000),
+            ("RATE_LIMIT_ACCOUNT_PER_MINUTE", self.rate_limit_account_per_minute.into(), 0, 100_000),
+            ("RATE_LIMIT_ADDRESS_PER_MINUTE", self.rate_limit_address_per_minute.into(), 0, 100_000),
+        ];
+        for (var, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError::new(
+                    var,
+                    format!("expected a whole number from {min} to {max}, got {value}"),
+                ));
+            }
+        }
+        for origin in self.cors_origins() {
+            let valid = origin == "*"
+                || url::Url::parse(&origin)
+                    .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.path() == "/");
+            if !valid {
+                return Err(ConfigError::new(
+                    "CORS_ALLOWED_ORIGINS",
+                    format!("expected * or comma-separated origins such as https://app.example.com, got {origin:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The allowed CORS origins, without trailing slashes.
+    pub fn cors_origins(&self) -> Vec<String> {
+        self.cors_allowed_origins
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect()
+    }
+}
+
+/// A duration given in whole minutes.
+mod minutes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(value.as_secs() / 60)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        // Bounded well before `exp` arithmetic could overflow (`validate` allows 100 years).
+        let minutes = u64::deserialize(deserializer)?.min(u64::MAX / 120);
+        Ok(Duration::from_secs(minutes * 60))
+    }
+}
+
+/// A duration given in whole seconds.
+mod seconds {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(value.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_secs)
+    }
+}
 
 /// Where users and tasks live, from `DATABASE_URL`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum DatabaseUrl {
     /// A SQLite database file (or `sqlite::memory:`), created if missing.
     Sqlite(String),
@@ -20,11 +276,13 @@ pub enum DatabaseUrl {
     Postgres(String),
 }
 
-impl DatabaseUrl {
-    /// Parses the URL forms Tasklane accepts: `sqlite:` paths, `postgres://`, `postgresql://`
-    /// and the SQLAlchemy forms of the service Tasklane replaces (`postgresql+asyncpg://`,
+impl TryFrom<String> for DatabaseUrl {
+    type Error = String;
+
+    /// The URL forms Tasklane accepts: `sqlite:` paths, `postgres://`, `postgresql://` and the
+    /// SQLAlchemy forms of the service Tasklane replaces (`postgresql+asyncpg://`,
     /// `sqlite+aiosqlite:///path`), so an old `.env` works unchanged.
-    pub fn parse(url: &str) -> Result<Self, String> {
+    fn try_from(url: String) -> Result<Self, String> {
         let url = url.trim();
         if let Some(rest) = url.strip_prefix("postgresql+asyncpg://") {
             return Ok(Self::Postgres(format!("postgresql://{rest}")));
@@ -41,13 +299,21 @@ impl DatabaseUrl {
         }
         Err("expected a sqlite: path or a postgres:// / postgresql:// URL".to_owned())
     }
+}
 
-    /// `DATABASE_URL` as set (`None` when unset or empty: the embedded default,
-    /// `sqlite:tasklane.db`).
-    pub fn from_setting(value: Option<String>) -> Result<Self, ConfigError> {
-        match value.filter(|v| !v.trim().is_empty()) {
-            Some(url) => Self::parse(&url).map_err(|m| ConfigError::new("DATABASE_URL", m)),
-            None => Ok(Self::Sqlite("sqlite:tasklane.db".to_owned())),
+impl From<DatabaseUrl> for String {
+    fn from(url: DatabaseUrl) -> String {
+        match url {
+            DatabaseUrl::Sqlite(url) | DatabaseUrl::Postgres(url) => url,
+        }
+    }
+}
+
+impl DatabaseUrl {
+    /// The URL as sqlx reads it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Sqlite(url) | Self::Postgres(url) => url,
         }
     }
 
@@ -68,316 +334,30 @@ impl DatabaseUrl {
     /// not shown at all: a password must percent-encode it, so there it is most likely part of
     /// an unencoded password that the parser has split across host, path and fragment.
     pub fn redacted(&self) -> String {
-        match self {
-            Self::Sqlite(url) => url.clone(),
-            Self::Postgres(url) => match url::Url::parse(url) {
-                Ok(parsed) if parsed.fragment().is_some() => {
-                    format!("{}://(not shown: the URL has a '#')", parsed.scheme())
+        let Self::Postgres(url) = self else { return self.as_str().to_owned() };
+        match url::Url::parse(url) {
+            Ok(parsed) if parsed.fragment().is_some() => {
+                format!("{}://(not shown: the URL has a '#')", parsed.scheme())
+            }
+            Ok(mut parsed) => {
+                if parsed.password().is_some() {
+                    let _ = parsed.set_password(Some("***"));
                 }
-                Ok(mut parsed) => {
-                    if parsed.password().is_some() {
-                        let _ = parsed.set_password(Some("***"));
-                    }
-                    if parsed.query_pairs().any(|(key, _)| key.contains("password")) {
-                        let pairs: Vec<(String, String)> = parsed
-                            .query_pairs()
-                            .map(|(key, value)| {
-                                let value = if key.contains("password") { "***".into() } else { value };
-                                (key.into_owned(), value.into_owned())
-                            })
-                            .collect();
-                        parsed.query_pairs_mut().clear().extend_pairs(pairs);
-                    }
-                    parsed.to_string()
+                if parsed.query_pairs().any(|(key, _)| key.contains("password")) {
+                    let pairs: Vec<(String, String)> = parsed
+                        .query_pairs()
+                        .map(|(key, value)| {
+                            let value = if key.contains("password") { "***".into() } else { value };
+                            (key.into_owned(), value.into_owned())
+                        })
+                        .collect();
+                    parsed.query_pairs_mut().clear().extend_pairs(pairs);
                 }
-                Err(_) => "postgres://(unparsable)".to_owned(),
-            },
+                parsed.to_string()
+            }
+            Err(_) => "postgres://(unparsable)".to_owned(),
         }
     }
-}
-
-/// The signing key of the JWTs.
-#[derive(Clone)]
-pub enum SecretKey {
-    /// `SECRET_KEY` from the environment.
-    Given(Vec<u8>),
-    /// Not given: on SQLite, read or create the key file beside the database.
-    Generated,
-}
-
-impl std::fmt::Debug for SecretKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Given(_) => f.write_str("Given([redacted])"),
-            Self::Generated => f.write_str("Generated"),
-        }
-    }
-}
-
-/// `SECRET_KEY_ACCEPTED`'s key; `Debug` does not show it.
-#[derive(Clone)]
-pub struct AcceptedKey(pub Vec<u8>);
-
-impl std::fmt::Debug for AcceptedKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AcceptedKey([redacted])")
-    }
-}
-
-/// How long the server waits at start for a database that does not accept connections yet
-/// (a container started beside it, a host still booting), by default.
-pub const DEFAULT_DATABASE_STARTUP_WAIT: Duration = Duration::from_secs(30);
-
-/// `DATABASE_STARTUP_WAIT_SECONDS` (the server and `tasklane-server migrate` read it alike).
-pub fn startup_wait(value: Option<String>) -> Result<Duration, ConfigError> {
-    let Some(raw) = value.filter(|v| !v.trim().is_empty()) else { return Ok(DEFAULT_DATABASE_STARTUP_WAIT) };
-    match raw.trim().parse::<u64>() {
-        Ok(seconds) if seconds <= 3600 => Ok(Duration::from_secs(seconds)),
-        _ => Err(ConfigError::new(
-            "DATABASE_STARTUP_WAIT_SECONDS",
-            format!("expected whole seconds from 0 to 3600, got {raw:?}"),
-        )),
-    }
-}
-
-/// The shortest `SECRET_KEY` accepted: 32 bytes, the HMAC-SHA256 block-size guidance.
-pub const SECRET_KEY_MIN_BYTES: usize = 32;
-
-/// Server settings. Tests build it directly; `from_env` reads the documented variables.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// `DATABASE_URL`: default `sqlite:tasklane.db` in the working directory.
-    pub database_url: DatabaseUrl,
-    /// `REDIS_URL`: when set, refresh-token families live in Redis.
-    pub redis_url: Option<String>,
-    /// `SECRET_KEY`.
-    pub secret_key: SecretKey,
-    /// `SECRET_KEY_ACCEPTED`: a second key whose tokens are accepted too, never used to sign
-    /// (for rotating `SECRET_KEY` without signing everyone out).
-    pub secret_key_accepted: Option<AcceptedKey>,
-    /// `ACCESS_TOKEN_EXPIRE_MINUTES` (default 15).
-    pub access_token_ttl: Duration,
-    /// `REFRESH_TOKEN_EXPIRE_MINUTES` (default 10080, 7 days).
-    pub refresh_token_ttl: Duration,
-    /// `REFRESH_TOKEN_ROTATION` (default true).
-    pub refresh_token_rotation: bool,
-    /// `DATABASE_STARTUP_WAIT_SECONDS` (default 30): how long the server waits at start for a
-    /// PostgreSQL that does not accept connections yet; 0 fails at once.
-    pub database_startup_wait: Duration,
-    /// `DATABASE_MAX_CONNECTIONS`: the SQL pool's size.
-    pub database_max_connections: u32,
-    /// `DATABASE_READ_PIPELINES`: on PostgreSQL, the shared connections task reads go over,
-    /// besides the pool (default 2; 0: reads use the pool).
-    pub database_read_pipelines: usize,
-    /// `PASSWORD_HASH_CONCURRENCY`: argon2 hashes running at once (default: the CPU count).
-    pub password_hash_concurrency: usize,
-    /// `RATE_LIMIT_ACCOUNT_PER_MINUTE` / `RATE_LIMIT_ADDRESS_PER_MINUTE` (0 turns one off).
-    pub rate_limits: LimitSettings,
-    /// `CORS_ALLOWED_ORIGINS`: browser origins allowed to call the API (`*` for any); none by
-    /// default, so only same-origin pages (such as `/docs`) can.
-    pub cors_allowed_origins: Vec<String>,
-}
-
-/// A setting that cannot be used; its message names the variable.
-#[derive(Debug, thiserror::Error)]
-#[error("{var}: {message}")]
-pub struct ConfigError {
-    /// The environment variable at fault.
-    pub var: &'static str,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-impl ConfigError {
-    pub(crate) fn new(var: &'static str, message: impl Into<String>) -> Self {
-        Self { var, message: message.into() }
-    }
-}
-
-impl Config {
-    /// The embedded default, with the SQLite file at `path`: what a fresh machine runs.
-    pub fn sqlite(path: impl AsRef<Path>) -> Self {
-        Self {
-            database_url: DatabaseUrl::Sqlite(format!("sqlite:{}", path.as_ref().display())),
-            redis_url: None,
-            secret_key: SecretKey::Generated,
-            secret_key_accepted: None,
-            database_startup_wait: DEFAULT_DATABASE_STARTUP_WAIT,
-            access_token_ttl: Duration::from_secs(15 * 60),
-            refresh_token_ttl: Duration::from_secs(10080 * 60),
-            refresh_token_rotation: true,
-            database_max_connections: default_pool_size(),
-            database_read_pipelines: DEFAULT_READ_PIPELINES,
-            password_hash_concurrency: default_hash_concurrency(),
-            rate_limits: LimitSettings::default(),
-            cors_allowed_origins: Vec::new(),
-        }
-    }
-
-    /// Reads the settings from the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// Reads the settings through `lookup` (the environment, or a map in tests).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let database_url = DatabaseUrl::from_setting(get("DATABASE_URL"))?;
-        let redis_url = match get("REDIS_URL") {
-            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => Some(url),
-            Some(_) => return Err(ConfigError::new("REDIS_URL", "expected a redis:// or rediss:// URL")),
-            None => None,
-        };
-        let secret_key = match get("SECRET_KEY") {
-            Some(key) if key.len() >= SECRET_KEY_MIN_BYTES => SecretKey::Given(key.into_bytes()),
-            Some(key) => {
-                return Err(ConfigError::new(
-                    "SECRET_KEY",
-                    format!(
-                        "must be at least {SECRET_KEY_MIN_BYTES} bytes (got {}); generate one with `openssl rand -hex 32`",
-                        key.len()
-                    ),
-                ))
-            }
-            None if matches!(database_url, DatabaseUrl::Postgres(_)) => {
-                return Err(ConfigError::new(
-                    "SECRET_KEY",
-                    format!(
-                        "is required with PostgreSQL (at least {SECRET_KEY_MIN_BYTES} bytes), so that every \
-                         instance signs with the same key; generate one with `openssl rand -hex 32`"
-                    ),
-                ))
-            }
-            None => SecretKey::Generated,
-        };
-        let secret_key_accepted = match get("SECRET_KEY_ACCEPTED") {
-            Some(key) if key.len() >= SECRET_KEY_MIN_BYTES => Some(AcceptedKey(key.into_bytes())),
-            Some(key) => {
-                return Err(ConfigError::new(
-                    "SECRET_KEY_ACCEPTED",
-                    format!(
-                        "must be at least {SECRET_KEY_MIN_BYTES} bytes, like SECRET_KEY (got {})",
-                        key.len()
-                    ),
-                ))
-            }
-            None => None,
-        };
-        let minutes = |var: &'static str, default: u64| -> Result<Duration, ConfigError> {
-            let Some(raw) = get(var) else { return Ok(Duration::from_secs(default * 60)) };
-            match raw.trim().parse::<u64>() {
-                // An upper bound keeps `exp` arithmetic far from overflow (100 years).
-                Ok(m) if (1..=52_560_000).contains(&m) => Ok(Duration::from_secs(m * 60)),
-                _ => {
-                    Err(ConfigError::new(var, format!("expected a whole number of minutes ≥ 1, got {raw:?}")))
-                }
-            }
-        };
-        let access_token_ttl = minutes("ACCESS_TOKEN_EXPIRE_MINUTES", 15)?;
-        let refresh_token_ttl = minutes("REFRESH_TOKEN_EXPIRE_MINUTES", 10080)?;
-        let refresh_token_rotation = match get("REFRESH_TOKEN_ROTATION") {
-            None => true,
-            Some(raw) => match raw.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" => false,
-                _ => {
-                    return Err(ConfigError::new(
-                        "REFRESH_TOKEN_ROTATION",
-                        format!("expected true or false, got {raw:?}"),
-                    ))
-                }
-            },
-        };
-        let whole = |var: &'static str,
-                     default: usize,
-                     range: RangeInclusive<usize>|
-         -> Result<usize, ConfigError> {
-            let Some(raw) = get(var) else { return Ok(default) };
-            match raw.trim().parse::<usize>() {
-                Ok(n) if range.contains(&n) => Ok(n),
-                _ => Err(ConfigError::new(
-                    var,
-                    format!("expected a whole number from {} to {}, got {raw:?}", range.start(), range.end()),
-                )),
-            }
-        };
-        let database_startup_wait = startup_wait(get("DATABASE_STARTUP_WAIT_SECONDS"))?;
-        let database_max_connections =
-            whole("DATABASE_MAX_CONNECTIONS", default_pool_size() as usize, 1..=10_000)? as u32;
-        // 0 turns pipelined reads off.
-        let database_read_pipelines = whole("DATABASE_READ_PIPELINES", DEFAULT_READ_PIPELINES, 0..=64)?;
-        let password_hash_concurrency =
-            whole("PASSWORD_HASH_CONCURRENCY", default_hash_concurrency(), 1..=10_000)?;
-        let per_minute =
-            |var: &'static str, default: Option<NonZeroU32>| -> Result<Option<NonZeroU32>, ConfigError> {
-                let Some(raw) = get(var) else { return Ok(default) };
-                match raw.trim().parse::<u32>() {
-                    Ok(n) if n <= 100_000 => Ok(NonZeroU32::new(n)),
-                    _ => Err(ConfigError::new(
-                        var,
-                        format!("expected attempts per minute, 0 (off) to 100000, got {raw:?}"),
-                    )),
-                }
-            };
-        let defaults = LimitSettings::default();
-        let rate_limits = LimitSettings {
-            per_account: per_minute("RATE_LIMIT_ACCOUNT_PER_MINUTE", defaults.per_account)?,
-            per_address: per_minute("RATE_LIMIT_ADDRESS_PER_MINUTE", defaults.per_address)?,
-        };
-        let cors_allowed_origins: Vec<String> = get("CORS_ALLOWED_ORIGINS")
-            .map(|raw| {
-                raw.split(',')
-                    .map(|o| o.trim().trim_end_matches('/').to_owned())
-                    .filter(|o| !o.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
-        for origin in &cors_allowed_origins {
-            let valid = origin == "*"
-                || url::Url::parse(origin)
-                    .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.path() == "/");
-            if !valid {
-                return Err(ConfigError::new(
-                    "CORS_ALLOWED_ORIGINS",
-                    format!("expected * or comma-separated origins such as https://app.example.com, got {origin:?}"),
-                ));
-            }
-        }
-        Ok(Self {
-            database_url,
-            redis_url,
-            secret_key,
-            secret_key_accepted,
-            database_startup_wait,
-            access_token_ttl,
-            refresh_token_ttl,
-            refresh_token_rotation,
-            database_max_connections,
-            database_read_pipelines,
-            password_hash_concurrency,
-            rate_limits,
-            cors_allowed_origins,
-        })
-    }
-}
-
-/// Shared read connections on PostgreSQL: two by default. On the list benchmark they served
-/// 19–52 % more list requests per second than the pool in the harness runs (+54 % in the
-/// latest, 19,205 against 12,437), with less CPU per request. What kept them off until
-/// now, a p99 several-fold under a login storm (all statements on a connection wait while the
-/// thread driving it is preempted), is bounded by sending reads stuck for 20 ms to the pool as
-/// well (`store::pipeline`); figures in bench/RESULTS.md. `0` keeps reads on the pool.
-const DEFAULT_READ_PIPELINES: usize = 2;
-
-/// Enough connections to keep every core busy while others wait on I/O, few enough that several
-/// instances stay well under PostgreSQL's default `max_connections` of 100.
-fn default_pool_size() -> u32 {
-    16
-}
-
-/// argon2 is CPU-bound: more hashes at once than cores only adds latency to each of them.
-fn default_hash_concurrency() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 #[cfg(test)]
@@ -395,13 +375,34 @@ mod tests {
         let c = from(&[]).unwrap();
         assert_eq!(c.database_url, DatabaseUrl::Sqlite("sqlite:tasklane.db".into()));
         assert_eq!(c.database_url.sqlite_file(), Some(PathBuf::from("tasklane.db")));
-        assert!(matches!(c.secret_key, SecretKey::Generated));
-        assert_eq!(c.access_token_ttl, Duration::from_secs(900));
-        assert_eq!(c.refresh_token_ttl, Duration::from_secs(604_800));
+        assert!(c.secret_key.is_none());
+        assert_eq!(c.access_token_expire_minutes, Duration::from_secs(900));
+        assert_eq!(c.refresh_token_expire_minutes, Duration::from_secs(604_800));
         assert!(c.refresh_token_rotation);
         assert!(c.redis_url.is_none());
         // An empty value (as in a copied .env.example) is unset, not a too-short key.
-        assert!(matches!(from(&[("SECRET_KEY", "")]).unwrap().secret_key, SecretKey::Generated));
+        assert!(from(&[("SECRET_KEY", "")]).unwrap().secret_key.is_none());
+        assert!(Config::variables().contains(&"CORS_ALLOWED_ORIGINS".to_owned()));
+    }
+
+    #[test]
+    fn values_are_read_as_given() {
+        let key = "1".repeat(40);
+        let c = from(&[
+            ("SECRET_KEY", key.as_str()),
+            ("ACCESS_TOKEN_EXPIRE_MINUTES", " 5 "),
+            ("REFRESH_TOKEN_ROTATION", "off"),
+            ("RATE_LIMIT_ADDRESS_PER_MINUTE", "0"),
+        ])
+        .unwrap();
+        // A key of digits stays the text it is, not a number.
+        assert_eq!(c.secret_key.as_ref().unwrap().expose(), key);
+        assert_eq!(c.access_token_expire_minutes, Duration::from_secs(300));
+        assert!(!c.refresh_token_rotation);
+        assert_eq!(c.rate_limit_address_per_minute, 0);
+        assert_eq!(c.rate_limit_account_per_minute, 10);
+        assert!(!from(&[("REFRESH_TOKEN_ROTATION", "false")]).unwrap().refresh_token_rotation);
+        assert!(from(&[("REFRESH_TOKEN_ROTATION", "yes")]).unwrap().refresh_token_rotation);
     }
 
     #[test]
@@ -413,7 +414,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.database_url, DatabaseUrl::Postgres("postgresql://u:p@db:5432/tasks".into()));
         assert_eq!(c.database_url.redacted(), "postgresql://u:***@db:5432/tasks");
-        let redacted = |url: &str| DatabaseUrl::parse(url).unwrap().redacted();
+        let redacted = |url: &str| DatabaseUrl::try_from(url.to_owned()).unwrap().redacted();
         assert_eq!(
             redacted("postgres://db/tasks?user=u&password=S3cret&sslmode=require"),
             "postgres://db/tasks?user=u&password=***&sslmode=require"
@@ -432,30 +433,22 @@ mod tests {
             (&[("DATABASE_URL", "postgres://x/y"), ("SECRET_KEY", "short")], "SECRET_KEY"),
             (&[("SECRET_KEY_ACCEPTED", "short")], "SECRET_KEY_ACCEPTED"),
             (&[("DATABASE_STARTUP_WAIT_SECONDS", "soon")], "DATABASE_STARTUP_WAIT_SECONDS"),
+            (&[("DATABASE_STARTUP_WAIT_SECONDS", "3601")], "DATABASE_STARTUP_WAIT_SECONDS"),
             (&[("ACCESS_TOKEN_EXPIRE_MINUTES", "ten")], "ACCESS_TOKEN_EXPIRE_MINUTES"),
             (&[("REFRESH_TOKEN_EXPIRE_MINUTES", "0")], "REFRESH_TOKEN_EXPIRE_MINUTES"),
             (&[("REFRESH_TOKEN_ROTATION", "maybe")], "REFRESH_TOKEN_ROTATION"),
             (&[("REDIS_URL", "localhost:6379")], "REDIS_URL"),
             (&[("RATE_LIMIT_ACCOUNT_PER_MINUTE", "-1")], "RATE_LIMIT_ACCOUNT_PER_MINUTE"),
-            (&[("DATABASE_READ_PIPELINES", "65")], "DATABASE_READ_PIPELINES"),
-            (&[("DATABASE_READ_PIPELINES", "two")], "DATABASE_READ_PIPELINES"),
+            (&[("DATABASE_MAX_CONNECTIONS", "0")], "DATABASE_MAX_CONNECTIONS"),
             (&[("CORS_ALLOWED_ORIGINS", "app.example.com")], "CORS_ALLOWED_ORIGINS"),
             (&[("CORS_ALLOWED_ORIGINS", "https://a.example/path")], "CORS_ALLOWED_ORIGINS"),
         ];
         for (vars, var) in cases {
             let err = from(vars).unwrap_err();
-            assert_eq!(err.var, *var, "{vars:?}");
+            assert_eq!(err.var, *var, "{vars:?}: {err}");
             assert!(err.to_string().starts_with(var), "{err}");
         }
-        assert!(!from(&[("REFRESH_TOKEN_ROTATION", "false")]).unwrap().refresh_token_rotation);
-        assert_eq!(from(&[]).unwrap().database_read_pipelines, 2);
-        assert_eq!(from(&[("DATABASE_READ_PIPELINES", "0")]).unwrap().database_read_pipelines, 0);
-        assert_eq!(from(&[("DATABASE_READ_PIPELINES", "2")]).unwrap().database_read_pipelines, 2);
-        assert_eq!(from(&[("DATABASE_READ_PIPELINES", " 4 ")]).unwrap().database_read_pipelines, 4);
-        let off = from(&[("RATE_LIMIT_ADDRESS_PER_MINUTE", "0")]).unwrap().rate_limits;
-        assert_eq!(off.per_address, None);
-        assert_eq!(off.per_account, NonZeroU32::new(10));
         let cors = from(&[("CORS_ALLOWED_ORIGINS", "https://a.example, http://localhost:3000/")]).unwrap();
-        assert_eq!(cors.cors_allowed_origins, vec!["https://a.example", "http://localhost:3000"]);
+        assert_eq!(cors.cors_origins(), vec!["https://a.example", "http://localhost:3000"]);
     }
 }

@@ -1,5 +1,5 @@
-//! One error type for every handler, rendered as `application/problem+json` (RFC 9457), and the
-//! catchers that give Rocket's own errors (unknown route, failed guard, panic) the same shape.
+//! One error type for every handler, guard and catcher, rendered as `application/problem+json`
+//! (RFC 9457).
 
 use std::io::Cursor;
 use std::sync::Mutex;
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rocket::http::{ContentType, Header, Method, Status};
 use rocket::response::{self, Responder, Response};
-use rocket::{Catcher, Request};
+use rocket::Request;
 use rocket_okapi::gen::OpenApiGenerator;
 use rocket_okapi::okapi::openapi3::{MediaType, RefOr, Response as OpenApiResponse, Responses};
 use rocket_okapi::response::OpenApiResponderInner;
@@ -142,6 +142,18 @@ impl ApiError {
 
 struct Stashed(Mutex<Option<ApiError>>);
 
+impl ApiError {
+    /// The error a guard stashed for the catcher of `status`, if any.
+    pub fn stashed(req: &Request<'_>, status: Status) -> Option<ApiError> {
+        req.local_cache(|| Stashed(Mutex::new(None)))
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .filter(|e| e.status() == status)
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
@@ -157,9 +169,9 @@ impl<'r> Responder<'r, 'static> for ApiError {
     fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
         match &self {
             Self::Internal(msg) => {
-                crate::routing::span(req).in_scope(|| tracing::error!(error = %msg, "internal error"))
+                crate::middleware::span(req).in_scope(|| tracing::error!(error = %msg, "internal error"))
             }
-            Self::BackendDown(msg) => crate::routing::span(req)
+            Self::BackendDown(msg) => crate::middleware::span(req)
                 .in_scope(|| tracing::warn!(error = %msg, "backing service unavailable")),
             _ => {}
         }
@@ -191,9 +203,9 @@ impl<'r> Responder<'r, 'static> for ApiError {
             _ => {}
         }
         let mut res = res.finalize();
-        if crate::routing::salvaged(req) {
+        if crate::middleware::salvaged(req) {
             // No fairing will see this response: give it the common headers here.
-            crate::routing::finish(req, &mut res);
+            crate::middleware::finish(req, &mut res);
         }
         Ok(res)
     }
@@ -234,53 +246,6 @@ impl OpenApiResponderInner for ApiError {
         }
         Ok(responses)
     }
-}
-
-/// Every status Rocket raises itself ends here.
-#[rocket::catch(default)]
-fn problem_catcher(status: Status, req: &Request<'_>) -> ApiError {
-    let stashed = req
-        .local_cache(|| Stashed(Mutex::new(None)))
-        .0
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-        .filter(|e| e.status() == status);
-    if let Some(err) = stashed {
-        return err;
-    }
-    if status == Status::BadRequest && crate::routing::salvaged(req) {
-        // Rocket could not parse the request line: a method it does not know (such as
-        // `QUERY`), or a target without a path. On a path the app serves, that is a 405 like
-        // any other wrong method; on any other path, a 404 like any other unknown route.
-        let allowed = crate::routing::allowed_methods(req);
-        if !allowed.is_empty() {
-            return ApiError::MethodNotAllowed(allowed);
-        }
-        return ApiError::for_status(Status::NotFound);
-    }
-    if status == Status::NotFound {
-        let allowed = crate::routing::allowed_methods(req);
-        if !allowed.is_empty() && !allowed.contains(&req.method()) {
-            return ApiError::MethodNotAllowed(allowed);
-        }
-    }
-    if status == Status::UnprocessableEntity {
-        return ApiError::Validation(crate::routing::malformed_path_params(req));
-    }
-    if status == Status::InternalServerError {
-        return ApiError::Internal(format!(
-            "{} {} failed (handler panic or bad responder)",
-            req.method(),
-            req.uri()
-        ));
-    }
-    ApiError::for_status(status)
-}
-
-/// The catchers to register at `/`.
-pub fn catchers() -> Vec<Catcher> {
-    rocket::catchers![problem_catcher]
 }
 
 #[cfg(test)]

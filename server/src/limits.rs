@@ -44,23 +44,16 @@ impl Action {
 /// Attempts per minute per account and per client address; `None` turns that limit off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LimitSettings {
-    /// Per account (username, or user id for refresh). Default 10: a person retyping a password
-    /// never meets it, while guessing is held to 10 a minute per account.
+    /// Per account (username, or user id for refresh).
     pub per_account: Option<NonZeroU32>,
-    /// Per client address. Default 60: room for a household or an office behind one NAT.
+    /// Per client address.
     pub per_address: Option<NonZeroU32>,
 }
 
-impl Default for LimitSettings {
-    fn default() -> Self {
-        Self { per_account: NonZeroU32::new(10), per_address: NonZeroU32::new(60) }
-    }
-}
-
 impl LimitSettings {
-    /// No limits (tests that are not about limits).
-    pub fn off() -> Self {
-        Self { per_account: None, per_address: None }
+    /// `account` and `address` attempts a minute; 0 turns one off.
+    pub fn per_minute(account: u32, address: u32) -> Self {
+        Self { per_account: NonZeroU32::new(account), per_address: NonZeroU32::new(address) }
     }
 }
 

@@ -2,13 +2,12 @@
 
 use std::process::ExitCode;
 
-use tasklane_server::config::DatabaseUrl;
+use tasklane_server::config::RETIRED_VARIABLES;
 use tasklane_server::{store, Config};
 
 /// mimalloc rather than glibc's malloc: a request allocates and frees many short-lived buffers
-/// (headers, rows, the JSON body), and glibc spent ~10 % of the server's CPU on them
-/// (`malloc_consolidate` alone ~4 % on SQLite). Built without transparent huge pages, so idle
-/// memory stays as small as glibc's. See DESIGN.md for the figures.
+/// (headers, rows, the JSON body), which cost glibc's malloc a noticeable share of the CPU.
+/// Built without transparent huge pages, so idle memory stays as small as glibc's (DESIGN.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -22,7 +21,7 @@ const USAGE: &str = "usage: tasklane-server [migrate | healthcheck | --version]
 
 Settings come from the environment and a .env file: DATABASE_URL, REDIS_URL, SECRET_KEY,
 ACCESS_TOKEN_EXPIRE_MINUTES, REFRESH_TOKEN_EXPIRE_MINUTES, REFRESH_TOKEN_ROTATION,
-ROCKET_ADDRESS, ROCKET_PORT (see README.md).";
+ROCKET_ADDRESS, ROCKET_PORT and more (see README.md).";
 
 /// Reads `.env` and sets up logging before the async runtime starts: Rocket sizes that runtime
 /// by `ROCKET_WORKERS`, which a `.env` file may set, and panics on 0.
@@ -84,30 +83,30 @@ async fn run(command: Option<&str>, rocket: rocket::Config) -> ExitCode {
             Err(e) => fail(e),
         };
     }
+    for retired in RETIRED_VARIABLES.iter().filter(|var| std::env::var_os(var).is_some()) {
+        tracing::warn!("{retired} is no longer used; it is ignored");
+    }
+    let lookup = |name: &str| std::env::var(name).ok();
+    let read = if command.is_some() { Config::for_migrations(lookup) } else { Config::from_lookup(lookup) };
+    let config = match read {
+        Ok(config) => config,
+        Err(e) => return fail(e),
+    };
     if command.is_some() {
-        // Migrating needs the database and nothing else (no SECRET_KEY, say).
-        let database_url = match DatabaseUrl::from_setting(std::env::var("DATABASE_URL").ok()) {
-            Ok(url) => url,
-            Err(e) => return fail(e),
+        let settings = store::Settings {
+            url: config.database_url.clone(),
+            max_connections: 1,
+            startup_wait_seconds: config.database_startup_wait_seconds.as_secs(),
+            shutdown_grace_seconds: 0,
         };
-        let startup_wait = match tasklane_server::config::startup_wait(
-            std::env::var("DATABASE_STARTUP_WAIT_SECONDS").ok(),
-        ) {
-            Ok(wait) => wait,
-            Err(e) => return fail(e),
-        };
-        return match store::migrate(&database_url, startup_wait).await {
+        return match store::migrate(&settings).await {
             Ok(()) => {
-                println!("migrations applied to {}", database_url.redacted());
+                println!("migrations applied to {}", config.database_url.redacted());
                 ExitCode::SUCCESS
             }
             Err(e) => fail(format!("DATABASE_URL: {e}")),
         };
     }
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(e) => return fail(e),
-    };
     let figment = tasklane_server::rocket_figment();
     tracing::info!(database = %config.database_url.redacted(), redis = config.redis_url.is_some(), "starting");
     let app = match tasklane_server::build_with(config, figment).await {

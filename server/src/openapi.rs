@@ -1,24 +1,22 @@
-//! The OpenAPI document's last touches, so that it is exactly as strict as the server.
+//! The OpenAPI document at `/openapi.json` and Swagger UI at `/docs`.
 //!
-//! The schemas derived from the wire types know their shapes but not their rules (lengths,
-//! patterns, which optional fields may be `null`), and rocket_okapi documents one error type's
-//! statuses on every route. Here the rules are written into the schemas, from the same
-//! constants the validation uses, and each operation keeps the error statuses it can answer.
-//! Schemathesis (`scripts/schemathesis.sh`) holds the document to both directions: what it
-//! allows must be accepted, what it forbids must be refused, and every status answered must be
-//! documented.
+//! The schemas come from the wire types, their rules (lengths, patterns) from the `schemars`
+//! attributes beside the validation in `tasklane::types`. What cannot be derived is added
+//! here: the error statuses each operation can answer (rocket_okapi documents one error
+//! type's statuses on every route), the headers every answer carries, and the bounds of the
+//! listing's query parameters. Schemathesis (`scripts/schemathesis.sh`) holds the document to
+//! both directions: what it allows must be accepted, what it forbids must be refused, and
+//! every status answered must be documented.
 
-use rocket::http::Method;
+use rocket::http::{ContentType, Method};
 use rocket::response::content::RawJson;
+use rocket::response::Redirect;
 use rocket::route::{Handler, Outcome, Route};
-use rocket::{Data, Request};
-use rocket_okapi::okapi::openapi3::OpenApi;
+use rocket::{get, Data, Request};
+use rocket_okapi::okapi::openapi3::{Info, OpenApi};
+use rocket_okapi::swagger_ui::{make_swagger_ui, SwaggerUIConfig};
 use serde_json::{json, Value};
 use tasklane::types::limits;
-
-/// What Rust's `str::trim` removes (`char::is_whitespace`, the Unicode `White_Space` property),
-/// spelled out: `\s` means something else in each regex dialect a client may use.
-const WHITESPACE: &str = r"\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000";
 
 /// The error statuses each operation can answer (besides 405 for a method it does not have,
 /// and 500, which is a bug). Registered in `build`; a test checks that the document and this
@@ -39,15 +37,74 @@ pub const ERROR_STATUSES: &[(&str, &str, &[u16])] = &[
     ("get", "/ready", &[503]),
 ];
 
-/// `GET /openapi.json`: the generated document with the rules and the per-operation statuses
-/// applied. It is served as JSON text rather than through okapi's types, whose `f64` bounds
-/// cannot carry `i64::MAX` exactly.
-pub fn route(spec: &OpenApi) -> Result<Route, serde_json::Error> {
-    let mut doc = serde_json::to_value(spec)?;
-    refine_schemas(&mut doc);
+/// `GET /openapi.json`: the areas' documents merged, with what cannot be derived added. It is
+/// served as JSON text rather than through okapi's types, whose `f64` bounds cannot carry
+/// `i64::MAX` exactly.
+pub fn document(areas: &[(&str, OpenApi)]) -> Result<Route, String> {
+    let mut spec =
+        rocket_okapi::okapi::merge::marge_spec_list(areas).map_err(|e| format!("OpenAPI merge: {e}"))?;
+    spec.info = Info {
+        title: "Tasklane API".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        description: Some(
+            "Tasks for many users, behind bearer tokens. Errors are `application/problem+json`. \
+             Sign in with /auth/login (or /auth/register), then press Authorize and paste the \
+             `access_token`."
+                .to_owned(),
+        ),
+        ..Default::default()
+    };
+    let mut doc = serde_json::to_value(&spec).map_err(|e| e.to_string())?;
     refine_operations(&mut doc);
-    let json = serde_json::to_string_pretty(&doc)?;
+    let json = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
     Ok(Route::new(Method::Get, "/openapi.json", Document(json)))
+}
+
+/// Swagger UI's page, as rocket_okapi ships it less the links to favicons it does not ship.
+const SWAGGER_INDEX: &str = r#"<!DOCTYPE html>
+<html lang="en">
+  <head>
+    <meta charset="UTF-8">
+    <title>Tasklane API</title>
+    <link rel="stylesheet" type="text/css" href="./swagger-ui.css" />
+    <link rel="stylesheet" type="text/css" href="index.css" />
+  </head>
+  <body>
+    <div id="swagger-ui"></div>
+    <script src="./swagger-ui-bundle.js" charset="UTF-8"> </script>
+    <script src="./swagger-ui-standalone-preset.js" charset="UTF-8"> </script>
+    <script src="./swagger-initializer.js" charset="UTF-8"> </script>
+  </body>
+</html>
+"#;
+
+/// Swagger UI's routes, to mount at `/docs`: rocket_okapi's assets, with the page above. Its
+/// own `/` redirects relative to `/docs`, which lands outside it; [`docs_index`] is absolute.
+pub fn swagger_ui() -> Vec<Route> {
+    let config = SwaggerUIConfig { url: "/openapi.json".to_owned(), ..Default::default() };
+    let mut routes: Vec<Route> = make_swagger_ui(&config)
+        .into()
+        .into_iter()
+        .filter(|route| !matches!(route.uri.path(), "/" | "/index.html"))
+        .collect();
+    routes.push(Route::new(Method::Get, "/index.html", Page(SWAGGER_INDEX)));
+    routes
+}
+
+/// `GET /docs`: to Swagger UI's page.
+#[get("/docs")]
+pub fn docs_index() -> Redirect {
+    Redirect::to("/docs/index.html")
+}
+
+#[derive(Clone)]
+struct Page(&'static str);
+
+#[rocket::async_trait]
+impl Handler for Page {
+    async fn handle<'r>(&self, req: &'r Request<'_>, _: Data<'r>) -> Outcome<'r> {
+        Outcome::from(req, (ContentType::HTML, self.0))
+    }
 }
 
 #[derive(Clone)]
@@ -57,62 +114,6 @@ struct Document(String);
 impl Handler for Document {
     async fn handle<'r>(&self, req: &'r Request<'_>, _: Data<'r>) -> Outcome<'r> {
         Outcome::from(req, RawJson(self.0.clone()))
-    }
-}
-
-fn refine_schemas(doc: &mut Value) {
-    // A title is trimmed, then 1 to 200 characters: one non-whitespace character, or two with
-    // at most 198 between them, and any whitespace around. No NUL anywhere (PostgreSQL).
-    let title = format!(
-        "^[{WHITESPACE}]*[^{WHITESPACE}\\u0000]([^\\u0000]{{0,{}}}[^{WHITESPACE}\\u0000])?[{WHITESPACE}]*$",
-        limits::TITLE_MAX - 2
-    );
-    let title = json!({ "pattern": title });
-    let description = json!({ "maxLength": limits::DESCRIPTION_MAX, "pattern": "^[^\\u0000]*$" });
-    let schemas = &mut doc["components"]["schemas"];
-    let rules = [
-        (
-            "Credentials",
-            "username",
-            json!({
-                "minLength": limits::USERNAME_MIN,
-                "maxLength": limits::USERNAME_MAX,
-                "pattern": format!("^[A-Za-z0-9_.-]{{{},{}}}$", limits::USERNAME_MIN, limits::USERNAME_MAX),
-            }),
-        ),
-        (
-            "Credentials",
-            "password",
-            json!({ "minLength": limits::PASSWORD_MIN, "maxLength": limits::PASSWORD_MAX }),
-        ),
-        ("NewTask", "title", title.clone()),
-        ("NewTask", "description", description.clone()),
-        ("TaskUpdate", "title", title),
-        ("TaskUpdate", "description", description),
-    ];
-    for (schema, property, rule) in rules {
-        let Some(target) = schemas[schema]["properties"].get_mut(property).and_then(Value::as_object_mut)
-        else {
-            continue;
-        };
-        for (key, value) in rule.as_object().into_iter().flatten() {
-            target.insert(key.clone(), value.clone());
-        }
-    }
-    // A task's description is always sent, as null when there is none.
-    if let Some(required) = schemas["Task"]["required"].as_array_mut() {
-        if !required.iter().any(|r| r == "description") {
-            required.push(json!("description"));
-        }
-    }
-    // An update's title and status may be absent but not null (only the description may be
-    // cleared); the derived schema lets every `Option` be null.
-    for property in ["title", "status"] {
-        if let Some(target) =
-            schemas["TaskUpdate"]["properties"].get_mut(property).and_then(Value::as_object_mut)
-        {
-            target.remove("nullable");
-        }
     }
 }
 
@@ -131,6 +132,9 @@ fn refine_operations(doc: &mut Value) {
                 });
                 for (code, response) in responses.iter_mut() {
                     document_common_headers(code, response);
+                    if code == "201" {
+                        response["headers"]["Location"] = json!({ "description": "URL of what was created", "schema": { "type": "string" } });
+                    }
                 }
             }
             if method == "get" && path == "/tasks/" {

@@ -1,7 +1,8 @@
-//! Operations: liveness, readiness.
+//! Operations: liveness, readiness, metrics.
 
 use std::collections::BTreeMap;
 
+use rocket::http::ContentType;
 use rocket::serde::json::Json;
 use rocket::{get, State};
 use rocket_okapi::okapi::openapi3::OpenApi;
@@ -9,8 +10,8 @@ use rocket_okapi::openapi;
 use rocket_okapi::settings::OpenApiSettings;
 use tasklane::types::HealthStatus;
 
+use crate::app::App;
 use crate::error::{ApiError, ApiResult};
-use crate::AppState;
 
 /// The routes of this area and their OpenAPI document.
 pub fn routes(settings: &OpenApiSettings) -> (Vec<rocket::Route>, OpenApi) {
@@ -28,8 +29,7 @@ fn health() -> Json<HealthStatus> {
 /// the services that did not answer in `detail`.
 #[openapi(tag = "Operations")]
 #[get("/ready")]
-async fn ready(state: &State<AppState>) -> ApiResult<Json<HealthStatus>> {
-    let stores = &state.stores;
+async fn ready(app: &State<App>) -> ApiResult<Json<HealthStatus>> {
     let mut checks = BTreeMap::new();
     // A failed check says why in the log (a warning per probe while it lasts): the answer
     // names only the service.
@@ -40,9 +40,9 @@ async fn ready(state: &State<AppState>) -> ApiResult<Json<HealthStatus>> {
             false
         }
     };
-    checks.insert("database".to_owned(), ok("database", stores.store.ping().await));
-    if stores.refresh.kind() == "redis" {
-        checks.insert("redis".to_owned(), ok("redis", stores.refresh.ping().await));
+    checks.insert("database".to_owned(), ok("database", app.db.ping().await));
+    if let Some(redis) = &app.redis {
+        checks.insert("redis".to_owned(), ok("redis", redis.ping().await));
     }
     let down: Vec<&str> = checks.iter().filter(|(_, ok)| !**ok).map(|(name, _)| name.as_str()).collect();
     if !down.is_empty() {
@@ -50,6 +50,21 @@ async fn ready(state: &State<AppState>) -> ApiResult<Json<HealthStatus>> {
     }
     let checks = checks.into_keys().map(|name| (name, "ok".to_owned())).collect();
     Ok(Json(HealthStatus { status: "ok".to_owned(), checks }))
+}
+
+/// Prometheus metrics (text exposition format), with the pools' usage read now. Meant for the
+/// operator's network only; not in the OpenAPI document.
+#[get("/metrics")]
+pub fn scrape(app: &State<App>) -> (ContentType, String) {
+    let (size, idle) = app.db.pool_status();
+    metrics::gauge!("db_pool_connections").set(size as f64);
+    metrics::gauge!("db_pool_idle_connections").set(idle as f64);
+    if let Some(redis) = &app.redis {
+        let (size, idle) = redis.status();
+        metrics::gauge!("redis_pool_connections").set(size as f64);
+        metrics::gauge!("redis_pool_idle_connections").set(idle as f64);
+    }
+    (ContentType::new("text", "plain").with_params(("version", "0.0.4")), crate::metrics::render())
 }
 
 /// `tasklane-server healthcheck`: asks a running server's `/health` over plain HTTP/1.1, for a

@@ -1,36 +1,16 @@
-//! Responses with a fixed status or extra headers, documented in the OpenAPI document.
+//! A JSON answer with extra headers, documented in the OpenAPI document.
 
-use rocket::http::{Header, Status};
+use rocket::http::Header;
 use rocket::response::{self, Responder};
 use rocket::serde::json::Json;
 use rocket::Request;
 use rocket_okapi::gen::OpenApiGenerator;
 use rocket_okapi::okapi::openapi3::{Header as OpenApiHeader, ParameterValue, RefOr, Responses};
 use rocket_okapi::response::OpenApiResponderInner;
-use rocket_okapi::util::set_status_code;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-/// `R` answered with status `CODE` (such as 201 for register).
-pub struct WithStatus<const CODE: u16, R>(pub R);
-
-impl<'r, const CODE: u16, R: Responder<'r, 'static>> Responder<'r, 'static> for WithStatus<CODE, R> {
-    fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
-        let mut res = self.0.respond_to(req)?;
-        res.set_status(Status::new(CODE));
-        Ok(res)
-    }
-}
-
-impl<const CODE: u16, R: OpenApiResponderInner> OpenApiResponderInner for WithStatus<CODE, R> {
-    fn responses(gen: &mut OpenApiGenerator) -> rocket_okapi::Result<Responses> {
-        let mut responses = R::responses(gen)?;
-        set_status_code(&mut responses, CODE)?;
-        Ok(responses)
-    }
-}
-
-/// A JSON body with response headers (`Location`, `X-Total-Count`, `Link`).
+/// A JSON body with response headers (`X-Total-Count`, `Link`).
 pub struct WithHeaders<T> {
     body: Json<T>,
     headers: Vec<Header<'static>>,

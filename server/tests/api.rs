@@ -1,4 +1,4 @@
-//! The API contract (API.md), through Rocket's local client, on every backend.
+//! The API contract (docs/API.md), through Rocket's local client, on every backend.
 
 mod common;
 
@@ -701,7 +701,6 @@ async fn metrics_and_security_headers(app: &TestApp) {
         r#"http_request_duration_seconds_bucket{method="POST",route="/auth/register",status="201",le="0.005"}"#,
         "db_pool_connections ",
         "db_pool_idle_connections ",
-        "password_hash_memory_bytes ",
     ] {
         assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
     }
@@ -732,8 +731,8 @@ async fn tokens_of_a_deleted_user_are_401(app: &TestApp) {
     let tokens = app.register("vanished").await;
     let task = app.create_task(&tokens.access, json!({"title": "mine"})).await;
     let id = app.get("/auth/me", &tokens.access).await.json()["id"].as_i64().unwrap();
-    let state = app.client.rocket().state::<tasklane_server::AppState>().unwrap();
-    state.stores.store.delete_user(id).await.unwrap();
+    let state = app.client.rocket().state::<tasklane_server::App>().unwrap();
+    state.db.delete_user(id).await.unwrap();
 
     let detail = app.get("/auth/me", &tokens.access).await.problem(401)["detail"].clone();
     assert_eq!(detail, "the user of this token no longer exists");

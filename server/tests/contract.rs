@@ -98,7 +98,7 @@ async fn methods_rocket_does_not_know_are_405_with_allow_and_the_usual_headers()
         assert_eq!(problem["type"], "about:blank");
     }
     // On a path the app does not serve there is no method to suggest: 404, as for a known
-    // method there (API.md: unknown route).
+    // method there (docs/API.md: unknown route).
     let res = http
         .request(query, server.url("/no/such/path"))
         .header("X-Request-Id", "probe-3")
@@ -224,5 +224,38 @@ async fn the_openapi_document_states_the_rules_the_server_enforces() {
         tasklane_server::openapi::ERROR_STATUSES.len(),
         "the table names no stale operation"
     );
+    app.finish().await;
+}
+
+/// The contract in `docs/API.md` and the OpenAPI document name the same operations.
+#[tokio::test]
+async fn the_written_contract_and_the_openapi_document_agree_on_the_routes() {
+    let app = sqlite_app().await;
+    let spec = app.send("GET", "/openapi.json", None, None).await.json();
+    let documented: BTreeSet<(String, String)> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object().unwrap().keys().map(move |m| (m.to_uppercase(), path.clone()))
+        })
+        .collect();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/API.md")).unwrap();
+    // Table rows such as "| GET | `/tasks/{id}` | ...".
+    let written: BTreeSet<(String, String)> = text
+        .lines()
+        .filter_map(|line| {
+            let mut cells = line.split('|').map(str::trim).skip(1);
+            let method = cells.next()?;
+            let path = cells.next()?.strip_prefix('`')?.strip_suffix('`')?;
+            method.chars().all(|c| c.is_ascii_uppercase()).then(|| (method.to_owned(), path.to_owned()))
+        })
+        .filter(|(method, _)| !method.is_empty())
+        .collect();
+    // The document and its viewer are not in the document itself.
+    let about_itself =
+        [("GET", "/openapi.json"), ("GET", "/docs")].map(|(m, p)| (m.to_owned(), p.to_owned()));
+    let written: BTreeSet<_> = written.into_iter().filter(|op| !about_itself.contains(op)).collect();
+    assert_eq!(written, documented);
     app.finish().await;
 }

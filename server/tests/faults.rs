@@ -6,11 +6,10 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{post, PrivatePostgres, PrivateRedis, TestServer, SECRET};
+use common::{post, secret_key, without_rate_limits, PrivatePostgres, PrivateRedis, TestServer};
 use serde_json::json;
 use sqlx::Connection;
-use tasklane_server::config::{DatabaseUrl, SecretKey};
-use tasklane_server::limits::LimitSettings;
+use tasklane_server::config::DatabaseUrl;
 use tasklane_server::Config;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -18,10 +17,10 @@ async fn redis_outage_is_503_for_sessions_only_and_recovers() {
     let Some(mut redis) = PrivateRedis::start() else { return };
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::sqlite(dir.path().join("tasklane.db"));
-    config.secret_key = SecretKey::Given(SECRET.to_vec());
+    config.secret_key = secret_key();
     config.redis_url = Some(redis.url());
     // Limits off, so registration reaches the session step that needs Redis.
-    config.rate_limits = LimitSettings::off();
+    without_rate_limits(&mut config);
     let server = TestServer::with_config(config, None).await;
     let http = reqwest::Client::new();
     let creds = json!({"username": "weather", "password": "correct horse"});
@@ -72,8 +71,8 @@ async fn redis_outage_is_503_for_sessions_only_and_recovers() {
     server.stop().await;
 }
 
-/// A `tasklane` database on `pg`, and the server's settings for it: reads pipelined (the
-/// default), a pool of `max_connections`, limits off.
+/// A `tasklane` database on `pg`, and the server's settings for it: a pool of
+/// `max_connections`, limits off.
 async fn config_on(pg: &PrivatePostgres, max_connections: u32) -> Config {
     let mut admin = sqlx::PgConnection::connect(&pg.admin_url()).await.unwrap();
     sqlx::query("CREATE DATABASE tasklane").execute(&mut admin).await.unwrap();
@@ -81,10 +80,9 @@ async fn config_on(pg: &PrivatePostgres, max_connections: u32) -> Config {
     let mut config = Config::sqlite("unused.db");
     config.database_url =
         DatabaseUrl::Postgres(format!("postgres://postgres@127.0.0.1:{}/tasklane", pg.port));
-    config.secret_key = SecretKey::Given(SECRET.to_vec());
+    config.secret_key = secret_key();
     config.database_max_connections = max_connections;
-    config.database_read_pipelines = 2;
-    config.rate_limits = LimitSettings::off();
+    without_rate_limits(&mut config);
     config
 }
 
@@ -163,8 +161,7 @@ async fn postgres_restart_under_load_is_503_then_recovers() {
     let list = http.get(server.url("/tasks/?limit=1")).bearer_auth(&*access).send().await.unwrap();
     assert_eq!(list.headers()["x-total-count"].to_str().unwrap(), created.to_string());
 
-    // No leaked connections: the pool holds at most its size, and the pipelined reads their
-    // two, reconnected after the restart.
+    // No leaked connections: the pool holds at most its size.
     let mut admin = sqlx::PgConnection::connect(&pg.admin_url()).await.unwrap();
     let open: Vec<(String, i64)> = sqlx::query_as(
         "SELECT application_name, count(*) FROM pg_stat_activity WHERE datname = 'tasklane' \
@@ -173,10 +170,7 @@ async fn postgres_restart_under_load_is_503_then_recovers() {
     .fetch_all(&mut admin)
     .await
     .unwrap();
-    let count = |name: &str| open.iter().find(|(n, _)| n == name).map_or(0, |(_, c)| *c);
-    assert!(count("") <= 8, "pool connections: {open:?}");
-    assert!((1..=2).contains(&count("tasklane-reads")), "pipelined reads: {open:?}");
-    assert_eq!(open.iter().map(|(_, c)| c).sum::<i64>(), count("") + count("tasklane-reads"), "{open:?}");
+    assert!(open.iter().map(|(_, c)| c).sum::<i64>() <= 8, "pool connections: {open:?}");
     Arc::try_unwrap(server).ok().expect("workers are done").stop().await;
 }
 
@@ -272,13 +266,11 @@ async fn redis_refusing_writes_in_a_failover_is_503_and_recovers() {
     let Some(redis) = PrivateRedis::start() else { return };
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::sqlite(dir.path().join("tasklane.db"));
-    config.secret_key = SecretKey::Given(SECRET.to_vec());
+    config.secret_key = secret_key();
     config.redis_url = Some(redis.url());
     // On, so the limiter's script (a write) runs before each session step.
-    config.rate_limits = LimitSettings {
-        per_account: std::num::NonZeroU32::new(1000),
-        per_address: std::num::NonZeroU32::new(1000),
-    };
+    config.rate_limit_account_per_minute = 1000;
+    config.rate_limit_address_per_minute = 1000;
     let server = TestServer::with_config(config, None).await;
     let http = reqwest::Client::new();
     let creds = json!({"username": "failover", "password": "correct horse"});
@@ -315,18 +307,24 @@ async fn redis_refusing_writes_in_a_failover_is_503_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_database_that_is_not_up_yet_is_waited_for() {
     let Some(pg) = PrivatePostgres::create() else { return };
-    let url = DatabaseUrl::Postgres(pg.admin_url());
-    let wait = tasklane_server::config::DEFAULT_DATABASE_STARTUP_WAIT;
-    let opening = tokio::spawn(async move { tasklane_server::store::migrate(&url, wait).await });
+    let settings = |url: String| tasklane_server::store::Settings {
+        url: DatabaseUrl::Postgres(url),
+        max_connections: 1,
+        startup_wait_seconds: 30,
+        shutdown_grace_seconds: 0,
+    };
+    let wait = Duration::from_secs(30);
+    let url = settings(pg.admin_url());
+    let opening = tokio::spawn(async move { tasklane_server::store::migrate(&url).await });
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!opening.is_finished(), "gave up on a database that is not up yet: {:?}", opening.await);
     pg.resume();
     let opened = tokio::time::timeout(wait, opening).await;
     opened.expect("migrated once the database came up").unwrap().unwrap();
 
-    let missing = DatabaseUrl::Postgres(pg.admin_url().replace("/postgres", "/no_such_database"));
+    let missing = settings(pg.admin_url().replace("/postgres", "/no_such_database"));
     let failed =
-        tokio::time::timeout(Duration::from_secs(10), tasklane_server::store::migrate(&missing, wait)).await;
+        tokio::time::timeout(Duration::from_secs(10), tasklane_server::store::migrate(&missing)).await;
     let err = failed.expect("a database that does not exist is not waited for").unwrap_err();
     assert!(err.to_string().contains("no_such_database"), "{err}");
 }

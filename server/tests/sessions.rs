@@ -5,10 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{scratch_config, Backend, TestApp, TestServer, SECRET};
+use common::{scratch_config, secret_key, Backend, TestApp, TestServer};
 use futures::future::join_all;
 use serde_json::{json, Value};
-use tasklane_server::config::SecretKey;
 use tasklane_server::Config;
 
 async fn register(http: &reqwest::Client, server: &TestServer, name: &str) -> Value {
@@ -286,7 +285,7 @@ async fn full_flow_over_a_socket() {
 async fn tokens_survive_a_restart_of_the_embedded_default() {
     let dir = tempfile::tempdir().unwrap();
     let config = Config::sqlite(dir.path().join("tasklane.db"));
-    assert!(matches!(config.secret_key, SecretKey::Generated));
+    assert!(config.secret_key.is_none(), "generated");
 
     let first = TestApp::with_config(config.clone(), Backend::Sqlite, None).await;
     let pair = first.register("survivor").await;
@@ -412,8 +411,8 @@ async fn unreachable_database_at_start_is_a_prompt_error() {
     let mut config = Config::sqlite("unused.db");
     config.database_url =
         tasklane_server::config::DatabaseUrl::Postgres("postgres://u@127.0.0.1:1/db".to_owned());
-    config.secret_key = SecretKey::Given(SECRET.to_vec());
-    config.database_startup_wait = Duration::ZERO;
+    config.secret_key = secret_key();
+    config.database_startup_wait_seconds = Duration::ZERO;
     let started = Instant::now();
     let Err(err) = tasklane_server::build_with(config, common::figment()).await else {
         panic!("start-up must fail");
@@ -465,12 +464,9 @@ async fn a_panicking_handler_is_a_500_problem() {
 /// Credential routes are limited per account and per address; 429 carries `Retry-After`.
 async fn rate_limits_hold(backend: Backend) {
     use rocket::http::{ContentType, Header};
-    use std::num::NonZeroU32;
     let Some((mut config, scratch)) = scratch_config(backend).await else { return };
-    config.rate_limits = tasklane_server::limits::LimitSettings {
-        per_account: NonZeroU32::new(3),
-        per_address: NonZeroU32::new(5),
-    };
+    config.rate_limit_account_per_minute = 3;
+    config.rate_limit_address_per_minute = 5;
     let app = TestApp::with_config(config, backend, Some(scratch)).await;
     // Unique names and addresses: on Redis the budgets outlive this test's database.
     let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
@@ -567,7 +563,7 @@ async fn rate_limits_hold_in_redis() {
 async fn cors_follows_the_configured_origins() {
     use rocket::http::Header;
     let (mut config, scratch) = scratch_config(Backend::Sqlite).await.unwrap();
-    config.cors_allowed_origins = vec!["https://app.example".to_owned()];
+    config.cors_allowed_origins = "https://app.example".to_owned();
     let app = TestApp::with_config(config, Backend::Sqlite, Some(scratch)).await;
 
     let res = app.client.get("/health").header(Header::new("Origin", "https://app.example")).dispatch().await;
@@ -661,7 +657,7 @@ async fn redis_limits_hold_at_every_quota() {
     use std::num::NonZeroU32;
     use tasklane_server::limits::{Action, LimitSettings, RateLimits};
     let Some((config, scratch)) = scratch_config(Backend::PostgresRedis).await else { return };
-    let pool = tasklane_server::store::RedisPool::connect(config.redis_url.as_deref().unwrap()).unwrap();
+    let pool = tasklane_server::store::RedisPool::new(config.redis_url.as_deref().unwrap()).unwrap();
     let account = format!("quota-{}", uuid::Uuid::new_v4().simple());
     for quota in [1, 7, 60_000, 60_001, 100_000] {
         let settings = LimitSettings { per_account: NonZeroU32::new(quota), per_address: None };
@@ -692,7 +688,7 @@ async fn redis_limits_hold_at_every_quota() {
 async fn an_in_memory_database_serves() {
     let mut config = Config::sqlite("unused.db");
     config.database_url = tasklane_server::config::DatabaseUrl::Sqlite("sqlite::memory:".to_owned());
-    config.secret_key = SecretKey::Given(SECRET.to_vec());
+    config.secret_key = secret_key();
     let app = TestApp::with_config(config, Backend::Sqlite, None).await;
     let tokens = app.register("ephemeral").await;
     for title in ["one", "two"] {
@@ -711,13 +707,13 @@ async fn an_in_memory_database_serves() {
 /// sharing one database (and Redis): a key accepted before it signs, then the old one accepted
 /// until its tokens are gone.
 async fn secret_key_rotates_without_signing_anyone_out(backend: Backend) {
-    use tasklane_server::config::AcceptedKey;
     let Some((config, scratch)) = scratch_config(backend).await else { return };
     let (old, new) = (vec![b'o'; 32], vec![b'n'; 32]);
     let with = |signing: &[u8], accepted: Option<&[u8]>| {
         let mut config = config.clone();
-        config.secret_key = SecretKey::Given(signing.to_vec());
-        config.secret_key_accepted = accepted.map(|key| AcceptedKey(key.to_vec()));
+        let key = |bytes: &[u8]| tasklane::types::Secret::new(String::from_utf8(bytes.to_vec()).unwrap());
+        config.secret_key = Some(key(signing));
+        config.secret_key_accepted = accepted.map(key);
         config
     };
     let before = TestApp::with_config(with(&old, None), backend, Some(scratch)).await;

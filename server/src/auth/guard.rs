@@ -7,8 +7,8 @@ use rocket_okapi::gen::OpenApiGenerator;
 use rocket_okapi::okapi::openapi3::{Object, SecurityRequirement, SecurityScheme, SecuritySchemeData};
 use rocket_okapi::request::{OpenApiFromRequest, RequestHeaderInput};
 
+use crate::app::App;
 use crate::error::ApiError;
-use crate::AppState;
 
 /// The authenticated caller, from `Authorization: Bearer <access token>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,12 +38,11 @@ impl<'r> FromRequest<'r> for AuthUser {
     type Error = ApiError;
 
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
-        let Some(state) = req.rocket().state::<AppState>() else {
+        let Some(app) = req.rocket().state::<App>() else {
             return Outcome::Error(ApiError::Internal("app state missing".into()).stash(req));
         };
         let verified = bearer_token(req).and_then(|token| {
-            state
-                .keys
+            app.keys
                 .verify_access(token)
                 .map_err(|e| ApiError::Unauthorized(format!("{e}; sign in or refresh")))
         });

@@ -1,7 +1,6 @@
 //! JWT issue and verification: HS256 pinned, `exp/iat/iss/aud/sub/jti` checked, and a `typ`
 //! claim that keeps access and refresh tokens apart.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -69,16 +68,6 @@ pub enum TokenError {
     WrongKind(&'static str),
 }
 
-/// How many verified access tokens an instance remembers (~300 bytes each).
-pub const VERIFIED_CACHE_CAPACITY: usize = 8192;
-
-/// What the bearer guard needs from an access token that verified.
-#[derive(Clone, Copy, Debug)]
-struct VerifiedAccess {
-    user_id: i64,
-    exp: i64,
-}
-
 /// The signing key and the rules tokens are checked against.
 #[derive(Clone)]
 pub struct JwtKeys {
@@ -87,12 +76,6 @@ pub struct JwtKeys {
     /// A second key whose signatures verify too (`SECRET_KEY_ACCEPTED`), never used to sign.
     accepted: Option<DecodingKey>,
     validation: Validation,
-    /// Access tokens that verified, by their exact text. Access tokens are stateless (valid
-    /// until `exp`, API.md), so a token seen again needs only its expiry checked: the
-    /// signature, header and claims cannot have changed without changing the text. Only tokens
-    /// that passed [`verify`](Self::verify) go in, so forged ones cannot crowd it; when it is
-    /// full, the least useful entries make way.
-    verified: Arc<quick_cache::sync::Cache<String, VerifiedAccess>>,
 }
 
 impl JwtKeys {
@@ -108,7 +91,6 @@ impl JwtKeys {
             decoding: DecodingKey::from_secret(secret),
             accepted: None,
             validation,
-            verified: Arc::new(quick_cache::sync::Cache::new(VERIFIED_CACHE_CAPACITY)),
         }
     }
 
@@ -143,28 +125,9 @@ impl JwtKeys {
         (token, claims)
     }
 
-    /// The user id of a valid access token. The first sight of a token verifies it in full
-    /// ([`verify`](Self::verify)); after that, until the instance forgets it, only its expiry is
-    /// checked. Verification was ~5 % of the CPU of a list request (base64, an HMAC, the claims
-    /// parsed twice); a lookup is a hash of the token text.
+    /// The user id of a valid access token.
     pub fn verify_access(&self, token: &str) -> Result<i64, TokenError> {
-        self.verify_access_at(token, jsonwebtoken::get_current_timestamp() as i64)
-    }
-
-    fn verify_access_at(&self, token: &str, now: i64) -> Result<i64, TokenError> {
-        if let Some(seen) = self.verified.get(token) {
-            // jsonwebtoken's own rule: expired once `exp` is more than the leeway past.
-            return if seen.exp < now - LEEWAY.as_secs() as i64 {
-                self.verified.remove(token);
-                Err(TokenError::Expired)
-            } else {
-                Ok(seen.user_id)
-            };
-        }
-        let claims = self.verify(token, TokenKind::Access)?;
-        let user_id = claims.user_id().ok_or(TokenError::Invalid)?;
-        self.verified.insert(token.to_owned(), VerifiedAccess { user_id, exp: claims.exp });
-        Ok(user_id)
+        self.verify(token, TokenKind::Access)?.user_id().ok_or(TokenError::Invalid)
     }
 
     /// Verifies a token and that it is of `kind`.
@@ -234,36 +197,6 @@ mod tests {
         assert_eq!(keys.verify(&refresh, TokenKind::Refresh).unwrap(), claims);
         assert!(matches!(keys.verify(&access, TokenKind::Refresh), Err(TokenError::WrongKind(_))));
         assert!(matches!(keys.verify(&refresh, TokenKind::Access), Err(TokenError::WrongKind(_))));
-    }
-
-    #[test]
-    fn remembered_access_tokens_still_expire_and_others_are_still_checked() {
-        let keys = JwtKeys::new(&[7; 32]);
-        let now = Utc::now();
-        let (access, claims) = keys.issue(TokenKind::Access, 42, None, now, Duration::from_secs(60));
-        assert_eq!(keys.verify_access(&access), Ok(42));
-        assert_eq!(keys.verified.len(), 1, "a verified token is remembered");
-        assert_eq!(keys.verify_access(&access), Ok(42), "and accepted again");
-        // Within the leeway past `exp` it is still good; beyond, expired, and forgotten.
-        let leeway = LEEWAY.as_secs() as i64;
-        assert_eq!(keys.verify_access_at(&access, claims.exp + leeway), Ok(42));
-        assert_eq!(keys.verify_access_at(&access, claims.exp + leeway + 1), Err(TokenError::Expired));
-        assert_eq!(keys.verified.len(), 0);
-
-        // Nothing that fails verification is remembered, and a near miss is checked in full.
-        let (refresh, _) = keys.issue(TokenKind::Refresh, 42, Some("fam"), now, Duration::from_secs(60));
-        assert!(matches!(keys.verify_access(&refresh), Err(TokenError::WrongKind(_))));
-        assert_eq!(keys.verify_access(&access), Ok(42));
-        let mut tampered = access.clone().into_bytes();
-        let i = tampered.len() - 5;
-        tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
-        assert_eq!(keys.verify_access(std::str::from_utf8(&tampered).unwrap()), Err(TokenError::Invalid));
-        let (foreign, _) =
-            JwtKeys::new(&[8; 32]).issue(TokenKind::Access, 1, None, now, Duration::from_secs(60));
-        assert_eq!(keys.verify_access(&foreign), Err(TokenError::Invalid));
-        assert_eq!(keys.verified.len(), 1, "only the good token");
-        // Another instance with another key has its own memory.
-        assert_eq!(JwtKeys::new(&[8; 32]).verify_access(&access), Err(TokenError::Invalid));
     }
 
     #[test]

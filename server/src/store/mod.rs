@@ -1,50 +1,52 @@
-//! Storage: the traits handlers see, and their implementations.
+//! Storage: the traits handlers see, and one implementation per backend.
 //!
-//! - [`Store`] (users and tasks) has one SQL implementation compiled for PostgreSQL and for
-//!   SQLite (`sql.rs`); the URL scheme of `DATABASE_URL` picks one.
-//! - [`RefreshStore`] (refresh-token families) lives in Redis when `REDIS_URL` is set
-//!   (`redis.rs`), else in the SQL database (`sql.rs`).
+//! - [`Store`] (users and tasks) and [`SessionStore`] (refresh-token families) are implemented
+//!   by [`Postgres`] (`postgres.rs`) and [`Sqlite`] (`sqlite.rs`), which share their SQL text
+//!   and row types (`sql.rs`); the scheme of `DATABASE_URL` picks one.
+//! - With `REDIS_URL` set, sessions live in Redis instead ([`RedisSessions`], `redis.rs`).
+//! - [`SqlDatabase`] and [`RedisPool`] are what rocket_db_pools opens at ignite and closes at
+//!   shutdown.
 //!
 //! Stores hold no HTTP; routes hold no SQL.
 
-mod pipeline;
+mod error;
 mod pool;
+mod postgres;
 mod redis;
 mod sql;
+mod sqlite;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rocket::async_trait;
+use rocket::figment::Figment;
+use serde::{Deserialize, Serialize};
 use tasklane::types::{NewTask, Task, TaskSort, TaskStatus, TaskUpdate, User};
 
-use crate::config::{Config, DatabaseUrl};
+use crate::config::DatabaseUrl;
 
-pub use self::redis::{RedisPool, RedisRefreshStore};
-pub use self::sql::{wait_for_postgres, PgStore, SqliteStore};
+pub use self::error::StoreError;
+pub use self::postgres::Postgres;
+pub use self::redis::{RedisPool, RedisSessions};
+pub use self::sqlite::Sqlite;
 
-/// How long a request waits for a database connection or a Redis reply before it is answered
-/// with 503. Long enough to ride out a pool that is briefly saturated, short enough that a dead
-/// backend fails fast instead of holding the client's connection.
+/// How long any call to a backend may take (waiting for a connection included) before the
+/// request is answered with 503: long enough to ride out a pool that is briefly saturated,
+/// short enough that a dead backend fails fast instead of holding the client's connection.
 pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// A storage failure, as handlers need to tell them apart.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The backend does not answer (connection refused, pool timeout, restart): 503.
-    #[error("backend unavailable: {0}")]
-    Unavailable(String),
-    /// A uniqueness rule was broken: 409.
-    #[error("conflict")]
-    Conflict,
-    /// A row the statement refers to is gone: the user of a token that is still valid was
-    /// deleted (a database restored from a backup, say). 401, as for `/auth/me`.
-    #[error("the user of this token no longer exists")]
-    UserGone,
-    /// Anything else: 500, logged.
-    #[error("storage error: {0}")]
-    Internal(String),
+/// A backend call that ran past [`BACKEND_TIMEOUT`].
+#[derive(Debug)]
+pub struct TimedOut;
+
+/// The one timeout of every backend call: `work` within [`BACKEND_TIMEOUT`]. A database that
+/// stops answering without closing its connections (a partition, a frozen host) then costs a
+/// 503, not a request held until TCP gives up some 15 minutes later.
+pub async fn bounded<T, E: From<TimedOut>>(work: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+    tokio::time::timeout(BACKEND_TIMEOUT, work).await.unwrap_or_else(|_| Err(TimedOut.into()))
 }
 
 /// A user and the PHC string of their password, for login.
@@ -56,7 +58,7 @@ pub struct UserCredentials {
     pub password_hash: String,
 }
 
-/// One page of a user's tasks.
+/// Which of a user's tasks to list, and how.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskFilter {
     /// Only this status.
@@ -104,13 +106,10 @@ pub trait Store: Send + Sync {
     async fn delete_task(&self, user_id: i64, id: i64) -> Result<bool, StoreError>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
-    /// Connections open to the database (on SQLite, the writing one included), and how many of
-    /// them are idle.
-    fn pool_status(&self) -> (u32, usize);
-    /// Pipelined read connections open (PostgreSQL only; see `pipeline.rs`).
-    fn read_pipelines_open(&self) -> usize {
-        0
-    }
+    /// Connections open to the database, and how many of them are idle.
+    fn pool_status(&self) -> (usize, usize);
+    /// Closes the connections; later calls fail as unavailable.
+    fn close(&self);
 }
 
 /// What became of a refresh token presented for rotation.
@@ -124,10 +123,10 @@ pub enum Rotation {
     FamilyRevoked,
 }
 
-/// Refresh-token families: each login starts a family; each refresh consumes one token of it and
-/// issues the next. Consumption is atomic, so two racing refreshes cannot both win.
+/// Refresh-token families: each login starts a family; each refresh consumes one token of it
+/// and issues the next. Consumption is atomic, so two racing refreshes cannot both win.
 #[async_trait]
-pub trait RefreshStore: Send + Sync {
+pub trait SessionStore: Send + Sync {
     /// Starts a family with its first token.
     async fn start_family(
         &self,
@@ -149,50 +148,91 @@ pub trait RefreshStore: Send + Sync {
     async fn is_active(&self, family: &str, jti: &str) -> Result<bool, StoreError>;
     /// Revokes the family: none of its tokens refreshes again.
     async fn revoke_family(&self, family: &str) -> Result<(), StoreError>;
-    /// Whether the store answers.
-    async fn ping(&self) -> Result<(), StoreError>;
-    /// `database` or `redis`, for `/ready`.
-    fn kind(&self) -> &'static str;
 }
 
-/// The stores the app runs on.
-#[derive(Clone)]
-pub struct Stores {
-    /// Users and tasks.
-    pub store: Arc<dyn Store>,
-    /// Refresh-token families.
-    pub refresh: Arc<dyn RefreshStore>,
-    /// The Redis pool, when `REDIS_URL` is set (shared with the rate limits).
-    pub redis: Option<RedisPool>,
+/// A SQL database holds both users and tasks and, without Redis, the sessions.
+pub trait Database: Store + SessionStore {}
+
+impl<T: Store + SessionStore> Database for T {}
+
+/// How to open the SQL database: rocket_db_pools hands these to [`SqlDatabase`] from Rocket's
+/// settings (`databases.sql`), where the app puts them from its own [`crate::Config`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Settings {
+    /// `DATABASE_URL`.
+    pub url: DatabaseUrl,
+    /// The pool's size.
+    pub max_connections: u32,
+    /// How long [`migrate`] waits for a PostgreSQL that does not accept connections yet.
+    pub startup_wait_seconds: u64,
+    /// Rocket's shutdown grace period (see [`close_after`]).
+    #[serde(default)]
+    pub shutdown_grace_seconds: u64,
 }
 
-/// Opens the database named by the config, applies its migrations, and picks the refresh store.
-pub async fn open(config: &Config, redis: Option<RedisPool>) -> Result<Stores, StoreError> {
-    let max = config.database_max_connections;
-    if let DatabaseUrl::Postgres(url) = &config.database_url {
-        wait_for_postgres(url, config.database_startup_wait).await?;
+/// Closes a pool once Rocket's shutdown grace period is over. Rocket runs its shutdown fairings
+/// (rocket_db_pools' close among them) as soon as shutdown starts, while the requests in flight
+/// still have the grace period to finish, and they may yet need a connection.
+pub fn close_after(grace_seconds: u64, close: impl FnOnce() + Send + 'static) {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(grace_seconds)).await;
+        close();
+    });
+}
+
+/// The open SQL database (PostgreSQL or SQLite, by the URL's scheme), as rocket_db_pools holds
+/// it: opened at ignite, closed at shutdown. Its connection pools live in the backend.
+pub struct SqlDatabase {
+    database: Arc<dyn Database>,
+    shutdown_grace_seconds: u64,
+}
+
+impl SqlDatabase {
+    /// The database, as the stores the app's handlers use.
+    pub fn handle(&self) -> Arc<dyn Database> {
+        self.database.clone()
     }
-    let (store, sql_refresh): (Arc<dyn Store>, Arc<dyn RefreshStore>) = match &config.database_url {
-        DatabaseUrl::Postgres(url) => {
-            let store = Arc::new(PgStore::connect(url, max, config.database_read_pipelines).await?);
-            (store.clone(), store)
-        }
-        DatabaseUrl::Sqlite(url) => {
-            let store = Arc::new(SqliteStore::connect(url, max).await?);
-            (store.clone(), store)
-        }
-    };
-    let refresh = match &redis {
-        Some(pool) => Arc::new(RedisRefreshStore::new(pool.clone())) as Arc<dyn RefreshStore>,
-        None => sql_refresh,
-    };
-    Ok(Stores { store, refresh, redis })
+}
+
+#[async_trait]
+impl rocket_db_pools::Pool for SqlDatabase {
+    type Connection = Arc<dyn Database>;
+    type Error = StoreError;
+
+    async fn init(figment: &Figment) -> Result<Self, StoreError> {
+        let settings: Settings = figment.extract().map_err(|e| StoreError::Internal(e.to_string()))?;
+        let database: Arc<dyn Database> = match &settings.url {
+            DatabaseUrl::Postgres(url) => Arc::new(Postgres::open(url, settings.max_connections)?),
+            DatabaseUrl::Sqlite(url) => Arc::new(Sqlite::open(url, settings.max_connections).await?),
+        };
+        Ok(Self { database, shutdown_grace_seconds: settings.shutdown_grace_seconds })
+    }
+
+    async fn get(&self) -> Result<Arc<dyn Database>, StoreError> {
+        Ok(self.handle())
+    }
+
+    async fn close(&self) {
+        let database = self.handle();
+        close_after(self.shutdown_grace_seconds, move || database.close());
+    }
+}
+
+/// Applies the migrations of this database, waiting up to the settings' start-up wait for a
+/// PostgreSQL that does not accept connections yet. A SQLite file is created (with its
+/// directory) if missing, readable by its owner only.
+pub async fn migrate(settings: &Settings) -> Result<(), StoreError> {
+    let wait = Duration::from_secs(settings.startup_wait_seconds);
+    match &settings.url {
+        DatabaseUrl::Postgres(url) => postgres::migrate(url, wait).await,
+        DatabaseUrl::Sqlite(url) => sqlite::migrate(url).await,
+    }
 }
 
 /// Creates `path`, and its directory, readable and writable by its owner only (mode 0600):
 /// the file, when this call made it; `None` when it was there already (of two instances
 /// starting at once, one creates it and the other finds it). An error is worded with the path.
-pub(crate) fn create_owner_only(path: &std::path::Path) -> Result<Option<std::fs::File>, String> {
+pub fn create_owner_only(path: &std::path::Path) -> Result<Option<std::fs::File>, String> {
     use std::os::unix::fs::OpenOptionsExt;
     let fail = |what: &str, e: std::io::Error| format!("{what} {}: {e}", path.display());
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -205,19 +245,11 @@ pub(crate) fn create_owner_only(path: &std::path::Path) -> Result<Option<std::fs
     }
 }
 
-/// Applies the migrations of this database and returns, waiting up to `startup_wait` for a
-/// PostgreSQL that does not accept connections yet.
-pub async fn migrate(
-    database_url: &DatabaseUrl,
-    startup_wait: std::time::Duration,
-) -> Result<(), StoreError> {
-    match database_url {
-        DatabaseUrl::Postgres(url) => {
-            wait_for_postgres(url, startup_wait).await?;
-            PgStore::connect(url, 1, 0).await.map(drop)
-        }
-        DatabaseUrl::Sqlite(url) => SqliteStore::connect(url, 1).await.map(drop),
-    }
+/// The current time truncated to whole microseconds, the precision both databases keep, so a
+/// value read back equals the value written.
+pub fn now() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
 }
 
 /// The admin URL of the test PostgreSQL; `None` (with a notice) outside CI without one.
@@ -233,11 +265,4 @@ pub(crate) fn test_postgres_url() -> Option<String> {
             None
         }
     }
-}
-
-/// Truncates to whole microseconds, the precision both databases keep, so a value read back
-/// equals the value written.
-pub fn now() -> DateTime<Utc> {
-    let now = Utc::now();
-    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
 }

@@ -1,4 +1,5 @@
-//! Refresh-token families in Redis (when `REDIS_URL` is set), shared by every server instance.
+//! Redis (when `REDIS_URL` is set): the pool, and the refresh-token families kept in it, shared
+//! by every server instance.
 //!
 //! Keys, with the family as a hash tag so a family's keys share one cluster slot:
 //! - `tasklane:{<family>}:family` → user id, expiring with the family;
@@ -11,18 +12,108 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 use deadpool_redis::redis::{self, AsyncCommands, Script};
-use deadpool_redis::{Pool, Runtime};
+use deadpool_redis::{Connection, Pool, Runtime};
 use rocket::async_trait;
+use rocket::figment::Figment;
 
-use super::{RefreshStore, Rotation, StoreError, BACKEND_TIMEOUT};
+use super::{bounded, Rotation, SessionStore, StoreError};
 
-/// A Redis connection pool whose every call is bounded by [`BACKEND_TIMEOUT`].
+/// A Redis connection pool whose every call is bounded by the backend timeout. Connections
+/// open lazily, so a Redis that is down makes only the routes that need it answer 503, and it
+/// is picked up when it returns.
 #[derive(Clone)]
-pub struct RedisPool(Pool);
+pub struct RedisPool {
+    pool: Pool,
+    /// Rocket's shutdown grace period, which the pool outlives (see `store::close_after`).
+    shutdown_grace_seconds: u64,
+}
 
-/// The Redis refresh store.
-#[derive(Clone)]
-pub struct RedisRefreshStore {
+impl RedisPool {
+    /// A pool for `url`; nothing is connected yet.
+    pub fn new(url: &str) -> Result<Self, StoreError> {
+        let pool = deadpool_redis::Config::from_url(url)
+            .builder()
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .max_size(16)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        Ok(Self { pool, shutdown_grace_seconds: 0 })
+    }
+
+    /// Runs `op` on a pooled connection, within the backend timeout in all.
+    pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Connection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        bounded(async {
+            let conn = self.pool.get().await.map_err(|e| match e {
+                // The pool's own error for a connection it could not open hides why.
+                deadpool_redis::PoolError::Backend(e) => StoreError::from(e),
+                e => StoreError::Unavailable(format!("redis pool: {e}")),
+            })?;
+            Ok(op(conn).await?)
+        })
+        .await
+    }
+
+    /// Whether Redis answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|mut conn| async move { redis::cmd("PING").query_async::<String>(&mut conn).await })
+            .await
+            .map(drop)
+    }
+
+    /// At start: one `PING`. Redis not answering (down, starting, behind a network still coming
+    /// up) is logged and left to `/ready` and the 503s of the routes that need it, as at any
+    /// other time; an answer that says the setting itself is wrong (a password refused, a
+    /// database index that does not exist) is the error.
+    pub async fn check(&self) -> Result<(), String> {
+        match self.ping().await {
+            Ok(()) => Ok(()),
+            Err(StoreError::Unavailable(why)) => {
+                tracing::warn!(error = %why, "REDIS_URL: Redis cannot be used yet; the session routes answer 503 until it can");
+                Ok(())
+            }
+            Err(StoreError::Internal(why)) => Err(why),
+            Err(err) => Err(err.to_string()),
+        }
+    }
+
+    /// Pool size and idle connections, for metrics.
+    pub fn status(&self) -> (usize, usize) {
+        let status = self.pool.status();
+        (status.size, status.available)
+    }
+}
+
+/// rocket_db_pools opens the pool at ignite from `databases.redis` in Rocket's settings, where
+/// the app puts `REDIS_URL`, and closes it at shutdown.
+#[async_trait]
+impl rocket_db_pools::Pool for RedisPool {
+    type Connection = RedisPool;
+    type Error = StoreError;
+
+    async fn init(figment: &Figment) -> Result<Self, StoreError> {
+        let setting = |e: rocket::figment::Error| StoreError::Internal(e.to_string());
+        let url: String = figment.extract_inner("url").map_err(setting)?;
+        let grace = figment.extract_inner("shutdown_grace_seconds").map_err(setting)?;
+        Ok(Self { shutdown_grace_seconds: grace, ..Self::new(&url)? })
+    }
+
+    async fn get(&self) -> Result<RedisPool, StoreError> {
+        Ok(self.clone())
+    }
+
+    async fn close(&self) {
+        let pool = self.pool.clone();
+        super::close_after(self.shutdown_grace_seconds, move || pool.close());
+    }
+}
+
+/// Refresh-token families in Redis.
+pub struct RedisSessions {
     pool: RedisPool,
     rotate: Script,
 }
@@ -51,109 +142,15 @@ fn ttl_ms(expires_at: DateTime<Utc>) -> i64 {
     (expires_at - Utc::now()).num_milliseconds().max(1)
 }
 
-/// 503 for what passes: no connection, and the errors Redis itself answers while it cannot
-/// serve, such as `LOADING` while a persistent Redis replays its file after a restart,
-/// `READONLY` on a primary demoted in a failover, `MASTERDOWN`, `TRYAGAIN`, `CLUSTERDOWN`, and
-/// `OOM` when it is full. Anything else is a bug: 500.
-fn map_err(err: redis::RedisError) -> StoreError {
-    use redis::{ErrorKind, ServerErrorKind};
-    let refused = matches!(
-        err.kind(),
-        ErrorKind::Server(
-            ServerErrorKind::BusyLoading
-                | ServerErrorKind::ReadOnly
-                | ServerErrorKind::MasterDown
-                | ServerErrorKind::TryAgain
-                | ServerErrorKind::ClusterDown
-        )
-    ) || err.code() == Some("OOM");
-    if refused
-        || err.is_io_error()
-        || err.is_connection_refusal()
-        || err.is_timeout()
-        || err.is_connection_dropped()
-    {
-        StoreError::Unavailable(format!("redis: {err}"))
-    } else {
-        StoreError::Internal(format!("redis: {err}"))
-    }
-}
-
-impl RedisPool {
-    /// A pool for `url`. Connections open lazily, so Redis being down at start-up makes only
-    /// the routes that need it answer 503, and it is picked up when it returns.
-    pub fn connect(url: &str) -> Result<Self, StoreError> {
-        let pool = deadpool_redis::Config::from_url(url)
-            .builder()
-            .map_err(|e| StoreError::Internal(e.to_string()))?
-            .max_size(16)
-            .wait_timeout(Some(BACKEND_TIMEOUT))
-            .create_timeout(Some(BACKEND_TIMEOUT))
-            .recycle_timeout(Some(BACKEND_TIMEOUT))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
-        Ok(Self(pool))
-    }
-
-    /// At start: one connection and a `PING`. Redis not answering (down, starting, behind a
-    /// network still coming up) is logged and left to `/ready` and the 503s of the routes that
-    /// need it, as at any other time; an answer that says the setting itself is wrong (a
-    /// password refused, a database index that does not exist) stops the start.
-    pub async fn check(&self) -> Result<(), String> {
-        let ping = async {
-            // The pool's own error for a connection it could not open hides why; this keeps it.
-            let mut conn = self.0.get().await.map_err(|e| match e {
-                deadpool_redis::PoolError::Backend(e) => map_err(e),
-                e => StoreError::Unavailable(format!("redis pool: {e}")),
-            })?;
-            redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(map_err)
-        };
-        let answer = tokio::time::timeout(BACKEND_TIMEOUT, ping)
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Unavailable("redis did not answer in time".to_owned())));
-        match answer {
-            Ok(_) => Ok(()),
-            Err(StoreError::Unavailable(why)) => {
-                tracing::warn!(error = %why, "REDIS_URL: Redis cannot be used yet; the session routes answer 503 until it can");
-                Ok(())
-            }
-            Err(StoreError::Internal(why)) => Err(why),
-            Err(err) => Err(err.to_string()),
-        }
-    }
-
-    /// Runs `op` on a pooled connection, within [`BACKEND_TIMEOUT`] in all.
-    pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
-    where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
-        Fut: Future<Output = redis::RedisResult<T>>,
-    {
-        let work = async {
-            let conn = self.0.get().await.map_err(|e| StoreError::Unavailable(format!("redis pool: {e}")))?;
-            op(conn).await.map_err(map_err)
-        };
-        tokio::time::timeout(BACKEND_TIMEOUT, work)
-            .await
-            .map_err(|_| StoreError::Unavailable("redis did not answer in time".to_owned()))?
-    }
-
-    /// Pool size and idle connections, for metrics.
-    pub fn status(&self) -> (usize, usize) {
-        let status = self.0.status();
-        (status.size, status.available)
-    }
-}
-
-impl RedisRefreshStore {
-    /// The refresh store on a pool.
+impl RedisSessions {
+    /// The sessions on a pool.
     pub fn new(pool: RedisPool) -> Self {
         Self { pool, rotate: Script::new(ROTATE_LUA) }
     }
 }
 
 #[async_trait]
-impl RefreshStore for RedisRefreshStore {
+impl SessionStore for RedisSessions {
     async fn start_family(
         &self,
         family: &str,
@@ -192,14 +189,13 @@ impl RefreshStore for RedisRefreshStore {
         new_jti: &str,
         expires_at: DateTime<Utc>,
     ) -> Result<Rotation, StoreError> {
-        let ttl = ttl_ms(expires_at);
         let mut invocation = self.rotate.prepare_invoke();
         invocation
             .key(token_key(family, old_jti))
             .key(family_key(family))
             .key(token_key(family, new_jti))
             .arg(family)
-            .arg(ttl);
+            .arg(ttl_ms(expires_at));
         let outcome: i64 =
             self.pool.run(|mut conn| async move { invocation.invoke_async(&mut conn).await }).await?;
         Ok(match outcome {
@@ -221,16 +217,5 @@ impl RefreshStore for RedisRefreshStore {
     async fn revoke_family(&self, family: &str) -> Result<(), StoreError> {
         let fk = family_key(family);
         self.pool.run(|mut conn| async move { conn.del::<_, ()>(&fk).await }).await
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.pool
-            .run(|mut conn| async move { redis::cmd("PING").query_async::<String>(&mut conn).await })
-            .await
-            .map(drop)
-    }
-
-    fn kind(&self) -> &'static str {
-        "redis"
     }
 }

@@ -1,7 +1,7 @@
 //! `/tasks/*`: a user's tasks. Every query carries the caller's id, so another user's task is
 //! simply not found (404, never 403).
 
-use rocket::response::status::NoContent;
+use rocket::response::status::{Created, NoContent};
 use rocket::serde::json::Json;
 use rocket::{delete, get, patch, post, put, State};
 use rocket_okapi::okapi::openapi3::OpenApi;
@@ -9,21 +9,16 @@ use rocket_okapi::openapi;
 use rocket_okapi::settings::OpenApiSettings;
 use tasklane::types::{limits, FieldError, NewTask, Task, TaskSort, TaskStatus, TaskUpdate};
 
+use crate::app::App;
 use crate::auth::guard::AuthUser;
 use crate::body::{JsonBody, QueryParam};
 use crate::error::{ApiError, ApiResult};
-use crate::responders::{DocumentedHeaders, WithHeaders, WithStatus};
+use crate::responders::{DocumentedHeaders, WithHeaders};
 use crate::store::TaskFilter;
-use crate::AppState;
 
 /// The routes of this area and their OpenAPI document.
 pub fn routes(settings: &OpenApiSettings) -> (Vec<rocket::Route>, OpenApi) {
     rocket_okapi::openapi_get_routes_spec![settings: create, list, get_one, update, patch_one, delete_one]
-}
-
-impl DocumentedHeaders for Task {
-    const HEADERS: &'static [(&'static str, &'static str, &'static str)] =
-        &[("Location", "URL of the created task", "string")];
 }
 
 impl DocumentedHeaders for Vec<Task> {
@@ -43,15 +38,10 @@ fn not_found(id: i64) -> ApiError {
 /// defaults to `pending`. Answers 201 with the task and its `Location`.
 #[openapi(tag = "Tasks")]
 #[post("/", data = "<body>")]
-async fn create(
-    state: &State<AppState>,
-    user: AuthUser,
-    body: JsonBody<NewTask>,
-) -> ApiResult<WithStatus<201, WithHeaders<Task>>> {
+async fn create(app: &State<App>, user: AuthUser, body: JsonBody<NewTask>) -> ApiResult<Created<Json<Task>>> {
     let task = body.0.validate().map_err(ApiError::Validation)?;
-    let task = state.stores.store.create_task(user.id, &task, crate::store::now()).await?;
-    let location = format!("/tasks/{}", task.id);
-    Ok(WithStatus(WithHeaders::new(task).header("Location", location)))
+    let task = app.db.create_task(user.id, &task, crate::store::now()).await?;
+    Ok(Created::new(format!("/tasks/{}", task.id)).body(Json(task)))
 }
 
 /// List the caller's tasks, a page at a time.
@@ -63,7 +53,7 @@ async fn create(
 #[openapi(tag = "Tasks")]
 #[get("/?<status>&<limit>&<offset>&<sort>")]
 async fn list(
-    state: &State<AppState>,
+    app: &State<App>,
     user: AuthUser,
     status: Option<QueryParam<TaskStatus>>,
     limit: Option<QueryParam<u32>>,
@@ -93,7 +83,7 @@ async fn list(
         offset: offset.unwrap_or(0),
         sort: sort.unwrap_or_default(),
     };
-    let (tasks, total) = state.stores.store.list_tasks(user.id, &filter).await?;
+    let (tasks, total) = app.db.list_tasks(user.id, &filter).await?;
     let mut response = WithHeaders::new(tasks).header("X-Total-Count", total.to_string());
     if let Some(link) = link_header(&filter, total) {
         response = response.header("Link", link);
@@ -131,18 +121,13 @@ fn link_header(filter: &TaskFilter, total: u64) -> Option<String> {
 /// One task.
 #[openapi(tag = "Tasks")]
 #[get("/<id>")]
-async fn get_one(state: &State<AppState>, user: AuthUser, id: i64) -> ApiResult<Json<Task>> {
-    state.stores.store.get_task(user.id, id).await?.map(Json).ok_or_else(|| not_found(id))
+async fn get_one(app: &State<App>, user: AuthUser, id: i64) -> ApiResult<Json<Task>> {
+    app.db.get_task(user.id, id).await?.map(Json).ok_or_else(|| not_found(id))
 }
 
-async fn apply_update(
-    state: &AppState,
-    user: AuthUser,
-    id: i64,
-    update: TaskUpdate,
-) -> ApiResult<Json<Task>> {
+async fn apply_update(app: &App, user: AuthUser, id: i64, update: TaskUpdate) -> ApiResult<Json<Task>> {
     let update = update.validate().map_err(ApiError::Validation)?;
-    let store = &state.stores.store;
+    let store = &app.db;
     let task = if update.is_empty() {
         // Nothing to change: `updated_at` stays, the task is answered as it is.
         store.get_task(user.id, id).await?
@@ -159,31 +144,31 @@ async fn apply_update(
 #[openapi(tag = "Tasks")]
 #[put("/<id>", data = "<body>")]
 async fn update(
-    state: &State<AppState>,
+    app: &State<App>,
     user: AuthUser,
     id: i64,
     body: JsonBody<TaskUpdate>,
 ) -> ApiResult<Json<Task>> {
-    apply_update(state, user, id, body.0).await
+    apply_update(app, user, id, body.0).await
 }
 
 /// Update a task: the fields present change, the others stay (same as PUT).
 #[openapi(tag = "Tasks")]
 #[patch("/<id>", data = "<body>")]
 async fn patch_one(
-    state: &State<AppState>,
+    app: &State<App>,
     user: AuthUser,
     id: i64,
     body: JsonBody<TaskUpdate>,
 ) -> ApiResult<Json<Task>> {
-    apply_update(state, user, id, body.0).await
+    apply_update(app, user, id, body.0).await
 }
 
 /// Delete a task. Answers 204 with an empty body.
 #[openapi(tag = "Tasks")]
 #[delete("/<id>")]
-async fn delete_one(state: &State<AppState>, user: AuthUser, id: i64) -> ApiResult<NoContent> {
-    if state.stores.store.delete_task(user.id, id).await? {
+async fn delete_one(app: &State<App>, user: AuthUser, id: i64) -> ApiResult<NoContent> {
+    if app.db.delete_task(user.id, id).await? {
         Ok(NoContent)
     } else {
         Err(not_found(id))

@@ -14,12 +14,23 @@ use rocket::http::{ContentType, Header};
 use rocket::local::asynchronous::Client;
 use serde_json::{json, Value};
 use sqlx::Connection;
-use tasklane_server::config::{DatabaseUrl, SecretKey};
-use tasklane_server::limits::LimitSettings;
+use tasklane::types::Secret;
+use tasklane_server::config::DatabaseUrl;
 use tasklane_server::Config;
 
 /// The secret every test app signs with, so tests can mint tokens of their own.
 pub const SECRET: &[u8] = b"tasklane-test-secret-0123456789abcdef";
+
+/// [`SECRET`] as the config takes it.
+pub fn secret_key() -> Option<Secret> {
+    Some(Secret::new(std::str::from_utf8(SECRET).unwrap()))
+}
+
+/// Turns the rate limits off (tests about limits turn them on).
+pub fn without_rate_limits(config: &mut Config) {
+    config.rate_limit_account_per_minute = 0;
+    config.rate_limit_address_per_minute = 0;
+}
 
 /// Which backends a test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,9 +84,8 @@ pub async fn scratch_config(backend: Backend) -> Option<(Config, Scratch)> {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().expect("temp dir");
             let mut config = Config::sqlite(dir.path().join("tasklane.db"));
-            config.secret_key = SecretKey::Given(SECRET.to_vec());
-            // Tests about limits turn them on; the rest register freely.
-            config.rate_limits = LimitSettings::off();
+            config.secret_key = secret_key();
+            without_rate_limits(&mut config);
             Some((config, Scratch::Sqlite(dir)))
         }
         Backend::Postgres | Backend::PostgresRedis => {
@@ -92,15 +102,11 @@ pub async fn scratch_config(backend: Backend) -> Option<(Config, Scratch)> {
             url.set_path(&database);
             let mut config = Config::sqlite("unused.db");
             config.database_url = DatabaseUrl::Postgres(url.to_string());
-            config.secret_key = SecretKey::Given(SECRET.to_vec());
+            config.secret_key = secret_key();
             config.database_max_connections = 8;
-            config.rate_limits = LimitSettings::off();
+            without_rate_limits(&mut config);
             if backend == Backend::PostgresRedis {
                 config.redis_url = Some(env.redis_url);
-            } else {
-                // Production's other choice: task reads on the pool. (Backend::PostgresRedis and
-                // the process tests keep the default, task reads pipelined.)
-                config.database_read_pipelines = 0;
             }
             Some((config, Scratch::Postgres { admin_url: env.admin_url, database }))
         }
@@ -155,7 +161,7 @@ impl Resp {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
-    /// Asserts an error response in API.md's problem shape, and returns its body.
+    /// Asserts an error response in the API's problem shape (docs/API.md), and returns its body.
     #[track_caller]
     pub fn problem(&self, status: u16) -> Value {
         assert_eq!(self.status, status, "{}", self.text);

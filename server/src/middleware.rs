@@ -1,65 +1,11 @@
-//! What Rocket's router leaves to us: the `Allow` list of a known path requested with the wrong method, and the `X-Request-Id` of every
-//! response.
+//! What every request gets: its id (`X-Request-Id`), its span, the headers every response
+//! carries (caching, security), its access line and its metrics.
 
 use std::time::Instant;
 
 use rocket::fairing::{Fairing, Info, Kind};
-use rocket::http::{Header, Method};
+use rocket::http::Header;
 use rocket::{Data, Request, Response};
-
-/// Whether a route path such as `/tasks/<id>` matches a request path such as `/tasks/7`.
-/// A trailing slash is not significant, as in Rocket's own matching (`/tasks` is `/tasks/`).
-fn route_matches(route_path: &str, request_path: &str) -> bool {
-    let trim = |p: &'_ str| if p.len() > 1 { p.trim_end_matches('/').to_owned() } else { p.to_owned() };
-    let (route_path, request_path) = (trim(route_path), trim(request_path));
-    let mut route = route_path.split('/');
-    let mut request = request_path.split('/');
-    loop {
-        match (route.next(), request.next()) {
-            (None, None) => return true,
-            (Some(r), _) if r.starts_with('<') && r.ends_with("..>") => return true,
-            (Some(r), Some(q)) if r.starts_with('<') && r.ends_with('>') && !q.is_empty() => {}
-            (Some(r), Some(q)) if r == q => {}
-            _ => return false,
-        }
-    }
-}
-
-/// The methods the app serves at this request's path; empty for an unknown path.
-pub fn allowed_methods(req: &Request<'_>) -> Vec<Method> {
-    let path = req.uri().path().as_str();
-    let mut methods: Vec<Method> =
-        req.rocket().routes().filter(|r| route_matches(r.uri.path(), path)).map(|r| r.method).collect();
-    if methods.contains(&Method::Get) {
-        // Rocket answers HEAD for every GET route.
-        methods.push(Method::Head);
-    }
-    methods.sort_by_key(|m| m.as_str());
-    methods.dedup();
-    methods
-}
-
-/// Path parameters of this request that are not the integers the matching route expects. Every
-/// dynamic path segment of this API is an id, so Rocket's bare 422 for a bad one can name it.
-pub fn malformed_path_params(req: &Request<'_>) -> Vec<tasklane::types::FieldError> {
-    let path = req.uri().path().as_str();
-    let Some(route) =
-        req.rocket().routes().find(|r| r.method == req.method() && route_matches(r.uri.path(), path))
-    else {
-        return Vec::new();
-    };
-    route
-        .uri
-        .path()
-        .split('/')
-        .zip(path.split('/'))
-        .filter_map(|(pattern, value)| {
-            let name = pattern.strip_prefix('<')?.strip_suffix('>')?;
-            (!name.ends_with("..") && value.parse::<i64>().is_err())
-                .then(|| tasklane::types::FieldError::new(name, "must be an integer"))
-        })
-        .collect()
-}
 
 /// Per-request bookkeeping: the request id, the start time and, once something logs in it, the
 /// request's span.
@@ -92,8 +38,8 @@ fn meta<'r>(req: &'r Request<'_>) -> &'r RequestMeta {
 }
 
 /// The span of the request being served (request id, method, path), for handlers to log their
-/// events in. Made on first use: most requests log nothing but their access line, and a span
-/// per request (its fields formatted, entered, recorded) cost ~5 % of list throughput.
+/// events in. Made on first use: most requests log nothing but their access line, and
+/// formatting a span's fields for every request would cost them all.
 pub fn span(req: &Request<'_>) -> tracing::Span {
     let meta = meta(req);
     meta.span
@@ -196,7 +142,7 @@ pub fn finish(req: &Request<'_>, res: &mut Response<'_>) {
     }
     let status = res.status().code;
     let route = req.route().map_or("unmatched", |r| r.uri.path());
-    crate::telemetry::record_request(req.method().as_str(), route, status, latency);
+    crate::metrics::record_request(req.method().as_str(), route, status, latency);
     // The access line: one event with every field, outside the span (which, if a handler
     // made one, carries the same request id).
     tracing::info!(
@@ -219,22 +165,4 @@ fn body_left_unread(req: &Request<'_>) -> bool {
     let has_body = headers.contains("Transfer-Encoding")
         || headers.get_one("Content-Length").is_some_and(|n| n.trim() != "0");
     has_body && !req.local_cache(|| BodyRead(false)).0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::route_matches;
-
-    #[test]
-    fn route_paths_match_like_rocket() {
-        assert!(route_matches("/tasks/<id>", "/tasks/7"));
-        assert!(route_matches("/tasks/<id>", "/tasks/abc"));
-        assert!(!route_matches("/tasks/<id>", "/tasks/"));
-        assert!(!route_matches("/tasks/<id>", "/tasks/7/x"));
-        assert!(route_matches("/tasks/", "/tasks/"));
-        assert!(route_matches("/tasks", "/tasks/"));
-        assert!(route_matches("/tasks/", "/tasks"));
-        assert!(route_matches("/docs/<path..>", "/docs/a/b"));
-        assert!(!route_matches("/auth/login", "/auth/logout"));
-    }
 }

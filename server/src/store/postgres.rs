@@ -1,0 +1,261 @@
+//! The store on PostgreSQL.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rocket::async_trait;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+use tasklane::types::{NewTask, Task, TaskUpdate, User};
+
+use super::error::passing_code;
+use super::pool::SqlPool;
+use super::sql::{self, CredentialsRow, ListQuery, ListRow, TaskRow, UserRow};
+use super::{
+    bounded, Rotation, SessionStore, Store, StoreError, TaskFilter, UserCredentials, BACKEND_TIMEOUT,
+};
+
+/// Users, tasks and (without Redis) sessions in PostgreSQL.
+pub struct Postgres {
+    pool: SqlPool<PgConnection>,
+}
+
+fn options(url: &str) -> Result<PgConnectOptions, StoreError> {
+    PgConnectOptions::from_str(url).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+impl Postgres {
+    /// A pool of up to `max_connections` on the database at `url`; connections open as needed.
+    pub fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        // PostgreSQL cancels what runs longer than a request waits for it, so a statement the
+        // client gave up on does not keep its connection or its locks. (Migrations run without.)
+        let options = options(url)?.options([("statement_timeout", BACKEND_TIMEOUT.as_millis().to_string())]);
+        Ok(Self { pool: SqlPool::new(options, max_connections)? })
+    }
+}
+
+/// Applies `migrations/postgres`, waiting up to `wait` for a database that is unreachable or
+/// starting up (each failure logged with its cause), not at all for one that refuses the
+/// credentials or does not have the database named.
+pub async fn migrate(url: &str, wait: Duration) -> Result<(), StoreError> {
+    let options = options(url)?;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let err = match bounded(PgConnection::connect_with(&options)).await {
+            Ok(connection) => {
+                let _ = connection.close().await;
+                break;
+            }
+            Err(err) => err,
+        };
+        let passing = match &err {
+            sqlx::Error::Io(_) => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| passing_code(&code)),
+            _ => false,
+        };
+        if !passing || tokio::time::Instant::now() >= deadline {
+            return Err(err.into());
+        }
+        tracing::warn!(error = %err, "the database does not accept connections yet; trying again");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    sql::migrate::<sqlx::Postgres>(options, sqlx::migrate!("../migrations/postgres")).await
+}
+
+#[async_trait]
+impl Store for Postgres {
+    async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<User, StoreError> {
+        let id: i64 = sqlx::query_scalar(sql::INSERT_USER)
+            .bind(username)
+            .bind(password_hash)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(sql::new_user(id, username, now))
+    }
+
+    async fn delete_user(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query(sql::DELETE_USER).bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn find_credentials(&self, username: &str) -> Result<Option<UserCredentials>, StoreError> {
+        let row: Option<CredentialsRow> =
+            sqlx::query_as(sql::FIND_CREDENTIALS).bind(username).fetch_optional(&self.pool).await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn get_user(&self, id: i64) -> Result<Option<User>, StoreError> {
+        let row: Option<UserRow> = sqlx::query_as(sql::GET_USER).bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn create_task(
+        &self,
+        user_id: i64,
+        task: &NewTask,
+        now: DateTime<Utc>,
+    ) -> Result<Task, StoreError> {
+        let row: TaskRow = sqlx::query_as(sql::INSERT_TASK)
+            .bind(user_id)
+            .bind(&task.title)
+            .bind(&task.description)
+            .bind(task.status.unwrap_or_default().as_str())
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
+        row.try_into()
+    }
+
+    async fn list_tasks(&self, user_id: i64, filter: &TaskFilter) -> Result<(Vec<Task>, u64), StoreError> {
+        let statements = ListQuery::new(filter);
+        let status = filter.status.map(|s| s.as_str());
+        let mut page = sqlx::query_as::<_, ListRow>(&statements.page).bind(user_id);
+        let mut count = sqlx::query_scalar::<_, i64>(&statements.count).bind(user_id);
+        if let Some(status) = status {
+            page = page.bind(status);
+            count = count.bind(status);
+        }
+        let rows = page.bind(i64::from(filter.limit)).bind(sql::offset(filter)).fetch_all(&self.pool).await?;
+        sql::page(rows, filter, async { Ok(count.fetch_one(&self.pool).await?) }).await
+    }
+
+    async fn get_task(&self, user_id: i64, id: i64) -> Result<Option<Task>, StoreError> {
+        let row: Option<TaskRow> =
+            sqlx::query_as(sql::GET_TASK).bind(id).bind(user_id).fetch_optional(&self.pool).await?;
+        row.map(Task::try_from).transpose()
+    }
+
+    async fn update_task(
+        &self,
+        user_id: i64,
+        id: i64,
+        update: &TaskUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Task>, StoreError> {
+        let row: Option<TaskRow> = sqlx::query_as(sql::UPDATE_TASK)
+            .bind(id)
+            .bind(user_id)
+            .bind(&update.title)
+            .bind(update.description.is_some())
+            .bind(update.description.clone().flatten())
+            .bind(update.status.map(|s| s.as_str()))
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(Task::try_from).transpose()
+    }
+
+    async fn delete_task(&self, user_id: i64, id: i64) -> Result<bool, StoreError> {
+        let gone: Option<i64> =
+            sqlx::query_scalar(sql::DELETE_TASK).bind(id).bind(user_id).fetch_optional(&self.pool).await?;
+        Ok(gone.is_some())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query(sql::PING).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn pool_status(&self) -> (usize, usize) {
+        self.pool.status()
+    }
+
+    fn close(&self) {
+        self.pool.close();
+    }
+}
+
+#[async_trait]
+impl SessionStore for Postgres {
+    async fn start_family(
+        &self,
+        family: &str,
+        user_id: i64,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        bounded(async {
+            let mut conn = self.pool.acquire().await?;
+            let mut tx = conn.begin().await?;
+            sqlx::query(sql::DELETE_EXPIRED_FAMILIES)
+                .bind(user_id)
+                .bind(super::now())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(sql::INSERT_FAMILY)
+                .bind(family)
+                .bind(user_id)
+                .bind(expires_at)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(sql::INSERT_TOKEN).bind(jti).bind(family).bind(expires_at).execute(&mut *tx).await?;
+            tx.commit().await?;
+            conn.release();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn rotate(
+        &self,
+        family: &str,
+        old_jti: &str,
+        new_jti: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Rotation, StoreError> {
+        bounded(async {
+            let mut conn = self.pool.acquire().await?;
+            let mut tx = conn.begin().await?;
+            let live: Option<String> = sqlx::query_scalar(sql::RENEW_FAMILY)
+                .bind(family)
+                .bind(expires_at)
+                .bind(super::now())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if live.is_none() {
+                return Ok(Rotation::FamilyRevoked);
+            }
+            let consumed: Option<String> = sqlx::query_scalar(sql::CONSUME_TOKEN)
+                .bind(old_jti)
+                .bind(family)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if consumed.is_none() {
+                // The renewal above is rolled back with the transaction.
+                return Ok(Rotation::Reused);
+            }
+            sqlx::query(sql::INSERT_TOKEN)
+                .bind(new_jti)
+                .bind(family)
+                .bind(expires_at)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            conn.release();
+            Ok(Rotation::Rotated)
+        })
+        .await
+    }
+
+    async fn is_active(&self, family: &str, jti: &str) -> Result<bool, StoreError> {
+        let found: Option<String> = sqlx::query_scalar(sql::TOKEN_IS_ACTIVE)
+            .bind(jti)
+            .bind(family)
+            .bind(super::now())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    async fn revoke_family(&self, family: &str) -> Result<(), StoreError> {
+        sqlx::query(sql::REVOKE_FAMILY).bind(family).execute(&self.pool).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,316 @@
+//! The store on SQLite, the embedded default.
+//!
+//! SQLite has one write lock per database. A connection that finds it taken sleeps in SQLite's
+//! busy handler and retries at growing intervals while newcomers may take it first: under 64
+//! concurrent writers some waited over a second. So every write goes through one connection
+//! of its own, which writers wait for in arrival order (the pool's queue is fair); readers,
+//! which WAL lets run beside the writer, use the other pool and do not wait.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use rocket::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, SqliteConnection};
+use tasklane::types::{NewTask, Task, TaskUpdate, User};
+
+use super::pool::SqlPool;
+use super::sql::{self, CredentialsRow, ListQuery, ListRow, TaskRow, UserRow};
+use super::{
+    bounded, Rotation, SessionStore, Store, StoreError, TaskFilter, UserCredentials, BACKEND_TIMEOUT,
+};
+
+/// Users, tasks and sessions in a SQLite file (or in memory).
+pub struct Sqlite {
+    reads: SqlPool<SqliteConnection>,
+    writes: SqlPool<SqliteConnection>,
+    /// An in-memory database lives only while a connection to it is open, and the pools close
+    /// theirs when idle: this one is held for the store's life.
+    _keep_alive: Option<tokio::sync::Mutex<SqliteConnection>>,
+}
+
+fn options(url: &str) -> Result<SqliteConnectOptions, StoreError> {
+    Ok(SqliteConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+        .create_if_missing(true)
+        // WAL lets readers run beside the one writer; NORMAL is durable across crashes of the
+        // process (only an OS crash can lose the last commits), the usual WAL pairing.
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        // Other processes on the same file (`migrate`, a second server) queue for the lock.
+        .busy_timeout(BACKEND_TIMEOUT)
+        .foreign_keys(true))
+}
+
+fn in_memory(url: &str) -> bool {
+    crate::config::DatabaseUrl::Sqlite(url.to_owned()).sqlite_file().is_none()
+}
+
+/// Creates the file if missing and applies `migrations/sqlite`.
+///
+/// The file is made here rather than by SQLite, readable by its owner only, as it holds the
+/// password hashes and the sessions (SQLite gives its `-wal` and `-shm` files the same mode);
+/// left to SQLite it would get the umask's mode, and a missing directory would be "unable to
+/// open database file" without a path. An in-memory database is migrated when it is opened.
+pub async fn migrate(url: &str) -> Result<(), StoreError> {
+    if in_memory(url) {
+        return Ok(());
+    }
+    let options = options(url)?;
+    if !url.contains("mode=ro") {
+        // The file as sqlx reads the URL (percent-decoded), not as written.
+        super::create_owner_only(options.get_filename()).map_err(StoreError::Internal)?;
+    }
+    sql::migrate::<sqlx::Sqlite>(options, sqlx::migrate!("../migrations/sqlite")).await
+}
+
+impl Sqlite {
+    /// Pools on the database at `url`: `max_connections` readers and one writer.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let options = options(url)?;
+        let keep_alive = if in_memory(url) {
+            // `sqlite::memory:` is one database shared by the connections of these options
+            // (sqlx names it), which exists from this connection on, and starts empty.
+            let connection = options.connect().await?;
+            sql::migrate::<sqlx::Sqlite>(options.clone(), sqlx::migrate!("../migrations/sqlite")).await?;
+            Some(tokio::sync::Mutex::new(connection))
+        } else {
+            None
+        };
+        Ok(Self {
+            reads: SqlPool::new(options.clone(), max_connections)?,
+            writes: SqlPool::new(options, 1)?,
+            _keep_alive: keep_alive,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for Sqlite {
+    async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<User, StoreError> {
+        let id: i64 = sqlx::query_scalar(sql::INSERT_USER)
+            .bind(username)
+            .bind(password_hash)
+            .bind(now)
+            .fetch_one(&self.writes)
+            .await?;
+        Ok(sql::new_user(id, username, now))
+    }
+
+    async fn delete_user(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query(sql::DELETE_USER).bind(id).execute(&self.writes).await?;
+        Ok(())
+    }
+
+    async fn find_credentials(&self, username: &str) -> Result<Option<UserCredentials>, StoreError> {
+        let row: Option<CredentialsRow> =
+            sqlx::query_as(sql::FIND_CREDENTIALS).bind(username).fetch_optional(&self.reads).await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn get_user(&self, id: i64) -> Result<Option<User>, StoreError> {
+        let row: Option<UserRow> = sqlx::query_as(sql::GET_USER).bind(id).fetch_optional(&self.reads).await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn create_task(
+        &self,
+        user_id: i64,
+        task: &NewTask,
+        now: DateTime<Utc>,
+    ) -> Result<Task, StoreError> {
+        let row: TaskRow = sqlx::query_as(sql::INSERT_TASK)
+            .bind(user_id)
+            .bind(&task.title)
+            .bind(&task.description)
+            .bind(task.status.unwrap_or_default().as_str())
+            .bind(now)
+            .fetch_one(&self.writes)
+            .await?;
+        row.try_into()
+    }
+
+    async fn list_tasks(&self, user_id: i64, filter: &TaskFilter) -> Result<(Vec<Task>, u64), StoreError> {
+        let statements = ListQuery::new(filter);
+        let status = filter.status.map(|s| s.as_str());
+        let mut page = sqlx::query_as::<_, ListRow>(&statements.page).bind(user_id);
+        let mut count = sqlx::query_scalar::<_, i64>(&statements.count).bind(user_id);
+        if let Some(status) = status {
+            page = page.bind(status);
+            count = count.bind(status);
+        }
+        let rows =
+            page.bind(i64::from(filter.limit)).bind(sql::offset(filter)).fetch_all(&self.reads).await?;
+        sql::page(rows, filter, async { Ok(count.fetch_one(&self.reads).await?) }).await
+    }
+
+    async fn get_task(&self, user_id: i64, id: i64) -> Result<Option<Task>, StoreError> {
+        let row: Option<TaskRow> =
+            sqlx::query_as(sql::GET_TASK).bind(id).bind(user_id).fetch_optional(&self.reads).await?;
+        row.map(Task::try_from).transpose()
+    }
+
+    async fn update_task(
+        &self,
+        user_id: i64,
+        id: i64,
+        update: &TaskUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Task>, StoreError> {
+        let row: Option<TaskRow> = sqlx::query_as(sql::UPDATE_TASK)
+            .bind(id)
+            .bind(user_id)
+            .bind(&update.title)
+            .bind(update.description.is_some())
+            .bind(update.description.clone().flatten())
+            .bind(update.status.map(|s| s.as_str()))
+            .bind(now)
+            .fetch_optional(&self.writes)
+            .await?;
+        row.map(Task::try_from).transpose()
+    }
+
+    async fn delete_task(&self, user_id: i64, id: i64) -> Result<bool, StoreError> {
+        let gone: Option<i64> =
+            sqlx::query_scalar(sql::DELETE_TASK).bind(id).bind(user_id).fetch_optional(&self.writes).await?;
+        Ok(gone.is_some())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query(sql::PING).execute(&self.reads).await?;
+        Ok(())
+    }
+
+    fn pool_status(&self) -> (usize, usize) {
+        let (reads, reads_idle) = self.reads.status();
+        let (writes, writes_idle) = self.writes.status();
+        (reads + writes, reads_idle + writes_idle)
+    }
+
+    fn close(&self) {
+        self.reads.close();
+        self.writes.close();
+    }
+}
+
+#[async_trait]
+impl SessionStore for Sqlite {
+    async fn start_family(
+        &self,
+        family: &str,
+        user_id: i64,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        bounded(async {
+            let mut conn = self.writes.acquire().await?;
+            let mut tx = conn.begin().await?;
+            sqlx::query(sql::DELETE_EXPIRED_FAMILIES)
+                .bind(user_id)
+                .bind(super::now())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(sql::INSERT_FAMILY)
+                .bind(family)
+                .bind(user_id)
+                .bind(expires_at)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(sql::INSERT_TOKEN).bind(jti).bind(family).bind(expires_at).execute(&mut *tx).await?;
+            tx.commit().await?;
+            conn.release();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn rotate(
+        &self,
+        family: &str,
+        old_jti: &str,
+        new_jti: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Rotation, StoreError> {
+        bounded(async {
+            let mut conn = self.writes.acquire().await?;
+            let mut tx = conn.begin().await?;
+            let live: Option<String> = sqlx::query_scalar(sql::RENEW_FAMILY)
+                .bind(family)
+                .bind(expires_at)
+                .bind(super::now())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if live.is_none() {
+                return Ok(Rotation::FamilyRevoked);
+            }
+            let consumed: Option<String> = sqlx::query_scalar(sql::CONSUME_TOKEN)
+                .bind(old_jti)
+                .bind(family)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if consumed.is_none() {
+                return Ok(Rotation::Reused);
+            }
+            sqlx::query(sql::INSERT_TOKEN)
+                .bind(new_jti)
+                .bind(family)
+                .bind(expires_at)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            conn.release();
+            Ok(Rotation::Rotated)
+        })
+        .await
+    }
+
+    async fn is_active(&self, family: &str, jti: &str) -> Result<bool, StoreError> {
+        let found: Option<String> = sqlx::query_scalar(sql::TOKEN_IS_ACTIVE)
+            .bind(jti)
+            .bind(family)
+            .bind(super::now())
+            .fetch_optional(&self.reads)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    async fn revoke_family(&self, family: &str) -> Result<(), StoreError> {
+        sqlx::query(sql::REVOKE_FAMILY).bind(family).execute(&self.writes).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer waits for the one before it to finish; readers do not wait.
+    #[tokio::test]
+    async fn writers_take_turns_and_readers_do_not_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("store.db").display());
+        migrate(&url).await.unwrap();
+        let store = Sqlite::open(&url, 4).await.unwrap();
+        let user = store.create_user("someone", "x", Utc::now()).await.unwrap().id;
+
+        let first = store.writes.acquire().await.unwrap();
+        let second = store.writes.acquire();
+        tokio::pin!(second);
+        assert!(futures::poll!(&mut second).is_pending(), "the next writer waits");
+        let filter = TaskFilter { status: None, limit: 10, offset: 0, sort: Default::default() };
+        assert_eq!(
+            store.list_tasks(user, &filter).await.unwrap().1,
+            0,
+            "a reader does not wait for the writer"
+        );
+        drop(first);
+        drop(second.await.unwrap());
+        store.create_task(user, &NewTask::new("after"), Utc::now()).await.unwrap();
+        assert_eq!(store.pool_status(), (2, 2), "the reader's connection and the writer's, both counted");
+    }
+}
