@@ -16,17 +16,14 @@ wrk at CONNECTIONS connections:
               follows a run of scenario 1 alone on the same data, the p99 it is compared with
   6 refresh   POST /auth/refresh (rotation off: wrk repeats one body on every connection)
 
-plus pgbench running the server's own list query (prepared, same concurrency) as a floor. The
-floor runs alternately with scenario 1 (list, pgbench, list, pgbench, ...) on the same data, and
-its statement is the one the server sent, read back from pg_stat_activity, not a copy. Around
-those runs it reads /proc for the CPU each list request costs the server, PostgreSQL and the
-whole machine, and each pgbench transaction the whole machine: what bounds the ratio.
-After each pgbench run, two floor servers (bench/floor-server, built here too) run scenario 1
-with the same statement on 2 pipelined connections and the same JSON, and nothing else: one on
-Rocket 0.5.1 with no fairing, guard or log, one on bare hyper. Their ratios to pgbench show
-what the HTTP framework alone leaves of the floor, before any of Tasklane's own work.
-On PostgreSQL, scenario 1 with its floor, and scenario 5, run a second time with task reads on
-the pool (DATABASE_READ_PIPELINES=0; pipelined by default), on the same data as the default runs.
+On PostgreSQL, scenario 1 runs alternately with its floor (list, floor, pgbench, list, ...) on
+the same data: the floor is bench/floor-server, Rocket 0.5.1 answering the same request with the
+same driver, pool and statement as Tasklane and the same JSON, and nothing else (no auth, request
+id, log line or metrics), so the share of it that Tasklane reaches is what Tasklane's own work
+per request leaves. pgbench running that statement alone is shown beside it, for the database's
+own ceiling. The statement is the one the server sent, read back from pg_stat_activity, not a
+copy. Around those runs it reads /proc for the CPU each list request costs the server,
+PostgreSQL and the whole machine.
 Each scenario runs REPEAT times; the table shows medians (rps, p50, p99), the sum of errors and
 the peak RSS of the server during the scenario (VmHWM, reset before each run). Everything it
 starts, it stops.
@@ -86,22 +83,13 @@ def http(method, path, body=None, token=None):
 
 
 BINARY = ROOT / "target" / "release" / "tasklane-server"
-# PostgreSQL is also measured the other way an operator can serve task reads: on the pool.
-POOLED = "reads on the pool"
-POOLED_LIST = f"1 list, {POOLED}"
-POOLED_FLOOR = "pgbench: list query, beside it"
 STORM = "5 list + login storm"
 STORM_ALONE = "5 list alone, just before the storm"
-POOLED_STORM = f"{STORM}, {POOLED}"
-POOLED_STORM_ALONE = f"{STORM_ALONE}, {POOLED}"
 BASELINE = os.environ.get("BENCH_BASELINE")
-FLOOR_MANIFEST = ROOT / "bench" / "floor-server" / "Cargo.toml"
-FLOOR_BINARY = ROOT / "bench" / "floor-server" / "target" / "release" / "tasklane-floor-server"
+FLOOR_BINARY = ROOT / "target" / "release" / "tasklane-floor-server"
 FLOOR_PORT = int(os.environ.get("BENCH_FLOOR_PORT", "8791"))
-# The floor servers (bench/floor-server) answer scenario 1 with the server's own list statement on
-# 2 pipelined connections, as the default does, and the same JSON: nothing else, no auth, no
-# logging. One runs on Rocket 0.5.1, the framework Tasklane is built on, the other on bare hyper.
-FLOOR_SERVERS = (("floor server: bare Rocket", "rocket"), ("floor server: bare hyper", "hyper"))
+FLOOR = "floor: bare Rocket, same pool and statement"
+PGBENCH = "pgbench: the list statement alone"
 
 
 def wait_until_up(proc, port, seconds, failure):
@@ -246,17 +234,8 @@ def bench_backend(backend, work):
         list_scenario = lambda: wrk("list.lua", read_env)
         if backend == "postgres":
             reader_id = http("GET", "/auth/me", token=reader["access_token"])["id"]
-            rows["1 list"], rows["pgbench: list query"], floor_rows = list_and_floor(
-                server, list_scenario, env["DATABASE_URL"], reader_id, read_env, FLOOR_SERVERS)
-            rows.update(floor_rows)
-            # The same with task reads on the pool (pipelined by default; see DESIGN.md), on the
-            # same data.
-            server.stop()
-            server = start(DATABASE_READ_PIPELINES="0")
-            rows[POOLED_LIST], rows[POOLED_FLOOR], _ = list_and_floor(
+            rows["1 list"], rows[FLOOR], rows[PGBENCH] = list_and_floor(
                 server, list_scenario, env["DATABASE_URL"], reader_id, read_env)
-            server.stop()
-            server = start()
         else:
             rows["1 list"] = scenario(server, "list", list_scenario)
         rows["2 create"] = scenario(server, "create", lambda: wrk("create.lua", {"BENCH_TOKEN": writer["access_token"]}))
@@ -281,10 +260,8 @@ def bench_backend(backend, work):
             return median_of(alone), median_of(stormed)
         rows[STORM_ALONE], rows[STORM] = paired_storm("storm")
         rows["6 refresh"] = scenario(server, "refresh", lambda: wrk("refresh.lua", {"BENCH_REFRESH": reader["refresh_token"]}))
-        if backend == "postgres":
-            server.stop()
-            server = start(DATABASE_READ_PIPELINES="0")
-            rows[POOLED_STORM_ALONE], rows[POOLED_STORM] = paired_storm(f"storm, {POOLED}")
+        time.sleep(2)
+        rows["idle RSS, after the scenarios"] = {"rss": server.rss_mb()}
     finally:
         server.stop()
     if BASELINE:
@@ -373,29 +350,26 @@ def pgbench(url, script):
     return {"rps": tps, "p50": None, "p99": None, "errors": int(failed.group(1)) if failed else 0, "requests": done}
 
 
-def floor_server_run(http_kind, url, reader_id, sql, read_env):
-    """One run of scenario 1 against a floor server, on FLOOR_PORT beside the idle Tasklane."""
+def floor_server_run(url, reader_id, sql, read_env):
+    """One run of scenario 1 against the floor server, on FLOOR_PORT beside the idle Tasklane."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "RUST_LOG"))}
-    env.update(HTTP=http_kind, MODE="tp-pipe", CONNS="2", READER=str(reader_id), PORT=str(FLOOR_PORT),
-               DATABASE_URL=url, SQL=sql)
+    env.update(READER=str(reader_id), PORT=str(FLOOR_PORT), DATABASE_URL=url, SQL=sql)
     proc = subprocess.Popen([str(FLOOR_BINARY)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until_up(proc, FLOOR_PORT, 30, f"floor server ({http_kind}) did not start")
+        wait_until_up(proc, FLOOR_PORT, 30, "floor server did not start")
         return wrk("list.lua", read_env, port=FLOOR_PORT)
     finally:
         proc.terminate()
         proc.wait(timeout=15)
 
 
-def list_and_floor(server, list_scenario, url, reader_id, read_env, floor_servers=()):
-    """Scenario 1 and pgbench with the server's list statement, alternately, REPEAT times each, on
-    the same data: the machine's speed drifts over minutes, and the write scenarios grow the
-    table, so a floor measured at another time or after them would not be comparable. Each of
-    `floor_servers` runs scenario 1 too, after each pgbench run, its ratio taken to that run."""
-    lists, floors, ratios = [], [], []
-    others = {name: ([], []) for name, _ in floor_servers}
-    cpu = {name: [] for name in ("server", "PostgreSQL", "the rest (wrk, kernel threads)", "whole machine",
-                                 "pgbench transaction, whole machine")}
+def list_and_floor(server, list_scenario, url, reader_id, read_env):
+    """Scenario 1, the floor server and pgbench with the server's list statement, alternately,
+    REPEAT times each, on the same data: the machine's speed drifts over minutes, and the write
+    scenarios grow the table, so a floor measured at another time would not be comparable. Each
+    run's share is taken against the floor run just after it."""
+    lists, floors, pgbenches, shares = [], [], [], []
+    cpu = {name: [] for name in ("server", "PostgreSQL", "the rest (wrk, kernel threads)", "whole machine")}
     script = None
     try:
         for i in range(REPEAT):
@@ -411,25 +385,18 @@ def list_and_floor(server, list_scenario, url, reader_id, read_env, floor_server
             if script is None:
                 sql = sent_list_statement(url)
                 script = pgbench_script(sql, reader_id)
-            before = machine_ticks()
-            floor = pgbench(url, script)
-            cpu["pgbench transaction, whole machine"].append((machine_ticks() - before) * TICK_US / floor["requests"])
+            floor = floor_server_run(url, reader_id, sql, read_env)
             floors.append(floor)
-            ratios.append(listed["rps"] / floor["rps"])
-            log(f"pgbench run {i + 1}/{REPEAT}: {floor['rps']:.0f} tps; list/pgbench {ratios[-1]:.0%}")
-            for name, http_kind in floor_servers:
-                other = floor_server_run(http_kind, url, reader_id, sql, read_env)
-                others[name][0].append(other)
-                others[name][1].append(other["rps"] / floor["rps"])
-                log(f"{name} run {i + 1}/{REPEAT}: {other['rps']:.0f} rps, {other['errors']} errors; "
-                    f"of pgbench {others[name][1][-1]:.0%}")
+            shares.append(listed["rps"] / floor["rps"])
+            log(f"floor run {i + 1}/{REPEAT}: {floor['rps']:.0f} rps, {floor['errors']} errors; "
+                f"list/floor {shares[-1]:.0%}")
+            pgbenches.append(pgbench(url, script))
+            log(f"pgbench run {i + 1}/{REPEAT}: {pgbenches[-1]['rps']:.0f} tps")
     finally:
         if script is not None:
             script.unlink()
-    floor = median_of(floors)
-    floor.update(rss=None, ratios=ratios, cpu={k: statistics.median(v) for k, v in cpu.items()})
-    rows = {name: dict(median_of(runs), rss=None, ratios=rs) for name, (runs, rs) in others.items()}
-    return median_of(lists), floor, rows
+    floor = dict(median_of(floors), rss=None, shares=shares, cpu={k: statistics.median(v) for k, v in cpu.items()})
+    return median_of(lists), floor, dict(median_of(pgbenches), rss=None)
 
 
 def main():
@@ -437,10 +404,7 @@ def main():
         log("installing wrk")
         run(["apt-get", "install", "-y", "-qq", "wrk"], capture_output=True)
     log("building the server (release)")
-    run(["cargo", "build", "--release", "-q", "-p", "tasklane-server"], cwd=ROOT)
-    if "postgres" in BACKENDS:
-        log("building the floor servers (release)")
-        run(["cargo", "build", "--release", "-q", "--manifest-path", str(FLOOR_MANIFEST)], cwd=ROOT)
+    run(["cargo", "build", "--release", "-q", "-p", "tasklane-server", "-p", "tasklane-floor-server"], cwd=ROOT)
     work = tempfile.mkdtemp(prefix="tasklane-bench-")
     os.chmod(work, 0o755)  # PostgreSQL runs as its own user and must reach its data dir inside
     services = dict(os.environ, TASKLANE_PG_PORT=str(PG_PORT), TASKLANE_REDIS_PORT=str(REDIS_PORT),
@@ -477,33 +441,19 @@ def print_table(results):
             print(f"| {name} | {scenario} | {fmt(r.get('rps'), '.0f')} | {fmt(r.get('p50'), '.2f')} | "
                   f"{fmt(r.get('p99'), '.2f')} | {fmt(r.get('errors'), 'd')} | {fmt(r.get('rss'), '.1f')} |")
     pg = results.get("postgres", {})
-    for label, key in (("", "pgbench: list query"), (f", task {POOLED}", POOLED_FLOOR)):
-        if key not in pg:
-            continue
-        floor = pg[key]
-        ratios = floor["ratios"]
-        print(f"\nPostgreSQL list{label}: server at {statistics.median(ratios):.0%} of pgbench running its statement "
-              f"alone (median of the {len(ratios)} alternating pairs: {', '.join(f'{r:.0%}' for r in ratios)}).")
-        if not label:
-            for name, _ in FLOOR_SERVERS:
-                if name in pg:
-                    rs = pg[name]["ratios"]
-                    print(f"{name}: at {statistics.median(rs):.0%} of pgbench (each run against the pgbench run "
-                          f"before it: {', '.join(f'{r:.0%}' for r in rs)}).")
-        cpu = floor["cpu"]
+    if FLOOR in pg:
+        floor = pg[FLOOR]
+        shares = floor["shares"]
+        print(f"\nPostgreSQL list: Tasklane at {statistics.median(shares):.0%} of the floor server (median of the "
+              f"{len(shares)} alternating pairs: {', '.join(f'{r:.0%}' for r in shares)}); the floor at "
+              f"{floor['rps'] / pg[PGBENCH]['rps']:.0%} of pgbench.")
         print("CPU per list request, µs (medians, from /proc): " + ", ".join(
-            f"{name} {value:.0f}" for name, value in cpu.items() if not name.startswith("pgbench")) +
-            f"; per pgbench transaction, whole machine {cpu['pgbench transaction, whole machine']:.0f}.")
+            f"{name} {value:.0f}" for name, value in floor["cpu"].items()) + ".")
     for backend, rows in results.items():
-        for label, fresh, before, storm in (
-                ("", "1 list", STORM_ALONE, STORM),
-                (f", task {POOLED}", POOLED_LIST, POOLED_STORM_ALONE, POOLED_STORM)):
-            if before in rows and storm in rows:
-                p99 = rows[storm]["p99"]
-                print(f"{backend}{label}: list p99 under the login storm is {p99 / rows[before]['p99']:.1f}x its "
-                      f"p99 alone just before, on the same data; {p99 / rows[fresh]['p99']:.1f}x scenario 1's "
-                      f"on the fresh table.")
-
+        if STORM_ALONE in rows and STORM in rows:
+            p99 = rows[STORM]["p99"]
+            print(f"{backend}: list p99 under the login storm is {p99 / rows[STORM_ALONE]['p99']:.1f}x its p99 alone "
+                  f"just before, on the same data; {p99 / rows['1 list']['p99']:.1f}x scenario 1's on the fresh table.")
 
 if __name__ == "__main__":
     main()

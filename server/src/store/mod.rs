@@ -10,7 +10,7 @@
 //! Stores hold no HTTP; routes hold no SQL.
 
 mod error;
-mod pool;
+pub mod pool;
 mod postgres;
 mod redis;
 mod sql;
