@@ -10,7 +10,7 @@ use url::Url;
 
 use crate::client::{Answer, Auth, Client};
 use crate::error::request_id;
-use crate::types::{ListQuery, NewTask, Task, TaskSort, TaskStatus, TaskUpdate};
+use crate::types::{ListQuery, NewTask, Priority, Task, TaskSort, TaskStatus, TaskUpdate};
 use crate::{Error, Result};
 
 /// The header with the number of tasks that match a listing, across all pages.
@@ -171,6 +171,57 @@ impl<'c> ListTasks<'c> {
         self
     }
 
+    /// Only tasks of this priority.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.query.priority = Some(priority);
+        self
+    }
+
+    /// Only tasks carrying this label (compared ignoring case); each call adds one, and a task
+    /// must carry them all.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
+    /// use tasklane::{Priority, TaskSort};
+    ///
+    /// let week = chrono::Utc::now() + chrono::TimeDelta::days(7);
+    /// let urgent = client
+    ///     .tasks()
+    ///     .list()
+    ///     .label("home")
+    ///     .priority(Priority::High)
+    ///     .due_before(week)
+    ///     .search("rent")
+    ///     .sort(TaskSort::DueAt)
+    ///     .await?;
+    /// println!("{} urgent tasks at home", urgent.total.unwrap_or_default());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.query.labels.push(label.into());
+        self
+    }
+
+    /// Only tasks due before `at` (tasks without a due date are left out).
+    pub fn due_before(mut self, at: chrono::DateTime<chrono::Utc>) -> Self {
+        self.query.due_before = Some(at);
+        self
+    }
+
+    /// Only tasks due at or after `at` (tasks without a due date are left out).
+    pub fn due_after(mut self, at: chrono::DateTime<chrono::Utc>) -> Self {
+        self.query.due_after = Some(at);
+        self
+    }
+
+    /// Only tasks whose title or description contains `text`, ignoring case; a literal
+    /// substring, 1 to 200 characters.
+    pub fn search(mut self, text: impl Into<String>) -> Self {
+        self.query.q = Some(text.into());
+        self
+    }
+
     /// Replaces every setting with those of `query`.
     pub fn query(mut self, query: ListQuery) -> Self {
         self.query = query;
@@ -226,7 +277,8 @@ impl<'c> ListTasks<'c> {
         let mut url = self.client.endpoint("tasks/");
         {
             let mut pairs = url.query_pairs_mut();
-            let ListQuery { status, limit, offset, sort } = &self.query;
+            let ListQuery { status, limit, offset, sort, priority, labels, due_before, due_after, q } =
+                &self.query;
             if let Some(status) = status {
                 pairs.append_pair("status", status.as_str());
             }
@@ -238,6 +290,23 @@ impl<'c> ListTasks<'c> {
             }
             if let Some(sort) = sort {
                 pairs.append_pair("sort", sort.as_str());
+            }
+            if let Some(priority) = priority {
+                pairs.append_pair("priority", priority.as_str());
+            }
+            for label in labels {
+                pairs.append_pair("label", label);
+            }
+            let time =
+                |at: &chrono::DateTime<chrono::Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+            if let Some(at) = due_before {
+                pairs.append_pair("due_before", &time(at));
+            }
+            if let Some(at) = due_after {
+                pairs.append_pair("due_after", &time(at));
+            }
+            if let Some(q) = q {
+                pairs.append_pair("q", q);
             }
         }
         if url.query() == Some("") {

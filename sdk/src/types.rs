@@ -34,6 +34,16 @@ pub mod limits {
     pub const LIMIT_DEFAULT: u32 = 50;
     /// Largest request body the server accepts, in bytes.
     pub const BODY_MAX_BYTES: usize = 65_536;
+    /// Shortest label, after trimming.
+    pub const LABEL_MIN: usize = 1;
+    /// Longest label, after trimming.
+    pub const LABEL_MAX: usize = 32;
+    /// Most labels on one task (after duplicates collapse).
+    pub const LABELS_MAX: usize = 20;
+    /// Shortest search text (`q`).
+    pub const SEARCH_MIN: usize = 1;
+    /// Longest search text (`q`).
+    pub const SEARCH_MAX: usize = 200;
 
     /// A username as a regular expression (for the OpenAPI document).
     pub const USERNAME_PATTERN: &str = "^[A-Za-z0-9_.-]{3,64}$";
@@ -50,6 +60,15 @@ pub mod limits {
     );
     /// Text without NUL (which PostgreSQL cannot store), as a regular expression.
     pub const NO_NUL_PATTERN: &str = r"^[^\u0000]*$";
+    /// A label as given: whitespace around it, then 1 to 32 characters without control
+    /// characters (U+0000–U+001F, U+007F–U+009F), first and last not whitespace.
+    pub const LABEL_PATTERN: &str = concat!(
+        r"^[\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*",
+        r"[^\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\u0000-\u001F\u007F-\u009F]",
+        r"([^\u0000-\u001F\u007F-\u009F]{0,30}",
+        r"[^\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\u0000-\u001F\u007F-\u009F])?",
+        r"[\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
+    );
 }
 
 /// A secret string (password or token) whose `Debug` and `Display` never show the value.
@@ -253,6 +272,65 @@ impl std::str::FromStr for TaskStatus {
     }
 }
 
+/// How much a task matters. Ordered: `None` < `Low` < `Medium` < `High`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// No priority (the default).
+    #[default]
+    None,
+    /// Low.
+    Low,
+    /// Medium.
+    Medium,
+    /// High.
+    High,
+}
+
+impl Priority {
+    /// All priorities, lowest first.
+    pub const ALL: [Priority; 4] = [Priority::None, Priority::Low, Priority::Medium, Priority::High];
+
+    /// The wire name: `none`, `low`, `medium` or `high`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::None => "none",
+            Priority::Low => "low",
+            Priority::Medium => "medium",
+            Priority::High => "high",
+        }
+    }
+
+    /// The rank stored and sorted on: 0 for `None` to 3 for `High`.
+    pub fn rank(self) -> i16 {
+        self as i16
+    }
+
+    /// The priority of a rank; `None` for a rank out of range.
+    pub fn from_rank(rank: i16) -> Option<Priority> {
+        Priority::ALL.get(usize::try_from(rank).ok()?).copied()
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Priority {
+    type Err = ParseEnumError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Priority::ALL.into_iter().find(|v| v.as_str() == s).ok_or_else(|| ParseEnumError {
+            what: "priority",
+            value: s.to_owned(),
+            expected: "none, low, medium, high",
+        })
+    }
+}
+
 /// A task, as the server answers it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -274,6 +352,28 @@ pub struct Task {
     /// When the task last changed.
     #[serde(serialize_with = "rfc3339")]
     pub updated_at: DateTime<Utc>,
+    /// When the task is due, or null.
+    #[serde(default, serialize_with = "rfc3339_or_null")]
+    #[cfg_attr(feature = "schema", schemars(required))]
+    pub due_at: Option<DateTime<Utc>>,
+    /// How much the task matters.
+    #[serde(default)]
+    pub priority: Priority,
+    /// The task's labels, sorted by their lowercase form.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// When the task was last marked done; null unless its status is `done`.
+    #[serde(default, serialize_with = "rfc3339_or_null")]
+    #[cfg_attr(feature = "schema", schemars(required))]
+    pub completed_at: Option<DateTime<Utc>>,
+    /// 1 at creation, one more with every change.
+    #[serde(default = "first_version")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
+    pub version: i64,
+}
+
+fn first_version() -> i64 {
+    1
 }
 
 /// Body of `POST /tasks/`.
@@ -294,12 +394,61 @@ pub struct NewTask {
     /// Defaults to `pending`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<TaskStatus>,
+    /// When the task is due: an RFC 3339 date-time with an offset, stored in UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<DateTime<Utc>>,
+    /// Defaults to `none`; cannot be null.
+    #[serde(default, deserialize_with = "non_null", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Priority"))]
+    pub priority: Option<Priority>,
+    /// Each 1 to 32 characters after trimming, no control characters; at most 20. Defaults to
+    /// none; cannot be null.
+    #[serde(default, deserialize_with = "non_null", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Vec<Label>"))]
+    pub labels: Option<Vec<String>>,
 }
 
+/// One label as a request gives it (documentation of its rules for the OpenAPI document).
+#[cfg(feature = "schema")]
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+struct Label(#[schemars(regex(path = "limits::LABEL_PATTERN"))] String);
+
 impl NewTask {
-    /// A new task with a title, no description and the default status.
+    /// A new task with a title, no description and the default status and priority.
+    ///
+    /// ```
+    /// use tasklane::types::{NewTask, Priority};
+    /// let due = "2026-12-24T17:00:00+01:00".parse().unwrap();
+    /// let task = NewTask::new("Pay rent").due(due).priority(Priority::High).label("home");
+    /// assert_eq!(task.labels.as_deref(), Some(&["home".to_owned()][..]));
+    /// ```
     pub fn new(title: impl Into<String>) -> Self {
         Self { title: title.into(), ..Self::default() }
+    }
+
+    /// Sets when the task is due.
+    pub fn due(mut self, at: DateTime<Utc>) -> Self {
+        self.due_at = Some(at);
+        self
+    }
+
+    /// Sets the priority.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// Adds a label.
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.labels.get_or_insert_with(Vec::new).push(label.into());
+        self
+    }
+
+    /// Sets every label at once.
+    pub fn labels<I: IntoIterator<Item = S>, S: Into<String>>(mut self, labels: I) -> Self {
+        self.labels = Some(labels.into_iter().map(Into::into).collect());
+        self
     }
 
     /// Sets the description.
@@ -324,8 +473,20 @@ impl NewTask {
     /// ```
     pub fn validate(&self) -> Result<NewTask, Vec<FieldError>> {
         let title = self.title.trim();
-        collect([validate_title(title), self.description.as_deref().map_or(Ok(()), validate_description)])?;
-        Ok(NewTask { title: title.to_owned(), description: self.description.clone(), status: self.status })
+        let labels = self.labels.as_deref().map(normalize_labels);
+        collect([
+            validate_title(title),
+            self.description.as_deref().map_or(Ok(()), validate_description),
+            labels.clone().map_or(Ok(()), |l| l.map(drop)),
+        ])?;
+        Ok(NewTask {
+            title: title.to_owned(),
+            description: self.description.clone(),
+            status: self.status,
+            due_at: self.due_at.map(whole_microseconds),
+            priority: self.priority,
+            labels: labels.transpose().ok().flatten(),
+        })
     }
 }
 
@@ -356,6 +517,18 @@ pub struct TaskUpdate {
     #[serde(default, deserialize_with = "non_null", skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(with = "TaskStatus"))]
     pub status: Option<TaskStatus>,
+    /// New due date; `Some(None)` clears it.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<DateTime<Utc>>"))]
+    pub due_at: Option<Option<DateTime<Utc>>>,
+    /// New priority (it cannot be null).
+    #[serde(default, deserialize_with = "non_null", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Priority"))]
+    pub priority: Option<Priority>,
+    /// The new set of labels, replacing the old one (it cannot be null).
+    #[serde(default, deserialize_with = "non_null", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Vec<Label>"))]
+    pub labels: Option<Vec<String>>,
 }
 
 impl TaskUpdate {
@@ -388,9 +561,50 @@ impl TaskUpdate {
         self
     }
 
+    /// Changes when the task is due.
+    ///
+    /// ```
+    /// use tasklane::types::{Priority, TaskUpdate};
+    /// let update = TaskUpdate::new().clear_due().priority(Priority::Low).label("errands");
+    /// assert_eq!(update.due_at, Some(None));
+    /// ```
+    pub fn due(mut self, at: DateTime<Utc>) -> Self {
+        self.due_at = Some(Some(at));
+        self
+    }
+
+    /// Clears the due date.
+    pub fn clear_due(mut self) -> Self {
+        self.due_at = Some(None);
+        self
+    }
+
+    /// Changes the priority.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// Adds a label to the new set (an update replaces the whole set).
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.labels.get_or_insert_with(Vec::new).push(label.into());
+        self
+    }
+
+    /// Replaces the labels with `labels` (empty: no labels).
+    pub fn labels<I: IntoIterator<Item = S>, S: Into<String>>(mut self, labels: I) -> Self {
+        self.labels = Some(labels.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// Whether the update changes no field.
     pub fn is_empty(&self) -> bool {
-        self.title.is_none() && self.description.is_none() && self.status.is_none()
+        self.title.is_none()
+            && self.description.is_none()
+            && self.status.is_none()
+            && self.due_at.is_none()
+            && self.priority.is_none()
+            && self.labels.is_none()
     }
 
     /// Checks the rules and returns the update as it will be applied (title trimmed).
@@ -402,17 +616,22 @@ impl TaskUpdate {
     /// ```
     pub fn validate(&self) -> Result<TaskUpdate, Vec<FieldError>> {
         let title = self.title.as_deref().map(str::trim);
+        let labels = self.labels.as_deref().map(normalize_labels);
         collect([
             title.map_or(Ok(()), validate_title),
             match &self.description {
                 Some(Some(d)) => validate_description(d),
                 _ => Ok(()),
             },
+            labels.clone().map_or(Ok(()), |l| l.map(drop)),
         ])?;
         Ok(TaskUpdate {
             title: title.map(str::to_owned),
             description: self.description.clone(),
             status: self.status,
+            due_at: self.due_at.map(|due| due.map(whole_microseconds)),
+            priority: self.priority,
+            labels: labels.transpose().ok().flatten(),
         })
     }
 }
@@ -440,17 +659,33 @@ pub enum TaskSort {
     /// By title, Z to A.
     #[serde(rename = "-title")]
     TitleDesc,
+    /// Soonest due first; tasks without a due date last.
+    #[serde(rename = "due_at")]
+    DueAt,
+    /// Latest due first; tasks without a due date last.
+    #[serde(rename = "-due_at")]
+    DueAtDesc,
+    /// Lowest priority first (`none`, `low`, `medium`, `high`).
+    #[serde(rename = "priority")]
+    Priority,
+    /// Highest priority first.
+    #[serde(rename = "-priority")]
+    PriorityDesc,
 }
 
 impl TaskSort {
     /// Every sort order.
-    pub const ALL: [TaskSort; 6] = [
+    pub const ALL: [TaskSort; 10] = [
         TaskSort::CreatedAt,
         TaskSort::CreatedAtDesc,
         TaskSort::UpdatedAt,
         TaskSort::UpdatedAtDesc,
         TaskSort::Title,
         TaskSort::TitleDesc,
+        TaskSort::DueAt,
+        TaskSort::DueAtDesc,
+        TaskSort::Priority,
+        TaskSort::PriorityDesc,
     ];
 
     /// The wire name, such as `-created_at`.
@@ -462,6 +697,10 @@ impl TaskSort {
             TaskSort::UpdatedAtDesc => "-updated_at",
             TaskSort::Title => "title",
             TaskSort::TitleDesc => "-title",
+            TaskSort::DueAt => "due_at",
+            TaskSort::DueAtDesc => "-due_at",
+            TaskSort::Priority => "priority",
+            TaskSort::PriorityDesc => "-priority",
         }
     }
 }
@@ -479,12 +718,13 @@ impl std::str::FromStr for TaskSort {
         TaskSort::ALL.into_iter().find(|v| v.as_str() == s).ok_or_else(|| ParseEnumError {
             what: "sort",
             value: s.to_owned(),
-            expected: "created_at, -created_at, updated_at, -updated_at, title, -title",
+            expected: "created_at, -created_at, updated_at, -updated_at, title, -title, due_at, -due_at, \
+                       priority, -priority",
         })
     }
 }
 
-/// The query of `GET /tasks/`. Absent fields take the server's defaults.
+/// The query of `GET /tasks/`. Absent fields take the server's defaults; the filters combine.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
@@ -500,18 +740,41 @@ pub struct ListQuery {
     /// Order (default `-created_at`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sort: Option<TaskSort>,
+    /// Only tasks of this priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    /// Only tasks carrying every one of these labels (compared ignoring case).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// Only tasks due before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_before: Option<DateTime<Utc>>,
+    /// Only tasks due at or after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_after: Option<DateTime<Utc>>,
+    /// Only tasks whose title or description contains this text, ignoring case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q: Option<String>,
 }
 
 impl ListQuery {
-    /// Checks the page size.
+    /// Checks the page size, the labels and the search text.
     ///
     /// ```
     /// use tasklane::types::ListQuery;
     /// assert!(ListQuery { limit: Some(100), ..Default::default() }.validate().is_ok());
     /// assert!(ListQuery { limit: Some(0), ..Default::default() }.validate().is_err());
+    /// assert!(ListQuery { q: Some(String::new()), ..Default::default() }.validate().is_err());
     /// ```
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
-        collect([validate_limit(self.limit)])
+        let mut errors: Vec<FieldError> = validate_limit(self.limit).err().into_iter().collect();
+        errors.extend(self.labels.iter().find_map(|l| validate_label("label", l).err()));
+        errors.extend(self.q.as_deref().and_then(|q| validate_search(q).err()));
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 
     /// The page size in effect.
@@ -645,6 +908,61 @@ pub fn validate_limit(limit: Option<u32>) -> Result<(), FieldError> {
     }
 }
 
+/// Checks one label (a task's, or a filter's, named `field`): 1 to 32 characters after
+/// trimming, no control characters. Returns it trimmed.
+pub fn validate_label<'a>(field: &str, label: &'a str) -> Result<&'a str, FieldError> {
+    let label = label.trim();
+    let len = label.chars().count();
+    if !(limits::LABEL_MIN..=limits::LABEL_MAX).contains(&len) || label.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "each label must be {} to {} characters after trimming, without control characters",
+                limits::LABEL_MIN,
+                limits::LABEL_MAX
+            ),
+        ));
+    }
+    Ok(label)
+}
+
+/// A task's labels as they are stored: each trimmed and checked, duplicates ignoring case
+/// collapsed to their first spelling, at most 20, sorted by their lowercase form.
+///
+/// ```
+/// use tasklane::types::normalize_labels;
+/// let labels = normalize_labels(&[" Home".into(), "work".into(), "HOME".into()]).unwrap();
+/// assert_eq!(labels, ["Home", "work"]);
+/// ```
+pub fn normalize_labels(labels: &[String]) -> Result<Vec<String>, FieldError> {
+    let mut kept: Vec<(String, String)> = Vec::with_capacity(labels.len());
+    for label in labels {
+        let label = validate_label("labels", label)?;
+        let key = label.to_lowercase();
+        if !kept.iter().any(|(k, _)| *k == key) {
+            kept.push((key, label.to_owned()));
+        }
+    }
+    if kept.len() > limits::LABELS_MAX {
+        return Err(FieldError::new("labels", format!("at most {} labels", limits::LABELS_MAX)));
+    }
+    kept.sort();
+    Ok(kept.into_iter().map(|(_, label)| label).collect())
+}
+
+/// Checks a search text (`q`): 1 to 200 characters.
+pub fn validate_search(q: &str) -> Result<(), FieldError> {
+    let len = q.chars().count();
+    if (limits::SEARCH_MIN..=limits::SEARCH_MAX).contains(&len) {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            "q",
+            format!("must be {} to {} characters", limits::SEARCH_MIN, limits::SEARCH_MAX),
+        ))
+    }
+}
+
 // Text columns cannot hold U+0000 in PostgreSQL; refusing it here keeps both backends alike.
 fn no_nul(field: &str, value: &str) -> Result<(), FieldError> {
     if value.contains('\0') {
@@ -652,6 +970,12 @@ fn no_nul(field: &str, value: &str) -> Result<(), FieldError> {
     } else {
         Ok(())
     }
+}
+
+/// `at` truncated to whole microseconds, the precision both databases keep, so that a due date
+/// reads back as it was answered.
+fn whole_microseconds(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
 }
 
 fn collect<const N: usize>(checks: [Result<(), FieldError>; N]) -> Result<(), Vec<FieldError>> {
@@ -689,6 +1013,13 @@ fn rfc3339<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S:
     serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::AutoSi, true))
 }
 
+fn rfc3339_or_null<S: Serializer>(at: &Option<DateTime<Utc>>, serializer: S) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => rfc3339(at, serializer),
+        None => serializer.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -712,10 +1043,64 @@ mod tests {
                 user_id: 1,
                 created_at: at,
                 updated_at: at,
+                due_at: None,
+                priority: Priority::High,
+                labels: vec!["a".into()],
+                completed_at: Some(at),
+                version: 2,
             })
             .unwrap()["updated_at"],
             "2023-11-14T22:13:20.000000005Z"
         );
+    }
+
+    #[test]
+    fn priorities_order_and_round_trip() {
+        assert!(
+            Priority::None < Priority::Low
+                && Priority::Low < Priority::Medium
+                && Priority::Medium < Priority::High
+        );
+        for p in Priority::ALL {
+            assert_eq!(p.as_str().parse::<Priority>().unwrap(), p);
+            assert_eq!(Priority::from_rank(p.rank()), Some(p));
+            assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
+        }
+        assert_eq!(Priority::from_rank(4), None);
+        assert!("urgent".parse::<Priority>().is_err());
+    }
+
+    #[test]
+    fn new_fields_tell_absent_from_null() {
+        let u: TaskUpdate = serde_json::from_str(r#"{"due_at":null}"#).unwrap();
+        assert_eq!(u.due_at, Some(None));
+        assert!(!u.is_empty());
+        assert!(serde_json::from_str::<TaskUpdate>(r#"{"priority":null}"#).is_err());
+        assert!(serde_json::from_str::<TaskUpdate>(r#"{"labels":null}"#).is_err());
+        assert!(serde_json::from_str::<NewTask>(r#"{"title":"t","labels":null}"#).is_err());
+        assert!(serde_json::from_str::<NewTask>(r#"{"title":"t","due_at":"2026-12-24"}"#).is_err());
+        assert!(serde_json::from_str::<NewTask>(r#"{"title":"t","due_at":"2026-12-24T17:00:00"}"#).is_err());
+        let t: NewTask =
+            serde_json::from_str(r#"{"title":"t","due_at":"2026-12-24T17:00:00.1234567+01:00"}"#).unwrap();
+        let stored = t.validate().unwrap().due_at.unwrap();
+        assert_eq!(stored.to_rfc3339_opts(SecondsFormat::AutoSi, true), "2026-12-24T16:00:00.123456Z");
+        let json = serde_json::to_value(TaskUpdate::new().clear_due().priority(Priority::Low)).unwrap();
+        assert_eq!(json, serde_json::json!({"due_at": null, "priority": "low"}));
+    }
+
+    #[test]
+    fn labels_follow_the_rules() {
+        let labels = |l: &[&str]| normalize_labels(&l.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(labels(&[" b ", "A", "a", "Äpfel", "äPFEL"]).unwrap(), ["A", "b", "Äpfel"]);
+        assert!(labels(&[""]).is_err());
+        assert!(labels(&["x\u{7}"]).is_err());
+        assert!(labels(&[&"é".repeat(33)]).is_err());
+        assert!(labels(&[&"é".repeat(32)]).is_ok());
+        let many: Vec<String> = (0..21).map(|i| i.to_string()).collect();
+        assert_eq!(normalize_labels(&many).unwrap_err().field, "labels");
+        assert_eq!(normalize_labels(&many[..20]).unwrap().len(), 20);
+        assert!(NewTask::new("t").label("").validate().is_err());
+        assert_eq!(NewTask::new("t").label(" x ").validate().unwrap().labels.unwrap(), ["x"]);
     }
 
     #[test]

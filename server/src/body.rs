@@ -24,9 +24,11 @@ use crate::error::ApiError;
 /// [`BODY_READ_TIMEOUT`] is 408 (Rocket 0.5 sets no read deadline of its own, so a client that
 /// stops sending would hold its request forever). A `Content-Type` other than JSON, or one that
 /// does not parse, or a charset other than UTF-8, or a `Content-Encoding` (gzip and the like),
-/// is 415 (a missing type is taken as JSON, as the service Tasklane replaces did). Bad syntax is 400; a well-formed body of the wrong shape
-/// (not an object, unknown field, a field given twice, wrong type, bad enum value, a nested
-/// object or array: every body of this API is a flat object) is 422 and names the field.
+/// is 415 (a missing type is taken as JSON, as the service Tasklane replaces did). Bad syntax
+/// is 400; a well-formed body of the wrong shape (not an object, unknown field, a field given
+/// twice, wrong type, bad enum value, a nested object, or an array holding anything but plain
+/// values: every body of this API is a flat object, `labels` its one list) is 422 and names the
+/// field.
 pub struct JsonBody<T>(pub T);
 
 /// How long a request body may take to arrive: 64 KiB in 10 s is 6.4 KB/s, well below any
@@ -107,7 +109,11 @@ async fn parse<T: DeserializeOwned + JsonSchema>(req: &Request<'_>, data: Data<'
     if let Some(key) = serde_json::from_slice::<Keys>(&bytes).ok().and_then(Keys::repeated) {
         return Err(ApiError::invalid(key, "given more than once"));
     }
-    let nested = object.iter().find(|(_, v)| v.is_object() || v.is_array()).map(|(k, _)| k.clone());
+    let flat = |v: &serde_json::Value| !v.is_object() && !v.is_array();
+    let nested = object
+        .iter()
+        .find(|(_, v)| v.is_object() || v.as_array().is_some_and(|items| !items.iter().all(flat)))
+        .map(|(k, _)| k.clone());
     let value = serde_path_to_error::deserialize(&json).map_err(|err| {
         let message = err.inner().to_string();
         if message.starts_with("missing field `") {
@@ -120,15 +126,19 @@ async fn parse<T: DeserializeOwned + JsonSchema>(req: &Request<'_>, data: Data<'
                 return ApiError::Validation(errors);
             }
         }
+        // The field itself, not a position inside it (`labels`, not `labels[0]`).
         let field = match err.path().to_string().as_str() {
             "." => named_field(&message).unwrap_or_else(|| "body".to_owned()),
-            path => path.to_owned(),
+            path => path.split(['[', '.']).next().unwrap_or(path).to_owned(),
         };
         ApiError::invalid(field, message)
     })?;
     // Checked after the shape, so an unknown or mistyped field is reported as such first.
     if let Some(field) = nested {
-        return Err(ApiError::invalid(field, "must be a string, a number, a boolean or null"));
+        return Err(ApiError::invalid(
+            field,
+            "must be a string, a number, a boolean, null or a list of them",
+        ));
     }
     Ok(value)
 }

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use rocket::serde::json::Json;
 use rocket::State;
 use sqlx::PgConnection;
-use tasklane::types::Task;
+use tasklane::types::{Priority, Task};
 use tasklane_server::store::pool::SqlPool;
 
 /// The allocator Tasklane runs with, so that the two differ only in what they do per request.
@@ -37,6 +37,11 @@ struct Row {
     status: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    due_at: Option<DateTime<Utc>>,
+    priority: i16,
+    labels: String,
+    completed_at: Option<DateTime<Utc>>,
+    version: i64,
 }
 
 #[rocket::get("/tasks")]
@@ -58,6 +63,11 @@ async fn list(floor: &State<Floor>) -> Json<Vec<Task>> {
                 user_id: r.user_id,
                 created_at: r.created_at,
                 updated_at: r.updated_at,
+                due_at: r.due_at,
+                priority: Priority::from_rank(r.priority).expect("a priority"),
+                labels: serde_json::from_str(&r.labels).expect("labels"),
+                completed_at: r.completed_at,
+                version: r.version,
             })
             .collect(),
     )

@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use rocket::async_trait;
 use rocket::figment::Figment;
 use serde::{Deserialize, Serialize};
-use tasklane::types::{NewTask, Task, TaskSort, TaskStatus, TaskUpdate, User};
+use tasklane::types::{NewTask, Priority, Task, TaskSort, TaskStatus, TaskUpdate, User};
 
 use crate::config::DatabaseUrl;
 
@@ -59,10 +59,20 @@ pub struct UserCredentials {
 }
 
 /// Which of a user's tasks to list, and how.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TaskFilter {
     /// Only this status.
     pub status: Option<TaskStatus>,
+    /// Only this priority.
+    pub priority: Option<Priority>,
+    /// Only tasks carrying each of these labels (compared ignoring case).
+    pub labels: Vec<String>,
+    /// Only tasks due before this time.
+    pub due_before: Option<DateTime<Utc>>,
+    /// Only tasks due at or after this time.
+    pub due_after: Option<DateTime<Utc>>,
+    /// Only tasks whose title or description contains this, ignoring case.
+    pub q: Option<String>,
     /// Page size.
     pub limit: u32,
     /// Tasks skipped.

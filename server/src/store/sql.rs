@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolOptions;
 use sqlx::Connection;
-use tasklane::types::{Task, TaskSort, User};
+use tasklane::types::{Priority, Task, TaskSort, User};
 
 use super::{StoreError, TaskFilter, UserCredentials, BACKEND_TIMEOUT};
 
@@ -20,53 +20,108 @@ pub const FIND_CREDENTIALS: &str =
     "SELECT id, username, created_at, password_hash FROM users WHERE lower(username) = lower($1)";
 pub const GET_USER: &str = "SELECT id, username, created_at FROM users WHERE id = $1";
 
-/// A task's columns, in the order [`TaskRow`] reads them.
+/// A task's columns, as [`TaskRow`] reads them.
 macro_rules! task_columns {
     () => {
-        "id, user_id, title, description, status, created_at, updated_at"
+        "id, user_id, title, description, status, created_at, updated_at, due_at, priority, labels, \
+         completed_at, version"
     };
 }
 
+/// Binds: user, title, description, status, the time, due, priority rank, labels (JSON), and
+/// the completion time (the time, if created done). The version starts at 1.
 pub const INSERT_TASK: &str = concat!(
-    "INSERT INTO tasks (user_id, title, description, status, created_at, updated_at)
-     VALUES ($1, $2, $3, $4, $5, $5) RETURNING ",
+    "INSERT INTO tasks (user_id, title, description, status, created_at, updated_at, due_at, priority, labels,
+                        completed_at)
+     VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9) RETURNING ",
     task_columns!()
 );
 pub const GET_TASK: &str = concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1 AND user_id = $2");
 /// Binds: id, user, title (null keeps it), whether the description changes, the description,
-/// status (null keeps it), the time.
+/// status (null keeps it), whether the due date changes, the due date, priority rank (null keeps
+/// it), labels (JSON; null keeps them), the time. `completed_at` follows the status: set to the
+/// time when the task becomes done, kept while it stays done, cleared when it leaves done.
+/// Every update is a change: the version goes up by one, as `updated_at` moves.
 pub const UPDATE_TASK: &str = concat!(
     "UPDATE tasks SET
         title = COALESCE($3, title),
         description = CASE WHEN $4 THEN $5 ELSE description END,
         status = COALESCE($6, status),
-        updated_at = $7
+        due_at = CASE WHEN $7 THEN $8 ELSE due_at END,
+        priority = COALESCE($9, priority),
+        labels = COALESCE($10, labels),
+        completed_at = CASE
+            WHEN COALESCE($6, status) <> 'done' THEN NULL
+            WHEN status = 'done' THEN completed_at
+            ELSE $11
+        END,
+        updated_at = $11,
+        version = version + 1
      WHERE id = $1 AND user_id = $2
      RETURNING ",
     task_columns!()
 );
+/// A task's labels for the filter: task, user, label (lowercase).
+pub const INSERT_LABEL: &str = "INSERT INTO task_labels (task_id, user_id, label) VALUES ($1, $2, $3)";
+pub const DELETE_LABELS: &str = "DELETE FROM task_labels WHERE task_id = $1";
 pub const DELETE_TASK: &str = "DELETE FROM tasks WHERE id = $1 AND user_id = $2 RETURNING id";
 pub const PING: &str = "SELECT 1";
 
-/// A listing statement and its count, for [`ListQuery::binds`]: the user, then the status if
-/// the filter has one, then limit and offset (the count takes only the first ones).
-pub struct ListQuery {
+/// A value bound to a listing's statement.
+#[derive(Clone, Debug)]
+pub enum Value {
+    Int(i64),
+    Text(String),
+    Time(DateTime<Utc>),
+}
+
+/// A listing's statements and what they bind, in order: the page binds all of `values`, the
+/// count all but the last two (limit and offset).
+pub struct Listing {
     /// The page, with the number of matching tasks in every row's `total`.
     pub page: String,
     /// The number of matching tasks, for a page past the end (which has no rows to carry it).
     pub count: String,
+    pub values: Vec<Value>,
 }
 
-impl ListQuery {
+impl Listing {
     /// The statements for `filter`. Listing is one statement: the total rides along with the
     /// page as an uncorrelated scalar subquery, which both databases evaluate once from the
-    /// `(user_id, ...)` index (DESIGN.md says why not two statements, or `COUNT(*) OVER ()`).
-    pub fn new(filter: &TaskFilter) -> Self {
+    /// `(user_id, ...)` indexes (DESIGN.md says why not two statements). The backend words the
+    /// search condition: `search(q, next placeholder)` gives the SQL and the value it binds.
+    pub fn new(user_id: i64, filter: &TaskFilter, search: impl Fn(&str, &str) -> (String, Value)) -> Self {
+        let mut values = vec![Value::Int(user_id)];
+        // Binds `value` next; its placeholder.
+        fn next(value: Value, values: &mut Vec<Value>) -> String {
+            values.push(value);
+            format!("${}", values.len())
+        }
         let mut conditions = "user_id = $1".to_owned();
-        let mut next = 2;
-        if filter.status.is_some() {
-            conditions.push_str(&format!(" AND status = ${next}"));
-            next += 1;
+        if let Some(status) = filter.status {
+            conditions +=
+                &format!(" AND status = {}", next(Value::Text(status.as_str().to_owned()), &mut values));
+        }
+        if let Some(priority) = filter.priority {
+            conditions +=
+                &format!(" AND priority = {}", next(Value::Int(priority.rank().into()), &mut values));
+        }
+        for label in &filter.labels {
+            let label = next(Value::Text(label.to_lowercase()), &mut values);
+            conditions += &format!(
+                " AND id IN (SELECT task_id FROM task_labels WHERE user_id = $1 AND label = {label})"
+            );
+        }
+        if let Some(at) = filter.due_before {
+            conditions += &format!(" AND due_at < {}", next(Value::Time(at), &mut values));
+        }
+        if let Some(at) = filter.due_after {
+            conditions += &format!(" AND due_at >= {}", next(Value::Time(at), &mut values));
+        }
+        if let Some(q) = &filter.q {
+            let (condition, value) = search(q, &format!("${}", values.len() + 1));
+            values.push(value);
+            conditions += &format!(" AND {condition}");
         }
         let order = match filter.sort {
             TaskSort::CreatedAt => "created_at ASC, id ASC",
@@ -75,22 +130,51 @@ impl ListQuery {
             TaskSort::UpdatedAtDesc => "updated_at DESC, id DESC",
             TaskSort::Title => "title ASC, id ASC",
             TaskSort::TitleDesc => "title DESC, id DESC",
+            // Written as the indexes are, so that they serve the order.
+            TaskSort::DueAt => "(due_at IS NULL) ASC, due_at ASC, id ASC",
+            TaskSort::DueAtDesc => "(due_at IS NULL) ASC, due_at DESC, id DESC",
+            TaskSort::Priority => "priority ASC, id ASC",
+            TaskSort::PriorityDesc => "priority DESC, id DESC",
         };
         let count = format!("SELECT COUNT(*) FROM tasks WHERE {conditions}");
+        let limit = next(Value::Int(filter.limit.into()), &mut values);
+        let offset = next(Value::Int(i64::try_from(filter.offset).unwrap_or(i64::MAX)), &mut values);
         let page = format!(
-            "SELECT {}, ({count}) AS total FROM tasks WHERE {conditions} ORDER BY {order} LIMIT ${} OFFSET ${}",
-            task_columns!(),
-            next,
-            next + 1
+            "SELECT {}, ({count}) AS total FROM tasks WHERE {conditions} ORDER BY {order} LIMIT {limit} OFFSET {offset}",
+            task_columns!()
         );
-        Self { page, count }
+        Self { page, count, values }
+    }
+
+    /// The values the count binds.
+    pub fn count_values(&self) -> &[Value] {
+        &self.values[..self.values.len() - 2]
     }
 }
 
-/// The offset as the databases take it: validated upstream, saturating keeps an absurd one an
-/// empty page rather than an error.
-pub fn offset(filter: &TaskFilter) -> i64 {
-    i64::try_from(filter.offset).unwrap_or(i64::MAX)
+/// Binds one listing [`Value`] to a page or a count query (two types with the same `bind`).
+macro_rules! bind {
+    ($query:expr, $value:expr) => {
+        match $value {
+            Value::Int(v) => $query.bind(*v),
+            Value::Text(v) => $query.bind(v.as_str()),
+            Value::Time(v) => $query.bind(*v),
+        }
+    };
+}
+pub(super) use bind;
+
+/// `text` as a literal in a LIKE pattern with `ESCAPE '\'`: `%`, `_` and `\` match only
+/// themselves.
+pub fn like_literal(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len() + 2);
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
 /// A task as stored.
@@ -103,22 +187,46 @@ pub struct TaskRow {
     status: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    due_at: Option<DateTime<Utc>>,
+    priority: i16,
+    labels: String,
+    completed_at: Option<DateTime<Utc>>,
+    version: i64,
+}
+
+impl TaskRow {
+    /// The task's id.
+    pub fn id(&self) -> i64 {
+        self.id
+    }
 }
 
 impl TryFrom<TaskRow> for Task {
     type Error = StoreError;
 
     fn try_from(row: TaskRow) -> Result<Self, StoreError> {
+        let bad = |what: String| StoreError::Internal(format!("task {}: {what}", row.id));
         Ok(Task {
             id: row.id,
             title: row.title,
             description: row.description,
-            status: row.status.parse().map_err(|e| StoreError::Internal(format!("task {}: {e}", row.id)))?,
+            status: row.status.parse().map_err(|e| bad(format!("{e}")))?,
             user_id: row.user_id,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            due_at: row.due_at,
+            priority: Priority::from_rank(row.priority)
+                .ok_or_else(|| bad(format!("priority {}", row.priority)))?,
+            labels: serde_json::from_str(&row.labels).map_err(|e| bad(format!("labels: {e}")))?,
+            completed_at: row.completed_at,
+            version: row.version,
         })
     }
+}
+
+/// Labels as the `labels` column holds them.
+pub fn labels_json(labels: &[String]) -> String {
+    serde_json::to_string(labels).unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// A listed task and the number of tasks matching the listing.

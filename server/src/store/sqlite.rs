@@ -12,10 +12,10 @@ use chrono::{DateTime, Utc};
 use rocket::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, SqliteConnection};
-use tasklane::types::{NewTask, Task, TaskUpdate, User};
+use tasklane::types::{NewTask, Task, TaskStatus, TaskUpdate, User};
 
 use super::pool::SqlPool;
-use super::sql::{self, CredentialsRow, ListQuery, ListRow, TaskRow, UserRow};
+use super::sql::{self, bind, CredentialsRow, ListRow, Listing, TaskRow, UserRow, Value};
 use super::{
     bounded, Rotation, SessionStore, Store, StoreError, TaskFilter, UserCredentials, BACKEND_TIMEOUT,
 };
@@ -124,29 +124,72 @@ impl Store for Sqlite {
         task: &NewTask,
         now: DateTime<Utc>,
     ) -> Result<Task, StoreError> {
-        let row: TaskRow = sqlx::query_as(sql::INSERT_TASK)
+        let labels = task.labels.clone().unwrap_or_default();
+        let status = task.status.unwrap_or_default();
+        let insert = sqlx::query_as(sql::INSERT_TASK)
             .bind(user_id)
             .bind(&task.title)
             .bind(&task.description)
-            .bind(task.status.unwrap_or_default().as_str())
+            .bind(status.as_str())
             .bind(now)
-            .fetch_one(&self.writes)
-            .await?;
+            .bind(task.due_at)
+            .bind(task.priority.unwrap_or_default().rank())
+            .bind(sql::labels_json(&labels))
+            .bind((status == TaskStatus::Done).then_some(now));
+        let row: TaskRow = if labels.is_empty() {
+            insert.fetch_one(&self.writes).await?
+        } else {
+            bounded(async {
+                let mut conn = self.writes.acquire().await?;
+                let mut tx = conn.begin().await?;
+                let row: TaskRow = insert.fetch_one(&mut *tx).await?;
+                for label in &labels {
+                    let label = label.to_lowercase();
+                    sqlx::query(sql::INSERT_LABEL)
+                        .bind(row.id())
+                        .bind(user_id)
+                        .bind(label)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                conn.release();
+                Ok::<_, StoreError>(row)
+            })
+            .await?
+        };
         row.try_into()
     }
 
     async fn list_tasks(&self, user_id: i64, filter: &TaskFilter) -> Result<(Vec<Task>, u64), StoreError> {
-        let statements = ListQuery::new(filter);
-        let status = filter.status.map(|s| s.as_str());
-        let mut page = sqlx::query_as::<_, ListRow>(&statements.page).bind(user_id);
-        let mut count = sqlx::query_scalar::<_, i64>(&statements.count).bind(user_id);
-        if let Some(status) = status {
-            page = page.bind(status);
-            count = count.bind(status);
+        // The trigram index answers a phrase of 3 characters or more (folding case by Unicode's
+        // rules); a shorter one is a LIKE over the user's tasks, which folds ASCII only.
+        let search = |q: &str, n: &str| {
+            if q.chars().count() >= 3 {
+                let phrase = format!("\"{}\"", q.replace('"', "\"\""));
+                (
+                    format!("id IN (SELECT rowid FROM tasks_search WHERE tasks_search MATCH {n})"),
+                    Value::Text(phrase),
+                )
+            } else {
+                let condition = format!(r"(title LIKE {n} ESCAPE '\' OR description LIKE {n} ESCAPE '\')");
+                (condition, Value::Text(format!("%{}%", sql::like_literal(q))))
+            }
+        };
+        let listing = Listing::new(user_id, filter, search);
+        let mut page = sqlx::query_as::<_, ListRow>(&listing.page);
+        for value in &listing.values {
+            page = bind!(page, value);
         }
-        let rows =
-            page.bind(i64::from(filter.limit)).bind(sql::offset(filter)).fetch_all(&self.reads).await?;
-        sql::page(rows, filter, async { Ok(count.fetch_one(&self.reads).await?) }).await
+        let rows = page.fetch_all(&self.reads).await?;
+        sql::page(rows, filter, async {
+            let mut count = sqlx::query_scalar::<_, i64>(&listing.count);
+            for value in listing.count_values() {
+                count = bind!(count, value);
+            }
+            Ok(count.fetch_one(&self.reads).await?)
+        })
+        .await
     }
 
     async fn get_task(&self, user_id: i64, id: i64) -> Result<Option<Task>, StoreError> {
@@ -162,16 +205,45 @@ impl Store for Sqlite {
         update: &TaskUpdate,
         now: DateTime<Utc>,
     ) -> Result<Option<Task>, StoreError> {
-        let row: Option<TaskRow> = sqlx::query_as(sql::UPDATE_TASK)
+        let statement = sqlx::query_as(sql::UPDATE_TASK)
             .bind(id)
             .bind(user_id)
             .bind(&update.title)
             .bind(update.description.is_some())
             .bind(update.description.clone().flatten())
             .bind(update.status.map(|s| s.as_str()))
-            .bind(now)
-            .fetch_optional(&self.writes)
-            .await?;
+            .bind(update.due_at.is_some())
+            .bind(update.due_at.flatten())
+            .bind(update.priority.map(|p| p.rank()))
+            .bind(update.labels.as_deref().map(sql::labels_json))
+            .bind(now);
+        let row: Option<TaskRow> = match &update.labels {
+            None => statement.fetch_optional(&self.writes).await?,
+            // The task and its labels for the filter change together.
+            Some(labels) => {
+                bounded(async {
+                    let mut conn = self.writes.acquire().await?;
+                    let mut tx = conn.begin().await?;
+                    let row: Option<TaskRow> = statement.fetch_optional(&mut *tx).await?;
+                    if row.is_some() {
+                        sqlx::query(sql::DELETE_LABELS).bind(id).execute(&mut *tx).await?;
+                        for label in labels {
+                            let label = label.to_lowercase();
+                            sqlx::query(sql::INSERT_LABEL)
+                                .bind(id)
+                                .bind(user_id)
+                                .bind(label)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                    }
+                    tx.commit().await?;
+                    conn.release();
+                    Ok::<_, StoreError>(row)
+                })
+                .await?
+            }
+        };
         row.map(Task::try_from).transpose()
     }
 
@@ -302,7 +374,7 @@ mod tests {
         let second = store.writes.acquire();
         tokio::pin!(second);
         assert!(futures::poll!(&mut second).is_pending(), "the next writer waits");
-        let filter = TaskFilter { status: None, limit: 10, offset: 0, sort: Default::default() };
+        let filter = TaskFilter { limit: 10, ..Default::default() };
         assert_eq!(
             store.list_tasks(user, &filter).await.unwrap().1,
             0,

@@ -1,13 +1,14 @@
 //! `/tasks/*`: a user's tasks. Every query carries the caller's id, so another user's task is
 //! simply not found (404, never 403).
 
+use chrono::{DateTime, Utc};
 use rocket::response::status::{Created, NoContent};
 use rocket::serde::json::Json;
 use rocket::{delete, get, patch, post, put, State};
 use rocket_okapi::okapi::openapi3::OpenApi;
 use rocket_okapi::openapi;
 use rocket_okapi::settings::OpenApiSettings;
-use tasklane::types::{limits, FieldError, NewTask, Task, TaskSort, TaskStatus, TaskUpdate};
+use tasklane::types::{limits, FieldError, NewTask, Priority, Task, TaskSort, TaskStatus, TaskUpdate};
 
 use crate::app::App;
 use crate::auth::guard::AuthUser;
@@ -46,12 +47,18 @@ async fn create(app: &State<App>, user: AuthUser, body: JsonBody<NewTask>) -> Ap
 
 /// List the caller's tasks, a page at a time.
 ///
-/// `status` filters; `limit` (1 to 100, default 50) and `offset` (default 0) page; `sort` is
-/// one of `created_at`, `-created_at` (default), `updated_at`, `-updated_at`, `title`, `-title`,
-/// ties broken by id in the same direction. The body is a JSON array; `X-Total-Count` has the
-/// number of matching tasks and `Link` the `next` / `prev` pages.
+/// Filters, all combined: `status`; `priority`; `label` (repeatable: tasks carrying every label
+/// given, compared ignoring case); `due_before` / `due_after` (RFC 3339; `due_at < due_before`,
+/// `due_at >= due_after`, tasks without a due date left out); `q` (1 to 200 characters: tasks
+/// whose title or description contains it, ignoring case; `%`, `_` and `*` match only
+/// themselves). `limit` (1 to 100, default 50) and `offset` (default 0) page; `sort` is one of
+/// `created_at`, `-created_at` (default), `updated_at`, `-updated_at`, `title`, `-title`,
+/// `due_at`, `-due_at` (no due date last either way), `priority`, `-priority`, ties broken by
+/// id in the same direction. The body is a JSON array; `X-Total-Count` has the number of
+/// matching tasks and `Link` the `next` / `prev` pages.
 #[openapi(tag = "Tasks")]
-#[get("/?<status>&<limit>&<offset>&<sort>")]
+#[get("/?<status>&<limit>&<offset>&<sort>&<priority>&<label>&<due_before>&<due_after>&<q>")]
+#[allow(clippy::too_many_arguments)]
 async fn list(
     app: &State<App>,
     user: AuthUser,
@@ -59,6 +66,11 @@ async fn list(
     limit: Option<QueryParam<u32>>,
     offset: Option<QueryParam<u64>>,
     sort: Option<QueryParam<TaskSort>>,
+    priority: Option<QueryParam<Priority>>,
+    label: Vec<String>,
+    due_before: Option<QueryParam<DateTime<Utc>>>,
+    due_after: Option<QueryParam<DateTime<Utc>>>,
+    q: Option<QueryParam<String>>,
 ) -> ApiResult<WithHeaders<Vec<Task>>> {
     let mut errors = Vec::new();
     let status =
@@ -74,11 +86,31 @@ async fn list(
         check(&mut errors, value, "must be a non-negative integer")
     });
     let sort = sort.and_then(|s| check(&mut errors, s.parse("sort"), "must be a sort order"));
+    let priority = priority.and_then(|p| check(&mut errors, p.parse("priority"), "must be a priority"));
+    let time = "must be an RFC 3339 date-time with an offset, such as 2026-12-24T17:00:00Z";
+    let due_before = due_before.and_then(|d| check(&mut errors, d.parse("due_before"), time));
+    let due_after = due_after.and_then(|d| check(&mut errors, d.parse("due_after"), time));
+    let q = q.and_then(|q| {
+        let value = q.parse("q").and_then(|q: String| tasklane::types::validate_search(&q).map(|()| q));
+        check(&mut errors, value, "must be a search text")
+    });
+    let labels: Vec<String> = label
+        .iter()
+        .filter_map(|l| {
+            let label = tasklane::types::validate_label("label", l).map(str::to_owned);
+            check(&mut errors, label, "must be a label")
+        })
+        .collect();
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
     let filter = TaskFilter {
         status,
+        priority,
+        labels,
+        due_before,
+        due_after,
+        q,
         limit: limit.unwrap_or(limits::LIMIT_DEFAULT),
         offset: offset.unwrap_or(0),
         sort: sort.unwrap_or_default(),
@@ -99,11 +131,30 @@ fn check<T>(errors: &mut Vec<FieldError>, value: Result<T, FieldError>, expected
 /// The RFC 8288 `Link` value for the pages around `filter`, if there are any.
 fn link_header(filter: &TaskFilter, total: u64) -> Option<String> {
     let page = |offset: u64| {
-        let mut query = format!("limit={}&offset={offset}&sort={}", filter.limit, filter.sort);
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        query.append_pair("limit", &filter.limit.to_string());
+        query.append_pair("offset", &offset.to_string());
+        query.append_pair("sort", filter.sort.as_str());
         if let Some(status) = filter.status {
-            query.push_str(&format!("&status={status}"));
+            query.append_pair("status", status.as_str());
         }
-        format!("/tasks/?{query}")
+        if let Some(priority) = filter.priority {
+            query.append_pair("priority", priority.as_str());
+        }
+        for label in &filter.labels {
+            query.append_pair("label", label);
+        }
+        let time = |at: &DateTime<Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        if let Some(at) = &filter.due_before {
+            query.append_pair("due_before", &time(at));
+        }
+        if let Some(at) = &filter.due_after {
+            query.append_pair("due_after", &time(at));
+        }
+        if let Some(q) = &filter.q {
+            query.append_pair("q", q);
+        }
+        format!("/tasks/?{}", query.finish())
     };
     let limit = u64::from(filter.limit);
     let mut links = Vec::new();
@@ -180,7 +231,13 @@ mod tests {
     use super::*;
 
     fn filter(offset: u64, limit: u32) -> TaskFilter {
-        TaskFilter { status: Some(TaskStatus::Done), limit, offset, sort: TaskSort::Title }
+        TaskFilter {
+            status: Some(TaskStatus::Done),
+            limit,
+            offset,
+            sort: TaskSort::Title,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -198,6 +255,17 @@ mod tests {
         assert_eq!(
             link_header(&filter(100, 10), 25).unwrap(),
             "</tasks/?limit=10&offset=15&sort=title&status=done>; rel=\"prev\""
+        );
+        let searched = TaskFilter {
+            labels: vec!["Home & garden".into(), "x".into()],
+            q: Some("50% off".into()),
+            due_after: "2026-12-24T17:00:00+01:00".parse().ok(),
+            ..filter(0, 10)
+        };
+        assert_eq!(
+            link_header(&searched, 25).unwrap(),
+            "</tasks/?limit=10&offset=10&sort=title&status=done&label=Home+%26+garden&label=x\
+             &due_after=2026-12-24T16%3A00%3A00Z&q=50%25+off>; rel=\"next\""
         );
     }
 }
