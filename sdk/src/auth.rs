@@ -214,8 +214,7 @@ fn jwt_claim_time(token: &str, claim: &str) -> Option<DateTime<Utc>> {
 /// use std::io::Write as _;
 /// use std::path::{Path, PathBuf};
 ///
-/// use futures::future::BoxFuture;
-/// use tasklane::{TokenStore, Tokens};
+/// use tasklane::{BoxFuture, TokenStore, Tokens};
 ///
 /// /// Keeps the tokens in a JSON file that only its owner can read. The file is replaced
 /// /// whole (a temporary file, created with mode 0600 on Unix, renamed over it), so a crash

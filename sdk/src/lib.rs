@@ -78,7 +78,7 @@
 //! the link to the next page), or turn it into a stream of every matching task:
 //!
 //! ```no_run
-//! use futures::TryStreamExt as _;
+//! use tasklane::futures::TryStreamExt as _;
 //! use tasklane::{Client, TaskSort};
 //!
 //! # async fn demo(client: Client) -> tasklane::Result<()> {
@@ -137,10 +137,21 @@ mod tasks;
 
 #[cfg(feature = "client")]
 pub use auth::{MemoryTokenStore, TokenStore, Tokens};
+/// The date and time types of the API ([`Task::created_at`], [`Tokens::expires_at`]), so that
+/// an application uses the same `chrono` as this crate without depending on it itself.
+pub use chrono;
 #[cfg(feature = "client")]
 pub use client::{Client, ClientBuilder};
 #[cfg(feature = "client")]
 pub use error::{BoxError, Error, ErrorResponse, Result};
+/// The `futures` crate, for the stream of [`ListTasks::stream`] (`TryStreamExt::try_next`,
+/// `try_collect`) and for [`BoxFuture`].
+#[cfg(feature = "client")]
+pub use futures;
+/// The future a [`TokenStore`] returns: a boxed `Send` future, so a store needs no `futures`
+/// dependency of its own to name it.
+#[cfg(feature = "client")]
+pub use futures::future::BoxFuture;
 /// The HTTP client underneath, for [`ClientBuilder::http_client`].
 #[cfg(feature = "client")]
 pub use reqwest;

@@ -28,7 +28,7 @@ const TOTAL_COUNT: &str = "x-total-count";
 /// ```no_run
 /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
 /// let ids = [3, 5, 8];
-/// let tasks = futures::future::try_join_all(ids.iter().map(|id| client.tasks().get(*id))).await?;
+/// let tasks = tasklane::futures::future::try_join_all(ids.iter().map(|id| client.tasks().get(*id))).await?;
 /// # Ok(())
 /// # }
 /// ```
@@ -194,7 +194,7 @@ impl<'c> ListTasks<'c> {
     ///
     /// ```no_run
     /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
-    /// use futures::TryStreamExt as _;
+    /// use tasklane::futures::TryStreamExt as _;
     /// use tasklane::TaskStatus;
     ///
     /// let mut pending = client.tasks().list().status(TaskStatus::Pending).limit(100).stream();

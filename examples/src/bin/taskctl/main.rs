@@ -32,7 +32,7 @@ use std::io::{self, BufRead as _, IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
-use futures::TryStreamExt as _;
+use tasklane::futures::TryStreamExt as _;
 use tasklane::{Client, Error, NewTask, TaskSort, TaskStatus, TaskUpdate, Tokens};
 
 use crate::session::FileTokenStore;

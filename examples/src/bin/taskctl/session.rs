@@ -5,9 +5,8 @@ use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use tasklane::{TokenStore, Tokens};
+use tasklane::{BoxFuture, TokenStore, Tokens};
 
 /// The session file's directory: `TASKLANE_CONFIG_DIR`, or `tasklane` in the user's config
 /// directory (`~/.config/tasklane` on Linux).
