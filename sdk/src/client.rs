@@ -1,7 +1,7 @@
 //! The client, its builder, and the path every request takes.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt as _};
@@ -12,6 +12,7 @@ use serde::Serialize;
 use url::Url;
 
 use crate::auth::{Session, TokenStore, Tokens};
+use crate::deadline::Deadline;
 use crate::error::{request_id, REQUEST_ID};
 use crate::retry::RetryPolicy;
 use crate::tasks::Tasks;
@@ -47,6 +48,9 @@ const DEFAULT_USER_AGENT: &str = concat!("tasklane-rust/", env!("CARGO_PKG_VERSI
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Outside `inner`, so that [`Client::with_call_timeout`] makes a client with its own
+    /// deadline that shares everything else.
+    call_timeout: Option<Duration>,
 }
 
 struct Inner {
@@ -91,6 +95,35 @@ impl Client {
     /// The base URL that API paths are joined to.
     pub fn base_url(&self) -> &Url {
         &self.inner.base_url
+    }
+
+    /// How long each call of this client may take in all; `None` for no limit. See
+    /// [`ClientBuilder::call_timeout`].
+    pub fn call_timeout(&self) -> Option<Duration> {
+        self.call_timeout
+    }
+
+    /// This client with another call timeout (`None` for none), for the calls made through
+    /// it; the client it comes from keeps its own.
+    ///
+    /// A cheap clone: both share the connection pool and the session (a login or a refresh
+    /// through either is the other's too), and differ only in how long a call may take.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
+    /// use std::time::Duration;
+    ///
+    /// // An interactive lookup gives up sooner than the client's default allows.
+    /// let task = client.with_call_timeout(Duration::from_secs(3)).tasks().get(7).await?;
+    ///
+    /// // A background job that should wait out a rate limit keeps retrying as the policy says.
+    /// let patient = client.with_call_timeout(None);
+    /// patient.tasks().delete(task.id).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_call_timeout(&self, timeout: impl Into<Option<Duration>>) -> Client {
+        Client { inner: Arc::clone(&self.inner), call_timeout: timeout.into() }
     }
 
     /// The session's current tokens, if it has any.
@@ -148,10 +181,14 @@ impl Client {
     /// answered 5xx or 429 (the tokens are kept). After a timeout or a
     /// connection lost once the request was sent, the server may have consumed the refresh
     /// token all the same, and the next refresh then ends the session with `SessionExpired`.
+    ///
+    /// The call's deadline bounds the wait, not the refresh: one that is still running when
+    /// [`Error::DeadlineExceeded`] is returned goes on, and its tokens are stored.
     pub async fn refresh(&self) -> Result<Tokens> {
         let session = &self.inner.session;
         let current = session.current().ok_or(Error::SessionExpired { response: None })?;
-        let fresh = session.refresh(current.stamp, self.exchange()).await?;
+        let deadline = Deadline::start(self.call_timeout);
+        let fresh = deadline.bound(session.refresh(current.stamp, self.exchange())).await?;
         Ok(Tokens::clone(&fresh.tokens))
     }
 
@@ -220,7 +257,7 @@ impl Client {
 
     async fn probe(&self, path: &str) -> Result<HealthStatus> {
         let request = self.request(Method::GET, self.endpoint(path), None);
-        self.attempt(&request, Auth::None, &mut None).await?.json()
+        self.execute(request, Auth::None, &RetryPolicy::disabled()).await?.json()
     }
 
     // ---- The request path, used by the resource handles too ----
@@ -273,55 +310,59 @@ impl Client {
         self.send(self.request(Method::GET, url, None), auth).await?.json()
     }
 
-    /// Sends `request`, retrying it by the [`RetryPolicy`]; a success status with its whole
-    /// body, or an error.
+    /// Sends `request`, retrying it by the [`RetryPolicy`] within the call's deadline; a
+    /// success status with its whole body, or an error.
     pub(crate) async fn send(&self, request: Request, auth: Auth) -> Result<Answer> {
-        let policy = &self.inner.retry;
-        let mut attempt = 1;
+        self.execute(request, auth, &self.inner.retry).await
+    }
+
+    /// [`send`](Client::send) by `policy`.
+    async fn execute(&self, request: Request, auth: Auth, policy: &RetryPolicy) -> Result<Answer> {
+        let deadline = Deadline::start(self.call_timeout);
+        let sent_id = request_id(request.headers());
         // The session the first attempt was made in: a retry is not sent in another.
-        let mut session = None;
-        loop {
-            let err = match self.attempt(&request, auth, &mut session).await {
-                Ok(response) => return Ok(response),
-                Err(err) => err,
-            };
-            if attempt >= policy.attempts()
-                || !err.is_retryable()
-                || !policy.allows_after(request.method(), &err)
-            {
-                return Err(err);
-            }
-            let Some(delay) = policy.delay(attempt, &err) else { return Err(err) };
-            tokio::time::sleep(delay).await;
-            attempt += 1;
-        }
+        let sent_in = OnceLock::new();
+        let attempt = |deadline| self.attempt(&request, auth, &sent_in, deadline);
+        let (outcome, _attempts) = policy.run(request.method(), deadline, sent_id.as_deref(), attempt).await;
+        outcome
     }
 
     /// One attempt: with the access token (refreshed first if it is about to expire), and once
     /// more with a refreshed one if the server answers 401 to it. Without tokens, a request
     /// that needs them is not sent: [`Error::SessionExpired`]; nor is one whose earlier
     /// attempt was made in a session that has ended since (`sent_in`, recorded here).
-    async fn attempt(&self, request: &Request, auth: Auth, sent_in: &mut Option<u64>) -> Result<Answer> {
+    ///
+    /// Every wait is bounded by `deadline` ([`Error::DeadlineExceeded`]), except the last: a
+    /// call that has its answer returns it, and waits for a refresh it went ahead of only
+    /// while the deadline allows (that refresh goes on by itself).
+    async fn attempt(
+        &self,
+        request: &Request,
+        auth: Auth,
+        sent_in: &OnceLock<u64>,
+        deadline: Deadline,
+    ) -> Result<Answer> {
         let session = &self.inner.session;
         if auth == Auth::None {
-            return self.transmit(request, None).await;
+            return deadline.bound(self.transmit(request, None)).await;
         }
-        let bearer = session.bearer(self.exchange()).await?;
-        if *sent_in.get_or_insert(bearer.stamp.session) != bearer.stamp.session {
+        let bearer = deadline.bound(session.bearer(self.exchange())).await?;
+        if *sent_in.get_or_init(|| bearer.stamp.session) != bearer.stamp.session {
             return Err(Error::SessionExpired { response: None });
         }
-        match self.transmit(request, Some(&bearer.tokens)).await {
+        match deadline.bound(self.transmit(request, Some(&bearer.tokens))).await {
             Err(Error::Unauthorized { .. }) => {
                 // Refresh the generation this request was sent with: if another request has
                 // refreshed since, this takes its tokens without a call; if the session has
                 // changed (a logout, a login as someone else), it is not sent again.
-                let fresh = session.refresh(bearer.stamp, self.exchange()).await?;
-                self.transmit(request, Some(&fresh.tokens)).await
+                let fresh = deadline.bound(session.refresh(bearer.stamp, self.exchange())).await?;
+                deadline.bound(self.transmit(request, Some(&fresh.tokens))).await
             }
             outcome => {
                 // Sent with a token that a refresh still running is replacing: that refresh
-                // ends (and is stored) before the call returns.
-                session.settle(&bearer).await;
+                // ends (and is stored) before the call returns, unless the deadline comes
+                // first; the answer is the call's either way.
+                deadline.within(session.settle(&bearer)).await;
                 outcome
             }
         }
@@ -366,6 +407,7 @@ impl fmt::Debug for Client {
             .field("base_url", &self.inner.base_url.as_str())
             .field("session", &self.inner.session)
             .field("retry", &self.inner.retry)
+            .field("call_timeout", &self.call_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -434,6 +476,7 @@ impl Answer {
 ///
 /// let client = Client::builder("https://tasks.example.com")
 ///     .timeout(Duration::from_secs(10))
+///     .call_timeout(Duration::from_secs(15))
 ///     .user_agent("my-app/1.2")
 ///     .refresh_skew(Duration::from_secs(60))
 ///     .retry_policy(RetryPolicy::new().max_attempts(5))
@@ -448,6 +491,7 @@ pub struct ClientBuilder {
     // `None`: the default; `Some(None)`: explicitly none.
     timeout: Option<Option<Duration>>,
     connect_timeout: Option<Option<Duration>>,
+    call_timeout: Option<Duration>,
     user_agent: Option<String>,
     tokens: Option<Tokens>,
     store: Option<Arc<dyn TokenStore>>,
@@ -461,6 +505,15 @@ impl ClientBuilder {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
     /// 10 s to connect: generous for a distant server, short enough to notice a dead one.
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// 30 s for a whole call, its retries and their waits included: no longer than one
+    /// attempt may already take ([`DEFAULT_TIMEOUT`](Self::DEFAULT_TIMEOUT)), so retrying
+    /// never makes a caller wait longer than a single stuck request would.
+    ///
+    /// Without it, the default [`RetryPolicy`] could keep a call going for two `Retry-After`
+    /// waits of up to 20 s each (a GET facing repeated 429s took about 40 s). 30 s leaves room
+    /// for one such wait and the attempts around it, not for two: the retry whose wait would
+    /// pass the deadline fails at once with [`Error::DeadlineExceeded`].
+    pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
     /// 30 s before expiry, the access token is refreshed: enough for a request's round trip
     /// and for the clock difference between client and server (the server allows at most 30 s
     /// of leeway itself).
@@ -472,6 +525,7 @@ impl ClientBuilder {
             http: None,
             timeout: None,
             connect_timeout: None,
+            call_timeout: Some(Self::DEFAULT_CALL_TIMEOUT),
             user_agent: None,
             tokens: None,
             store: None,
@@ -517,6 +571,39 @@ impl ClientBuilder {
     /// [`DEFAULT_CONNECT_TIMEOUT`](Self::DEFAULT_CONNECT_TIMEOUT).
     pub fn connect_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.connect_timeout = Some(timeout.into());
+        self
+    }
+
+    /// The longest a whole call may take, from when it begins until it returns: every
+    /// attempt, the backoff and `Retry-After` waits between them, and any token refresh the
+    /// call waits for. `None` for no limit, which leaves each attempt bounded by
+    /// [`timeout`](Self::timeout) and their number by the [`RetryPolicy`]. Default:
+    /// [`DEFAULT_CALL_TIMEOUT`](Self::DEFAULT_CALL_TIMEOUT).
+    ///
+    /// A call that reaches it fails with [`Error::DeadlineExceeded`], carrying the error of
+    /// the attempt before, if one failed; so does a call whose next retry would have to wait
+    /// past it, at once rather than after the wait. A refresh the call was waiting for is not
+    /// cut short: it runs on and its tokens are stored. A call that already has its answer
+    /// returns it, even when the deadline comes while it waits for a refresh it went ahead of.
+    /// Each page of [`ListTasks::stream`](crate::ListTasks::stream) is a call of its own.
+    ///
+    /// [`Client::with_call_timeout`] changes it for some calls only.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tasklane::Client;
+    ///
+    /// // A command-line tool: a user waits 10 s at most for an answer.
+    /// let client = Client::builder("https://tasks.example.com").call_timeout(Duration::from_secs(10)).build()?;
+    /// assert_eq!(client.call_timeout(), Some(Duration::from_secs(10)));
+    ///
+    /// // A batch job: retry as long as the policy allows.
+    /// let batch = Client::builder("https://tasks.example.com").call_timeout(None).build()?;
+    /// assert_eq!(batch.call_timeout(), None);
+    /// # Ok::<(), tasklane::Error>(())
+    /// ```
+    pub fn call_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.call_timeout = timeout.into();
         self
     }
 
@@ -610,6 +697,7 @@ impl ClientBuilder {
                 retry: self.retry,
                 session: Session::new(self.tokens, self.store, self.refresh_skew),
             }),
+            call_timeout: self.call_timeout,
         })
     }
 }
@@ -621,6 +709,7 @@ impl fmt::Debug for ClientBuilder {
             .field("http_client_injected", &self.http.is_some())
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("call_timeout", &self.call_timeout)
             .field("user_agent", &self.user_agent)
             .field("tokens", &self.tokens)
             .field("token_store", &self.store.is_some())

@@ -67,8 +67,9 @@
 //! ahead with it, and those that needed the refresh fail with [`Error::RefreshFailed`], which
 //! the retry policy treats as not sent.
 //!
-//! A refresh runs on a task of its own, so a call dropped midway (a `tokio::time::timeout`)
-//! does not cut it short, and its rotated tokens are still stored. That task needs the Tokio
+//! A refresh runs on a task of its own, so a call that gives up on it (at its
+//! [deadline](#deadlines), or dropped by a `tokio::time::timeout`) does not cut it short, and
+//! its rotated tokens are still stored. That task needs the Tokio
 //! runtime: a program that gives up on a call and returns from `main` at once can lose them,
 //! and finds its session revoked at the next start.
 //!
@@ -111,6 +112,31 @@
 //! lost before or during the answer, 502, 503, 504, or 429) are sent again after an exponential
 //! backoff with jitter, honouring the server's `Retry-After`; see [`RetryPolicy`] to change how.
 //!
+//! ## Deadlines
+//!
+//! Each call has a deadline, 30 s by default ([`ClientBuilder::DEFAULT_CALL_TIMEOUT`]), that
+//! bounds all of it: every attempt, the waits between them, and a token refresh it waits for.
+//! A call that reaches it fails with [`Error::DeadlineExceeded`], which carries the error of
+//! the attempt before, if one failed; a retry whose `Retry-After` would end past the deadline
+//! fails that way at once, rather than after the wait. Set another with
+//! [`ClientBuilder::call_timeout`], or for some calls only with [`Client::with_call_timeout`]:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tasklane::{Client, Error};
+//!
+//! # async fn demo(client: Client) -> tasklane::Result<()> {
+//! match client.with_call_timeout(Duration::from_secs(5)).tasks().get(7).await {
+//!     Ok(task) => println!("{}", task.title),
+//!     Err(Error::DeadlineExceeded { last_error, .. }) => {
+//!         println!("no answer within 5 s (last error: {last_error:?})")
+//!     }
+//!     Err(err) => return Err(err),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Features
 //!
 //! - `client` (default): the HTTP client. Without it the crate is only the wire types in
@@ -126,6 +152,8 @@ pub mod types;
 mod auth;
 #[cfg(feature = "client")]
 mod client;
+#[cfg(feature = "client")]
+mod deadline;
 #[cfg(feature = "client")]
 mod error;
 #[cfg(feature = "client")]
