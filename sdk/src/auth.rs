@@ -68,6 +68,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use futures::future::{BoxFuture, FutureExt as _, Shared};
 use serde::{Deserialize, Serialize};
 
+use crate::observe::{self, CallSpan};
 use crate::types::{Secret, TokenPair};
 use crate::{Error, Result};
 
@@ -353,6 +354,28 @@ pub(crate) struct Stamp {
 
 type InFlight = Shared<BoxFuture<'static, Result<Bearer>>>;
 
+/// Why a call asks for a refresh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RefreshCause {
+    /// The access token expires within the skew.
+    Expiring,
+    /// The server answered 401 to a request made with it.
+    Refused,
+    /// The application called [`Client::refresh`](crate::Client::refresh).
+    Requested,
+}
+
+impl RefreshCause {
+    #[cfg(feature = "tracing")]
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RefreshCause::Expiring => "expiring",
+            RefreshCause::Refused => "refused",
+            RefreshCause::Requested => "requested",
+        }
+    }
+}
+
 /// How long before the old access token expires a request waiting for a refresh stops
 /// waiting and goes ahead with it: time for the request to reach the server while the token is
 /// still good there (which also allows some leeway of its own).
@@ -472,18 +495,24 @@ impl Session {
             .and_then(|left| left.checked_sub(EXPIRY_MARGIN))
             .filter(|left| !left.is_zero());
         let Some(good_for) = good_for else {
-            return self.refresh(bearer.stamp, exchange).await;
+            return self.refresh(bearer.stamp, RefreshCause::Expiring, exchange).await;
         };
         if self.state().quiet_until.is_some_and(|until| Instant::now() < until) {
+            observe::refresh_held_back();
             return Ok(bearer);
         }
-        match tokio::time::timeout(good_for, self.refresh(bearer.stamp, exchange)).await {
+        match tokio::time::timeout(good_for, self.refresh(bearer.stamp, RefreshCause::Expiring, exchange))
+            .await
+        {
             Ok(Ok(fresh)) => Ok(fresh),
             Ok(Err(err @ Error::SessionExpired { .. })) => Err(err),
             // Failed for a passing reason: the old token can still make the request.
             Ok(Err(_)) => Ok(bearer),
             // Still running: the same, and the caller waits for it once it has its answer.
-            Err(_) => Ok(Bearer { ahead_of_refresh: true, ..bearer }),
+            Err(_) => {
+                observe::ahead_of_refresh();
+                Ok(Bearer { ahead_of_refresh: true, ..bearer })
+            }
         }
     }
 
@@ -508,7 +537,12 @@ impl Session {
 
     /// Replaces the tokens of `seen`, once however many callers ask; see the module's
     /// documentation.
-    pub(crate) async fn refresh<E, F>(self: &Arc<Self>, seen: Stamp, exchange: E) -> Result<Bearer>
+    pub(crate) async fn refresh<E, F>(
+        self: &Arc<Self>,
+        seen: Stamp,
+        cause: RefreshCause,
+        exchange: E,
+    ) -> Result<Bearer>
     where
         E: FnOnce(Secret) -> F + Send + 'static,
         F: Future<Output = Result<TokenPair>> + Send + 'static,
@@ -516,21 +550,31 @@ impl Session {
         let in_flight = {
             let mut state = self.state();
             if state.stamp != seen {
-                return state.bearer_for(seen);
+                let current = state.bearer_for(seen);
+                if current.is_ok() {
+                    observe::refresh_done_already();
+                }
+                return current;
             }
             match &state.in_flight {
-                Some(in_flight) => in_flight.clone(),
+                Some(in_flight) => {
+                    observe::refresh_joined(cause);
+                    in_flight.clone()
+                }
                 None => {
                     let Some(tokens) = state.tokens.clone() else {
                         return Err(Error::SessionExpired { response: None });
                     };
+                    observe::refresh_started(cause);
                     let in_flight = self.start_refresh(seen, tokens.refresh_token.clone(), exchange);
                     state.in_flight = Some(in_flight.clone());
                     in_flight
                 }
             }
         };
-        in_flight.await
+        let outcome = in_flight.await;
+        observe::refresh_finished(&outcome);
+        outcome
     }
 
     fn start_refresh<E, F>(self: &Arc<Self>, seen: Stamp, refresh_token: Secret, exchange: E) -> InFlight
@@ -539,10 +583,12 @@ impl Session {
         F: Future<Output = Result<TokenPair>> + Send + 'static,
     {
         let session = Arc::clone(self);
-        let task = tokio::spawn(async move {
+        // The refresh's own span, a child of the call that starts it (the current span here).
+        let span = CallSpan::refresh();
+        let task = tokio::spawn(span.instrument(async move {
             let answer = exchange(refresh_token).await;
             session.finish_refresh(seen, answer).await
-        });
+        }));
         let session = Arc::clone(self);
         async move {
             match task.await {

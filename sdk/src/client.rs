@@ -11,9 +11,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use url::Url;
 
-use crate::auth::{Session, TokenStore, Tokens};
+use crate::auth::{RefreshCause, Session, TokenStore, Tokens};
 use crate::deadline::Deadline;
 use crate::error::{request_id, REQUEST_ID};
+use crate::observe::CallSpan;
 use crate::retry::RetryPolicy;
 use crate::tasks::Tasks;
 use crate::types::{Credentials, HealthStatus, RefreshRequest, Secret, TokenPair, User};
@@ -63,6 +64,27 @@ struct Inner {
     timeout: Option<Duration>,
     retry: RetryPolicy,
     session: Arc<Session>,
+}
+
+/// The API's routes, as templates: what a call's span names (never its URL, whose ids and
+/// query are the caller's data).
+pub(crate) mod route {
+    pub(crate) const REGISTER: &str = "/auth/register";
+    pub(crate) const LOGIN: &str = "/auth/login";
+    pub(crate) const REFRESH: &str = "/auth/refresh";
+    pub(crate) const LOGOUT: &str = "/auth/logout";
+    pub(crate) const ME: &str = "/auth/me";
+    pub(crate) const HEALTH: &str = "/health";
+    pub(crate) const READY: &str = "/ready";
+    pub(crate) const TASKS: &str = "/tasks/";
+    pub(crate) const TASK: &str = "/tasks/{id}";
+}
+
+/// A request ready to be sent, and the route it is an instance of.
+pub(crate) struct Call {
+    pub(crate) request: Request,
+    /// A template such as `/tasks/{id}` (see [`route`]).
+    pub(crate) route: &'static str,
 }
 
 /// Whether a request carries the session's access token.
@@ -148,7 +170,7 @@ impl Client {
     pub async fn register(&self, username: impl Into<String>, password: impl Into<Secret>) -> Result<Tokens> {
         let credentials = Credentials::new(username, password);
         credentials.validate().map_err(Error::invalid)?;
-        self.start_session("auth/register", &credentials).await
+        self.start_session(route::REGISTER, &credentials).await
     }
 
     /// Logs in (`POST /auth/login`) and starts a session; the tokens go to the
@@ -159,12 +181,12 @@ impl Client {
     /// [`Error::Unauthorized`] for an unknown user or a wrong password (the server does not
     /// say which).
     pub async fn login(&self, username: impl Into<String>, password: impl Into<Secret>) -> Result<Tokens> {
-        self.start_session("auth/login", &Credentials::new(username, password)).await
+        self.start_session(route::LOGIN, &Credentials::new(username, password)).await
     }
 
-    async fn start_session(&self, path: &str, credentials: &Credentials) -> Result<Tokens> {
-        let request = self.json_request(Method::POST, self.endpoint(path), credentials);
-        let pair: TokenPair = self.send(request, Auth::None).await?.json()?;
+    async fn start_session(&self, route: &'static str, credentials: &Credentials) -> Result<Tokens> {
+        let call = self.json_request(Method::POST, route, self.route_url(route), credentials);
+        let pair: TokenPair = self.send(call, Auth::None).await?.json()?;
         let tokens = Tokens::from(pair);
         self.inner.session.replace(tokens.clone()).await;
         Ok(tokens)
@@ -186,10 +208,18 @@ impl Client {
     /// [`Error::DeadlineExceeded`] is returned goes on, and its tokens are stored.
     pub async fn refresh(&self) -> Result<Tokens> {
         let session = &self.inner.session;
-        let current = session.current().ok_or(Error::SessionExpired { response: None })?;
+        // A call of its own, whose request is the refresh's (its span a child of this one).
+        let span = CallSpan::request(&Method::POST, route::REFRESH, None);
         let deadline = Deadline::start(self.call_timeout);
-        let fresh = deadline.bound(session.refresh(current.stamp, self.exchange())).await?;
-        Ok(Tokens::clone(&fresh.tokens))
+        let outcome = span
+            .instrument(async {
+                let current = session.current().ok_or(Error::SessionExpired { response: None })?;
+                let refresh = session.refresh(current.stamp, RefreshCause::Requested, self.exchange());
+                deadline.bound(refresh).await
+            })
+            .await;
+        span.finish(1, outcome.as_ref().map(|_| StatusCode::OK));
+        Ok(Tokens::clone(&outcome?.tokens))
     }
 
     /// Ends the session: revokes the refresh token's family on the server
@@ -207,8 +237,9 @@ impl Client {
             .session
             .end(|refresh_token| async move {
                 let body = RefreshRequest { refresh_token };
-                let request = self.json_request(Method::POST, self.endpoint("auth/logout"), &body);
-                self.send(request, Auth::None).await.map(drop)
+                let call =
+                    self.json_request(Method::POST, route::LOGOUT, self.route_url(route::LOGOUT), &body);
+                self.send(call, Auth::None).await.map(drop)
             })
             .await
     }
@@ -240,24 +271,24 @@ impl Client {
     ///
     /// [`Error::SessionExpired`] without a session, as for every call that needs one.
     pub async fn me(&self) -> Result<User> {
-        self.get_json(self.endpoint("auth/me"), Auth::Bearer).await
+        self.get_json(route::ME, self.route_url(route::ME), Auth::Bearer).await
     }
 
     /// Whether the server process is serving (`GET /health`). Probes are sent once, never
     /// retried, so they report the present state.
     pub async fn health(&self) -> Result<HealthStatus> {
-        self.probe("health").await
+        self.probe(route::HEALTH).await
     }
 
     /// Whether the server can serve requests: its database (and Redis, if configured) answer
     /// (`GET /ready`). A server that is not ready answers 503: [`Error::Server`].
     pub async fn ready(&self) -> Result<HealthStatus> {
-        self.probe("ready").await
+        self.probe(route::READY).await
     }
 
-    async fn probe(&self, path: &str) -> Result<HealthStatus> {
-        let request = self.request(Method::GET, self.endpoint(path), None);
-        self.execute(request, Auth::None, &RetryPolicy::disabled()).await?.json()
+    async fn probe(&self, route: &'static str) -> Result<HealthStatus> {
+        let call = self.request(Method::GET, route, self.route_url(route), None);
+        self.execute(call, Auth::None, &RetryPolicy::disabled()).await?.json()
     }
 
     // ---- The request path, used by the resource handles too ----
@@ -269,6 +300,11 @@ impl Client {
         self.inner.base_url.join(path).expect("API paths join onto the base URL")
     }
 
+    /// The URL of a route without parameters, such as [`route::LOGIN`].
+    fn route_url(&self, route: &'static str) -> Url {
+        self.endpoint(route.trim_start_matches('/'))
+    }
+
     /// Whether `url` is below the base URL: on the API's origin (scheme, host and port) and
     /// under its path. Only such URLs are followed with the access token; another path on the
     /// same host may be another application.
@@ -277,13 +313,19 @@ impl Client {
         url.origin() == base.origin() && url.path().starts_with(base.path())
     }
 
-    /// A request with this client's headers and, if given, a JSON body.
+    /// A request for `route` at `url` with this client's headers and, if given, a JSON body.
     ///
     /// Each call gets an `X-Request-Id` of its own (32 random hex digits), sent again with every
     /// attempt of that call (retries, and the replay after a refresh), so the server's access
     /// lines of one call share it, and an error the server answered names it
     /// ([`Error::request_id`](crate::Error::request_id)).
-    pub(crate) fn request(&self, method: Method, url: Url, json: Option<Vec<u8>>) -> Request {
+    pub(crate) fn request(
+        &self,
+        method: Method,
+        route: &'static str,
+        url: Url,
+        json: Option<Vec<u8>>,
+    ) -> Call {
         let mut request = Request::new(method, url);
         let headers = request.headers_mut();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
@@ -297,33 +339,48 @@ impl Client {
             *request.body_mut() = Some(json.into());
         }
         *request.timeout_mut() = self.inner.timeout;
-        request
+        Call { request, route }
     }
 
-    pub(crate) fn json_request(&self, method: Method, url: Url, body: &impl Serialize) -> Request {
+    pub(crate) fn json_request(
+        &self,
+        method: Method,
+        route: &'static str,
+        url: Url,
+        body: &impl Serialize,
+    ) -> Call {
         // The wire types are plain structs with string keys: serializing them cannot fail.
         let json = serde_json::to_vec(body).expect("request bodies serialize to JSON");
-        self.request(method, url, Some(json))
+        self.request(method, route, url, Some(json))
     }
 
-    pub(crate) async fn get_json<T: DeserializeOwned>(&self, url: Url, auth: Auth) -> Result<T> {
-        self.send(self.request(Method::GET, url, None), auth).await?.json()
+    pub(crate) async fn get_json<T: DeserializeOwned>(
+        &self,
+        route: &'static str,
+        url: Url,
+        auth: Auth,
+    ) -> Result<T> {
+        self.send(self.request(Method::GET, route, url, None), auth).await?.json()
     }
 
     /// Sends `request`, retrying it by the [`RetryPolicy`] within the call's deadline; a
     /// success status with its whole body, or an error.
-    pub(crate) async fn send(&self, request: Request, auth: Auth) -> Result<Answer> {
-        self.execute(request, auth, &self.inner.retry).await
+    pub(crate) async fn send(&self, call: Call, auth: Auth) -> Result<Answer> {
+        self.execute(call, auth, &self.inner.retry).await
     }
 
-    /// [`send`](Client::send) by `policy`.
-    async fn execute(&self, request: Request, auth: Auth, policy: &RetryPolicy) -> Result<Answer> {
+    /// [`send`](Client::send) by `policy`, in the call's span.
+    async fn execute(&self, call: Call, auth: Auth, policy: &RetryPolicy) -> Result<Answer> {
+        let Call { request, route } = call;
         let deadline = Deadline::start(self.call_timeout);
         let sent_id = request_id(request.headers());
+        let span = CallSpan::request(request.method(), route, sent_id.as_deref());
         // The session the first attempt was made in: a retry is not sent in another.
         let sent_in = OnceLock::new();
         let attempt = |deadline| self.attempt(&request, auth, &sent_in, deadline);
-        let (outcome, _attempts) = policy.run(request.method(), deadline, sent_id.as_deref(), attempt).await;
+        let run = policy.run(request.method(), deadline, sent_id.as_deref(), attempt);
+        let (outcome, attempts) = span.instrument(run).await;
+        span.finish(attempts, outcome.as_ref().map(|answer| answer.status));
         outcome
     }
 
@@ -355,7 +412,8 @@ impl Client {
                 // Refresh the generation this request was sent with: if another request has
                 // refreshed since, this takes its tokens without a call; if the session has
                 // changed (a logout, a login as someone else), it is not sent again.
-                let fresh = deadline.bound(session.refresh(bearer.stamp, self.exchange())).await?;
+                let refresh = session.refresh(bearer.stamp, RefreshCause::Refused, self.exchange());
+                let fresh = deadline.bound(refresh).await?;
                 deadline.bound(self.transmit(request, Some(&fresh.tokens))).await
             }
             outcome => {
@@ -393,8 +451,21 @@ impl Client {
         move |refresh_token| {
             async move {
                 let body = RefreshRequest { refresh_token };
-                let request = client.json_request(Method::POST, client.endpoint("auth/refresh"), &body);
-                client.transmit(&request, None).await?.json()
+                let call = client.json_request(
+                    Method::POST,
+                    route::REFRESH,
+                    client.route_url(route::REFRESH),
+                    &body,
+                );
+                // Runs on the refresh's task, in its span.
+                let span = CallSpan::current();
+                span.record_request_id(request_id(call.request.headers()).as_deref());
+                let outcome = client.transmit(&call.request, None).await.and_then(|answer| {
+                    let pair = answer.json()?;
+                    Ok((answer.status, pair))
+                });
+                span.finish(1, outcome.as_ref().map(|(status, _)| *status));
+                outcome.map(|(_, pair)| pair)
             }
             .boxed()
         }

@@ -371,6 +371,28 @@ impl Error {
         }
     }
 
+    /// The variant's name, for the client's spans and events: an error's text may hold what
+    /// they must not (a transport error's names the URL, query and all).
+    #[cfg(feature = "tracing")]
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Error::Unauthorized { .. } => "unauthorized",
+            Error::SessionExpired { .. } => "session_expired",
+            Error::NotFound { .. } => "not_found",
+            Error::Conflict { .. } => "conflict",
+            Error::Validation { .. } => "validation",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::Server { .. } => "server",
+            Error::Http { .. } => "http",
+            Error::RefreshFailed { .. } => "refresh_failed",
+            Error::DeadlineExceeded { .. } => "deadline_exceeded",
+            Error::Timeout { .. } => "timeout",
+            Error::Transport { .. } => "transport",
+            Error::Decode { .. } => "decode",
+            Error::Configuration { .. } => "configuration",
+        }
+    }
+
     /// Whether the server certainly did not act on the request: the connection could not be
     /// opened, or it answered 429 (Tasklane refuses before doing anything), or the request was
     /// held back by a failed refresh.

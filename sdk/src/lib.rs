@@ -137,10 +137,49 @@
 //! # }
 //! ```
 //!
+//! ## Tracing
+//!
+//! With the `tracing` feature (on by default) every call is a [`tracing`](https://docs.rs/tracing) span, so an
+//! application's subscriber shows what the client did, under the application's own spans:
+//!
+//! ```no_run
+//! # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
+//! tracing_subscriber::fmt()
+//!     .with_max_level(tracing::Level::DEBUG)
+//!     .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+//!     .init();
+//! client.tasks().get(7).await?;
+//! // INFO tasklane.request{method=GET route="/tasks/{id}" request_id="9f0c…" attempts=1 status=200}: tasklane: close
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Everything is recorded under the target `tasklane`:
+//!
+//! - A span `tasklane.request` (level INFO) per call, with `method`; `route`, the route's
+//!   template (`/tasks/{id}`, `/tasks/`, `/auth/login`), never the URL; `request_id`, the
+//!   `X-Request-Id` sent with each attempt (the server logs it, and echoes it in its answer);
+//!   and once the call is over, `attempts`, `status` (of the answer that ended it, if one
+//!   did) and `error`, the kind of error it failed with (`rate_limited`,
+//!   `deadline_exceeded`...).
+//! - A span `tasklane.refresh` for the `POST /auth/refresh` of each token refresh, with the
+//!   same fields, inside the span of the call that started it.
+//! - Events in a call's span: `retrying` (INFO) before each retry, with the `attempt` that
+//!   failed, its `reason` and `status`, and the `wait_ms` before the next; one (INFO) when
+//!   the deadline leaves no time for the next; for a refresh, whether the call started it
+//!   or joined one already running (DEBUG, with its `cause`: `expiring`, `refused` or
+//!   `requested`), and its `outcome` (`refreshed`, `session_expired` at INFO; `failed` at
+//!   WARN, with its `error` and `status`).
+//!
+//! No token, password, URL (so no query string), header, body or error text is ever
+//! recorded: only the fields above.
+//!
 //! ## Features
 //!
 //! - `client` (default): the HTTP client. Without it the crate is only the wire types in
 //!   [`types`] and their validation rules, as the server uses it.
+//! - `tracing` (default): the spans and events above. Without it the client holds no tracing
+//!   code.
 //! - `schema`: `schemars::JsonSchema` for every wire type.
 #![deny(missing_docs)]
 // The tour above links to the client, which a build without the `client` feature lacks.
@@ -158,6 +197,8 @@ mod deadline;
 mod error;
 #[cfg(feature = "client")]
 mod link;
+#[cfg(feature = "client")]
+mod observe;
 #[cfg(feature = "client")]
 mod retry;
 #[cfg(feature = "client")]

@@ -7,6 +7,7 @@ use rand::Rng;
 use reqwest::Method;
 
 use crate::deadline::Deadline;
+use crate::observe;
 use crate::{Error, Result};
 
 /// How the client retries requests that failed in a way that may pass: transport errors,
@@ -150,8 +151,10 @@ impl RetryPolicy {
             }
             let Some(delay) = self.delay(attempts, &err) else { return (Err(err), attempts) };
             if !deadline.leaves_time_after(delay) {
+                observe::no_time_to_retry(attempts, delay, &err);
                 return (Err(exceeded(Some(err))), attempts);
             }
+            observe::retrying(attempts, delay, &err);
             tokio::time::sleep(delay).await;
             last_error = Some(err);
             attempts += 1;

@@ -1,0 +1,207 @@
+//! What the client tells `tracing` (feature `tracing`): a span per call, and events for its
+//! retries and token refreshes. Without the feature every item here is empty, and the client
+//! has no tracing code at all.
+//!
+//! Only what cannot hold a secret is recorded: methods, route templates, statuses, request
+//! ids, counts, waits and the kinds of errors. Never a URL (its query may hold anything), a
+//! header or a body, nor an error's text: a transport error's names the URL it was sent to.
+
+use std::future::Future;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+
+use crate::auth::RefreshCause;
+use crate::Error;
+
+/// A call's span, with every field it records later declared empty: a span's fields are fixed
+/// when it is made.
+#[cfg(feature = "tracing")]
+macro_rules! call_span {
+    ($name:literal, $method:expr, $route:expr, $request_id:expr) => {{
+        let (method, route): (&Method, &'static str) = (&$method, $route);
+        let span = tracing::info_span!(
+            target: "tasklane",
+            $name,
+            method = %method,
+            route,
+            request_id = $request_id,
+            attempts = tracing::field::Empty,
+            status = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        span
+    }};
+}
+
+/// The span of a call (`tasklane.request`), or of a token refresh's request
+/// (`tasklane.refresh`).
+#[derive(Clone, Debug)]
+pub(crate) struct CallSpan {
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
+}
+
+#[cfg(feature = "tracing")]
+impl CallSpan {
+    /// The span of a call of `route` (a template such as `/tasks/{id}`), sent with
+    /// `X-Request-Id: request_id`.
+    pub(crate) fn request(method: &Method, route: &'static str, request_id: Option<&str>) -> Self {
+        Self { span: call_span!("tasklane.request", method, route, request_id) }
+    }
+
+    /// The span of a token refresh's `POST /auth/refresh`: a child of the span of the call
+    /// that started it, whose request id it records once its request is made.
+    pub(crate) fn refresh() -> Self {
+        Self {
+            span: call_span!("tasklane.refresh", Method::POST, crate::client::route::REFRESH, None::<&str>),
+        }
+    }
+
+    /// The span `future` runs in: the call's own when it is instrumented, such as a refresh's
+    /// request on its task.
+    pub(crate) fn current() -> Self {
+        Self { span: tracing::Span::current() }
+    }
+
+    /// Runs `future` in this span.
+    pub(crate) fn instrument<F: Future>(&self, future: F) -> impl Future<Output = F::Output> {
+        tracing::Instrument::instrument(future, self.span.clone())
+    }
+
+    pub(crate) fn record_request_id(&self, request_id: Option<&str>) {
+        self.span.record("request_id", request_id);
+    }
+
+    /// Records how the call ended: after how many attempts, with which status (of the answer
+    /// that ended it, if one did) or error.
+    pub(crate) fn finish(&self, attempts: u32, outcome: Result<StatusCode, &Error>) {
+        self.span.record("attempts", attempts);
+        match outcome {
+            Ok(status) => {
+                self.span.record("status", status.as_u16());
+            }
+            Err(err) => {
+                self.span.record("status", err.status());
+                self.span.record("error", err.kind());
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "tracing"))]
+impl CallSpan {
+    pub(crate) fn request(_: &Method, _: &'static str, _: Option<&str>) -> Self {
+        Self {}
+    }
+
+    pub(crate) fn refresh() -> Self {
+        Self {}
+    }
+
+    pub(crate) fn current() -> Self {
+        Self {}
+    }
+
+    pub(crate) fn instrument<F: Future>(&self, future: F) -> F {
+        future
+    }
+
+    pub(crate) fn record_request_id(&self, _: Option<&str>) {}
+
+    pub(crate) fn finish(&self, _: u32, _: Result<StatusCode, &Error>) {}
+}
+
+/// Attempt `attempt` failed with `err`, and the next comes after `wait`.
+pub(crate) fn retrying(attempt: u32, wait: Duration, err: &Error) {
+    #[cfg(feature = "tracing")]
+    tracing::info!(
+        target: "tasklane",
+        attempt,
+        wait_ms = millis(wait),
+        reason = err.kind(),
+        status = err.status(),
+        retry_after_ms = err.retry_after().map(millis),
+        "retrying"
+    );
+    #[cfg(not(feature = "tracing"))]
+    let _ = (attempt, wait, err);
+}
+
+/// Attempt `attempt` failed with `err`, and the wait before the next would pass the deadline.
+pub(crate) fn no_time_to_retry(attempt: u32, wait: Duration, err: &Error) {
+    #[cfg(feature = "tracing")]
+    tracing::info!(
+        target: "tasklane",
+        attempt,
+        wait_ms = millis(wait),
+        reason = err.kind(),
+        status = err.status(),
+        "not retrying: the wait would pass the call's deadline"
+    );
+    #[cfg(not(feature = "tracing"))]
+    let _ = (attempt, wait, err);
+}
+
+/// This call starts a refresh, for `cause`.
+pub(crate) fn refresh_started(cause: RefreshCause) {
+    #[cfg(feature = "tracing")]
+    tracing::debug!(target: "tasklane", cause = cause.as_str(), "token refresh started");
+    #[cfg(not(feature = "tracing"))]
+    let _ = cause;
+}
+
+/// This call waits for a refresh another call started.
+pub(crate) fn refresh_joined(cause: RefreshCause) {
+    #[cfg(feature = "tracing")]
+    tracing::debug!(target: "tasklane", cause = cause.as_str(), "token refresh joined: one is running");
+    #[cfg(not(feature = "tracing"))]
+    let _ = cause;
+}
+
+/// The tokens this call read have been replaced since: it takes the new ones, no refresh.
+pub(crate) fn refresh_done_already() {
+    #[cfg(feature = "tracing")]
+    tracing::debug!(target: "tasklane", "token refresh not needed: the tokens were refreshed meanwhile");
+}
+
+/// The outcome of the refresh this call waited for.
+pub(crate) fn refresh_finished<T>(outcome: &Result<T, Error>) {
+    #[cfg(feature = "tracing")]
+    match outcome {
+        Ok(_) => tracing::info!(target: "tasklane", outcome = "refreshed", "token refresh finished"),
+        Err(Error::RefreshFailed { source }) => tracing::warn!(
+            target: "tasklane",
+            outcome = "failed",
+            error = source.kind(),
+            status = source.status(),
+            "token refresh finished"
+        ),
+        Err(err) => tracing::info!(
+            target: "tasklane",
+            outcome = "session_expired",
+            status = err.status(),
+            "token refresh finished"
+        ),
+    }
+    #[cfg(not(feature = "tracing"))]
+    let _ = outcome;
+}
+
+/// A refresh is still running, and the call goes ahead with the access token it has, which
+/// is still good.
+pub(crate) fn ahead_of_refresh() {
+    #[cfg(feature = "tracing")]
+    tracing::debug!(target: "tasklane", "token refresh still running: sending with the current token");
+}
+
+/// No refresh now: one failed moments ago, and the current access token is still good.
+pub(crate) fn refresh_held_back() {
+    #[cfg(feature = "tracing")]
+    tracing::debug!(target: "tasklane", "token refresh held back after a failed one: sending with the current token");
+}
+
+#[cfg(feature = "tracing")]
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
