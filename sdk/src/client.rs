@@ -14,7 +14,7 @@ use url::Url;
 use crate::auth::{RefreshCause, Session, TokenStore, Tokens};
 use crate::deadline::Deadline;
 use crate::error::{request_id, REQUEST_ID};
-use crate::observe::CallSpan;
+use crate::observe::{self, CallSpan};
 use crate::retry::RetryPolicy;
 use crate::tasks::Tasks;
 use crate::types::{Credentials, HealthStatus, RefreshRequest, Secret, TokenPair, User};
@@ -434,6 +434,8 @@ impl Client {
         if let Some(tokens) = tokens {
             request.headers_mut().insert(AUTHORIZATION, bearer_header(tokens.access_token())?);
         }
+        // Per attempt: the span current now is the call's (or the refresh's).
+        observe::inject_trace_context(request.headers_mut());
         let sent_id = request_id(request.headers());
         let unanswered = |err| Error::unanswered(err, sent_id.clone());
         let response = self.inner.http.execute(request).await.map_err(unanswered)?;

@@ -174,12 +174,36 @@
 //! No token, password, URL (so no query string), header, body or error text is ever
 //! recorded: only the fields above.
 //!
+//! With the `opentelemetry` feature, and a `tracing-opentelemetry` layer in the application's
+//! subscriber, every request also carries the W3C `traceparent` (and `tracestate`) of its
+//! call's span, so the server's spans continue the application's trace, under the call. The
+//! spans are named as OpenTelemetry's HTTP conventions ask (`GET /tasks/{id}`, kind client).
+//! Use the versions of `opentelemetry` and `tracing-opentelemetry` this crate depends on:
+//!
+//! ```no_run
+//! use opentelemetry::trace::TracerProvider as _;
+//! use tracing::Instrument as _;
+//! use tracing_subscriber::layer::SubscriberExt as _;
+//!
+//! # async fn demo(client: tasklane::Client, provider: opentelemetry_sdk::trace::SdkTracerProvider) -> tasklane::Result<()> {
+//! // `provider` exports to your collector (OTLP, say).
+//! let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("my-app"));
+//! tracing::subscriber::set_global_default(tracing_subscriber::registry().with(otel)).unwrap();
+//!
+//! // The server's spans for these requests are in this span's trace.
+//! client.tasks().get(7).instrument(tracing::info_span!("show task")).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Features
 //!
 //! - `client` (default): the HTTP client. Without it the crate is only the wire types in
 //!   [`types`] and their validation rules, as the server uses it.
 //! - `tracing` (default): the spans and events above. Without it the client holds no tracing
 //!   code.
+//! - `opentelemetry`: the W3C `traceparent` header from the current span's OpenTelemetry
+//!   context; implies `tracing`.
 //! - `schema`: `schemars::JsonSchema` for every wire type.
 #![deny(missing_docs)]
 // The tour above links to the client, which a build without the `client` feature lacks.

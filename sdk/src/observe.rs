@@ -15,11 +15,27 @@ use crate::auth::RefreshCause;
 use crate::Error;
 
 /// A call's span, with every field it records later declared empty: a span's fields are fixed
-/// when it is made.
+/// when it is made. With OpenTelemetry, `otel.*` name the exported span as its semantic
+/// conventions ask (`GET /tasks/{id}`, a client span).
 #[cfg(feature = "tracing")]
 macro_rules! call_span {
     ($name:literal, $method:expr, $route:expr, $request_id:expr) => {{
         let (method, route): (&Method, &'static str) = (&$method, $route);
+        #[cfg(feature = "opentelemetry")]
+        let span = tracing::info_span!(
+            target: "tasklane",
+            $name,
+            otel.name = %format_args!("{method} {route}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            method = %method,
+            route,
+            request_id = $request_id,
+            attempts = tracing::field::Empty,
+            status = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        #[cfg(not(feature = "opentelemetry"))]
         let span = tracing::info_span!(
             target: "tasklane",
             $name,
@@ -84,6 +100,8 @@ impl CallSpan {
             Err(err) => {
                 self.span.record("status", err.status());
                 self.span.record("error", err.kind());
+                #[cfg(feature = "opentelemetry")]
+                self.span.record("otel.status_code", "error");
             }
         }
     }
@@ -200,6 +218,49 @@ pub(crate) fn refresh_held_back() {
     #[cfg(feature = "tracing")]
     tracing::debug!(target: "tasklane", "token refresh held back after a failed one: sending with the current token");
 }
+
+/// Adds the W3C Trace Context of the current span to a request's headers: `traceparent`, and
+/// `tracestate` when there is one. The span is the call's, which tracing-opentelemetry makes a
+/// child of the application's span: the server's spans join the application's trace under it.
+///
+/// Written here rather than through OpenTelemetry's global propagator, which does nothing
+/// until an application installs one: the server reads W3C Trace Context, so that is sent.
+/// A span without an OpenTelemetry context (no tracing-opentelemetry layer) falls back to
+/// OpenTelemetry's own current context, for applications that use its API directly; with
+/// neither, nothing is sent.
+#[cfg(feature = "opentelemetry")]
+pub(crate) fn inject_trace_context(headers: &mut reqwest::header::HeaderMap) {
+    use opentelemetry::trace::TraceContextExt as _;
+    use reqwest::header::{HeaderName, HeaderValue};
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    let mut context = tracing::Span::current().context();
+    if !context.span().span_context().is_valid() {
+        context = opentelemetry::Context::current();
+    }
+    let span = context.span();
+    let span_context = span.span_context();
+    if !span_context.is_valid() {
+        return;
+    }
+    let traceparent = format!(
+        "00-{}-{}-{:02x}",
+        span_context.trace_id(),
+        span_context.span_id(),
+        span_context.trace_flags().to_u8()
+    );
+    let traceparent = HeaderValue::from_str(&traceparent).expect("hex digits and dashes");
+    headers.insert(HeaderName::from_static("traceparent"), traceparent);
+    let state = span_context.trace_state().header();
+    // An empty state is not sent; one that is no valid header value is dropped, as the
+    // specification allows.
+    if let Some(state) = Some(state).filter(|s| !s.is_empty()).and_then(|s| HeaderValue::from_str(&s).ok()) {
+        headers.insert(HeaderName::from_static("tracestate"), state);
+    }
+}
+
+#[cfg(not(feature = "opentelemetry"))]
+pub(crate) fn inject_trace_context(_: &mut reqwest::header::HeaderMap) {}
 
 #[cfg(feature = "tracing")]
 fn millis(duration: Duration) -> u64 {
