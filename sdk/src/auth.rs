@@ -315,6 +315,49 @@ impl TokenStore for MemoryTokenStore {
     }
 }
 
+/// How a token refresh ended, as told to the hook of
+/// [`ClientBuilder::on_refresh`](crate::ClientBuilder::on_refresh).
+///
+/// ```
+/// use tasklane::RefreshOutcome;
+///
+/// fn describe(outcome: &RefreshOutcome) -> String {
+///     match outcome {
+///         RefreshOutcome::Refreshed { expires_at } => format!("new tokens, good until {expires_at:?}"),
+///         RefreshOutcome::SessionExpired { .. } => "the session is over: log in again".to_owned(),
+///         RefreshOutcome::Failed { error } => format!("could not refresh ({error}); will try again"),
+///         _ => "something new".to_owned(),
+///     }
+/// }
+/// # let _ = describe;
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum RefreshOutcome {
+    /// The server issued new tokens; the session goes on with them, and the
+    /// [`TokenStore`] has been given them.
+    Refreshed {
+        /// When the new access token expires, if known.
+        expires_at: Option<DateTime<Utc>>,
+    },
+    /// The server refused the refresh token: the session is over and the store cleared.
+    /// Calls fail with [`Error::SessionExpired`] until the user logs in again.
+    SessionExpired {
+        /// The server's refusal (an [`Error::Unauthorized`]).
+        error: Error,
+    },
+    /// The refresh failed for another reason (the server unreachable or overloaded, an answer
+    /// from a proxy): the tokens are kept, and the next call that needs a refresh tries again.
+    /// The calls waiting for it got [`Error::RefreshFailed`] with this error inside.
+    Failed {
+        /// Why it failed.
+        error: Error,
+    },
+}
+
+/// The hook of [`ClientBuilder::on_refresh`](crate::ClientBuilder::on_refresh).
+pub(crate) type RefreshHook = Arc<dyn Fn(&RefreshOutcome) + Send + Sync>;
+
 /// The default store: nothing beyond the client's memory.
 struct NoStore;
 
@@ -436,6 +479,7 @@ pub(crate) struct Session {
     changes: tokio::sync::Mutex<()>,
     store: Arc<dyn TokenStore>,
     skew: Duration,
+    on_refresh: Option<RefreshHook>,
 }
 
 impl Session {
@@ -443,6 +487,7 @@ impl Session {
         tokens: Option<Tokens>,
         store: Option<Arc<dyn TokenStore>>,
         skew: Duration,
+        on_refresh: Option<RefreshHook>,
     ) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
@@ -454,6 +499,7 @@ impl Session {
             changes: tokio::sync::Mutex::new(()),
             store: store.unwrap_or_else(|| Arc::new(NoStore)),
             skew,
+            on_refresh,
         })
     }
 
@@ -621,7 +667,7 @@ impl Session {
         // The expiry is measured from when the answer came, not from when the lock is free.
         let answer = answer.map(Tokens::from);
         let _changes = self.changes.lock().await;
-        let (outcome, change) = {
+        let (outcome, change, report) = {
             let mut state = self.state();
             if state.stamp != seen {
                 // Logged in or out meanwhile: this refresh's result belongs to a past session.
@@ -631,6 +677,7 @@ impl Session {
                 Ok(tokens) => {
                     let tokens = Arc::new(tokens);
                     state.refreshed(Arc::clone(&tokens));
+                    let report = RefreshOutcome::Refreshed { expires_at: tokens.expires_at };
                     (
                         Ok(Bearer {
                             tokens: Arc::clone(&tokens),
@@ -638,17 +685,20 @@ impl Session {
                             ahead_of_refresh: false,
                         }),
                         Some(Change::Save(tokens)),
+                        report,
                     )
                 }
                 Err(err) if is_rejection(&err) => {
                     state.begin(None);
-                    (Err(Error::SessionExpired { response: err.response().cloned() }), Some(Change::Clear))
+                    let outcome = Err(Error::SessionExpired { response: err.response().cloned() });
+                    (outcome, Some(Change::Clear), RefreshOutcome::SessionExpired { error: err })
                 }
                 Err(err) => {
                     state.in_flight = None;
                     let wait = err.retry_after().unwrap_or(REFRESH_BACKOFF).max(REFRESH_BACKOFF);
                     state.quiet_until = Instant::now().checked_add(wait);
-                    (Err(Error::RefreshFailed { source: Box::new(err) }), None)
+                    let report = RefreshOutcome::Failed { error: err.clone() };
+                    (Err(Error::RefreshFailed { source: Box::new(err) }), None, report)
                 }
             }
         };
@@ -663,6 +713,11 @@ impl Session {
             }
         };
         let _ = std::panic::AssertUnwindSafe(stored).catch_unwind().await;
+        // Once the store has the change, so that a hook that reads the store finds it there. A
+        // hook that panics is ignored, as a store is.
+        if let Some(hook) = &self.on_refresh {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(&report)));
+        }
         outcome
     }
 
@@ -795,7 +850,7 @@ mod tests {
     #[test]
     fn debug_never_shows_secrets() {
         let tokens = Tokens::new("access-secret", "refresh-secret");
-        let session = Session::new(Some(tokens.clone()), None, Duration::ZERO);
+        let session = Session::new(Some(tokens.clone()), None, Duration::ZERO, None);
         for text in
             [format!("{tokens:?}"), format!("{session:?}"), format!("{:?}", MemoryTokenStore::from(tokens))]
         {

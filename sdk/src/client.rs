@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use url::Url;
 
-use crate::auth::{RefreshCause, Session, TokenStore, Tokens};
+use crate::auth::{RefreshCause, RefreshHook, RefreshOutcome, Session, TokenStore, Tokens};
 use crate::deadline::Deadline;
 use crate::error::{request_id, REQUEST_ID};
 use crate::observe::{self, CallSpan};
@@ -570,6 +570,7 @@ pub struct ClientBuilder {
     store: Option<Arc<dyn TokenStore>>,
     refresh_skew: Duration,
     retry: RetryPolicy,
+    on_refresh: Option<RefreshHook>,
 }
 
 impl ClientBuilder {
@@ -604,6 +605,7 @@ impl ClientBuilder {
             store: None,
             refresh_skew: Self::DEFAULT_REFRESH_SKEW,
             retry: RetryPolicy::default(),
+            on_refresh: None,
         }
     }
 
@@ -704,6 +706,40 @@ impl ClientBuilder {
         self
     }
 
+    /// Calls `hook` with the outcome of every token refresh: new tokens, the session over, or a
+    /// failure that may pass. For an application to react (show a login prompt when the
+    /// session is over, count failures), without waiting for a call to fail.
+    ///
+    /// It is called once per refresh, however many calls waited for it, on the refresh's own
+    /// task and after the [`TokenStore`] has its change, before the waiting calls go on. So it
+    /// must be quick and must not block: hand anything slow to a task or a channel. A refresh
+    /// whose outcome no longer matters (the session was logged out or replaced meanwhile) is
+    /// not reported. A hook that panics is ignored.
+    ///
+    /// With the `tracing` feature the same outcomes are also events (see the crate's
+    /// documentation); the hook needs no subscriber.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// use tasklane::{Client, RefreshOutcome};
+    ///
+    /// let logged_out = Arc::new(AtomicBool::new(false));
+    /// let flag = Arc::clone(&logged_out);
+    /// let client = Client::builder("https://tasks.example.com")
+    ///     .on_refresh(move |outcome| match outcome {
+    ///         RefreshOutcome::SessionExpired { .. } => flag.store(true, Ordering::SeqCst),
+    ///         RefreshOutcome::Failed { error } => eprintln!("token refresh failed: {error}"),
+    ///         _ => {}
+    ///     })
+    ///     .build()?;
+    /// # Ok::<(), tasklane::Error>(())
+    /// ```
+    pub fn on_refresh(mut self, hook: impl Fn(&RefreshOutcome) + Send + Sync + 'static) -> Self {
+        self.on_refresh = Some(Arc::new(hook));
+        self
+    }
+
     /// How long before the access token expires it is refreshed. Default:
     /// [`DEFAULT_REFRESH_SKEW`](Self::DEFAULT_REFRESH_SKEW).
     ///
@@ -768,7 +804,7 @@ impl ClientBuilder {
                 user_agent,
                 timeout,
                 retry: self.retry,
-                session: Session::new(self.tokens, self.store, self.refresh_skew),
+                session: Session::new(self.tokens, self.store, self.refresh_skew, self.on_refresh),
             }),
             call_timeout: self.call_timeout,
         })
@@ -786,6 +822,7 @@ impl fmt::Debug for ClientBuilder {
             .field("user_agent", &self.user_agent)
             .field("tokens", &self.tokens)
             .field("token_store", &self.store.is_some())
+            .field("on_refresh", &self.on_refresh.is_some())
             .field("refresh_skew", &self.refresh_skew)
             .field("retry", &self.retry)
             .finish()

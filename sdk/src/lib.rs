@@ -67,6 +67,24 @@
 //! ahead with it, and those that needed the refresh fail with [`Error::RefreshFailed`], which
 //! the retry policy treats as not sent.
 //!
+//! To hear of every refresh as it ends (new tokens, the session over, a failure that may
+//! pass) without waiting for a call to fail, give the builder a hook:
+//!
+//! ```no_run
+//! use tasklane::{Client, RefreshOutcome};
+//!
+//! # fn demo() -> tasklane::Result<()> {
+//! let client = Client::builder("http://127.0.0.1:8000")
+//!     .on_refresh(|outcome| {
+//!         if let RefreshOutcome::SessionExpired { .. } = outcome {
+//!             eprintln!("signed out: please log in again");
+//!         }
+//!     })
+//!     .build()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! A refresh runs on a task of its own, so a call that gives up on it (at its
 //! [deadline](#deadlines), or dropped by a `tokio::time::timeout`) does not cut it short, and
 //! its rotated tokens are still stored. That task needs the Tokio
@@ -229,7 +247,7 @@ mod retry;
 mod tasks;
 
 #[cfg(feature = "client")]
-pub use auth::{MemoryTokenStore, TokenStore, Tokens};
+pub use auth::{MemoryTokenStore, RefreshOutcome, TokenStore, Tokens};
 /// The date and time types of the API ([`Task::created_at`], [`Tokens::expires_at`]), so that
 /// an application uses the same `chrono` as this crate without depending on it itself.
 pub use chrono;
