@@ -211,42 +211,31 @@ fn jwt_claim_time(token: &str, claim: &str) -> Option<DateTime<Utc>> {
 /// their change. So a store should be quick, and must finish: requests that wait for a refresh
 /// wait for its save, and one that never finishes holds up every later change.
 ///
+/// [`FileTokenStore`](crate::FileTokenStore) (feature `file-store`) keeps the session in a
+/// private file. Any other store implements the two methods; here, one entry in an
+/// application's settings, as JSON:
+///
 /// ```
-/// use std::io::Write as _;
-/// use std::path::{Path, PathBuf};
+/// use std::sync::Mutex;
 ///
 /// use tasklane::{BoxFuture, TokenStore, Tokens};
 ///
-/// /// Keeps the tokens in a JSON file that only its owner can read. The file is replaced
-/// /// whole (a temporary file, created with mode 0600 on Unix, renamed over it), so a crash
-/// /// never leaves half of one.
-/// struct FileStore(PathBuf);
-///
-/// fn write(path: &Path, tokens: &Tokens) -> std::io::Result<()> {
-///     let mut file = tempfile::NamedTempFile::new_in(path.parent().unwrap_or(Path::new(".")))?;
-///     serde_json::to_writer(&mut file, tokens)?;
-///     file.flush()?;
-///     file.as_file().sync_all()?;
-///     file.persist(path)?;
-///     Ok(())
+/// /// The session as one JSON entry of the application's settings.
+/// struct SettingsStore {
+///     entry: Mutex<Option<String>>,
 /// }
 ///
-/// impl TokenStore for FileStore {
+/// impl TokenStore for SettingsStore {
 ///     fn save<'a>(&'a self, tokens: &'a Tokens) -> BoxFuture<'a, ()> {
-///         let (path, tokens) = (self.0.clone(), tokens.clone());
-///         Box::pin(async move {
-///             let written = tokio::task::spawn_blocking(move || write(&path, &tokens)).await;
-///             if !matches!(written, Ok(Ok(()))) {
-///                 eprintln!("could not save the session: {written:?}");
-///             }
-///         })
+///         // `Tokens` serialize with their expiry, for `ClientBuilder::tokens` at the next start.
+///         let json = serde_json::to_string(tokens).expect("tokens serialize to JSON");
+///         *self.entry.lock().unwrap() = Some(json);
+///         Box::pin(std::future::ready(()))
 ///     }
 ///
 ///     fn clear(&self) -> BoxFuture<'_, ()> {
-///         let path = self.0.clone();
-///         Box::pin(async move {
-///             let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
-///         })
+///         *self.entry.lock().unwrap() = None;
+///         Box::pin(std::future::ready(()))
 ///     }
 /// }
 /// ```

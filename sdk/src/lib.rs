@@ -37,23 +37,28 @@
 //!
 //! Refresh tokens rotate: each refresh returns a new one and the old one stops working. Give
 //! the builder a [`TokenStore`] to keep the current tokens across runs, and pass the saved
-//! [`Tokens`] back to [`ClientBuilder::tokens`] on the next start:
+//! [`Tokens`] back to [`ClientBuilder::tokens`] on the next start. [`FileTokenStore`] keeps
+//! them in a file only the user can read, replaced whole at each change:
 //!
 //! ```no_run
-//! use tasklane::{Client, MemoryTokenStore, Tokens};
+//! use tasklane::{Client, FileTokenStore};
 //!
-//! # async fn demo(saved: Option<Tokens>) -> tasklane::Result<()> {
-//! let store = MemoryTokenStore::new(); // or your own store: a file, a keychain
-//! let mut builder = Client::builder("http://127.0.0.1:8000").token_store(store.clone());
-//! if let Some(tokens) = saved {
-//!     builder = builder.tokens(tokens);
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = "http://127.0.0.1:8000";
+//! let store = FileTokenStore::new("/home/ada/.config/my-app/session.json", server);
+//! let mut builder = Client::builder(server).token_store(store.clone());
+//! if let Some(tokens) = store.load()? {
+//!     builder = builder.tokens(tokens); // the session of the last run
 //! }
 //! let client = builder.build()?;
-//! let me = client.me().await?;
+//! let me = client.me().await?; // Error::SessionExpired when there was none: log in
 //! println!("hello, {}", me.username);
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! [`MemoryTokenStore`] keeps them in memory (for tests); any other place (a keychain, a
+//! database) is a [`TokenStore`] of your own.
 //!
 //! A session belongs to one client (and its clones): two clients resumed from the same saved
 //! tokens would each use the one-use refresh token, and the server revokes a session whose
@@ -220,12 +225,14 @@
 //!   [`types`] and their validation rules, as the server uses it.
 //! - `tracing` (default): the spans and events above. Without it the client holds no tracing
 //!   code.
+//! - `file-store` (default): [`FileTokenStore`]. It needs no dependency beyond the client's.
 //! - `opentelemetry`: the W3C `traceparent` header from the current span's OpenTelemetry
 //!   context; implies `tracing`.
 //! - `schema`: `schemars::JsonSchema` for every wire type.
 #![deny(missing_docs)]
-// The tour above links to the client, which a build without the `client` feature lacks.
-#![cfg_attr(not(feature = "client"), allow(rustdoc::broken_intra_doc_links))]
+// The docs link to the items of the default features (the client, `FileTokenStore`), which a
+// build without them lacks; its docs keep the links' text.
+#![cfg_attr(not(all(feature = "client", feature = "file-store")), allow(rustdoc::broken_intra_doc_links))]
 
 pub mod types;
 
@@ -237,6 +244,8 @@ mod client;
 mod deadline;
 #[cfg(feature = "client")]
 mod error;
+#[cfg(feature = "file-store")]
+mod file_store;
 #[cfg(feature = "client")]
 mod link;
 #[cfg(feature = "client")]
@@ -255,6 +264,8 @@ pub use chrono;
 pub use client::{Client, ClientBuilder};
 #[cfg(feature = "client")]
 pub use error::{BoxError, Error, ErrorResponse, Result};
+#[cfg(feature = "file-store")]
+pub use file_store::FileTokenStore;
 /// The `futures` crate, for the stream of [`ListTasks::stream`] (`TryStreamExt::try_next`,
 /// `try_collect`) and for [`BoxFuture`].
 #[cfg(feature = "client")]
