@@ -35,8 +35,6 @@ use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use tasklane::futures::TryStreamExt as _;
 use tasklane::{Client, Error, NewTask, TaskSort, TaskStatus, TaskUpdate, Tokens};
 
-use crate::session::FileTokenStore;
-
 /// Manage your Tasklane tasks from the command line.
 #[derive(Debug, Parser)]
 #[command(name = "taskctl", version)]
@@ -152,7 +150,7 @@ async fn end_replaced_session(url: &str, replaced: Option<Tokens>) {
 async fn run(command: &Command, url: &str) -> Result<(), Failure> {
     let dir = session::config_dir()
         .ok_or_else(|| Failure::Other("no config directory: set TASKLANE_CONFIG_DIR".into()))?;
-    let store = FileTokenStore::new(dir.join("session.json"), url);
+    let store = session::store(&dir, url);
 
     // Resume the saved session, unless this command starts a new one. A new session replaces
     // the saved one, which is ended on the server once the new one exists (a failed login
