@@ -218,7 +218,8 @@ impl Client {
                 deadline.bound(refresh).await
             })
             .await;
-        span.finish(1, outcome.as_ref().map(|_| StatusCode::OK));
+        // No answer of its own: the refresh's request span has the status.
+        span.finish(1, outcome.as_ref().map(|_| None));
         Ok(Tokens::clone(&outcome?.tokens))
     }
 
@@ -380,7 +381,7 @@ impl Client {
         let attempt = |deadline| self.attempt(&request, auth, &sent_in, deadline);
         let run = policy.run(request.method(), deadline, sent_id.as_deref(), attempt);
         let (outcome, attempts) = span.instrument(run).await;
-        span.finish(attempts, outcome.as_ref().map(|answer| answer.status));
+        span.finish(attempts, outcome.as_ref().map(|answer| Some(answer.status)));
         outcome
     }
 
@@ -466,7 +467,7 @@ impl Client {
                     let pair = answer.json()?;
                     Ok((answer.status, pair))
                 });
-                span.finish(1, outcome.as_ref().map(|(status, _)| *status));
+                span.finish(1, outcome.as_ref().map(|(status, _)| Some(*status)));
                 outcome.map(|(_, pair)| pair)
             }
             .boxed()
@@ -669,7 +670,8 @@ impl ClientBuilder {
     /// use tasklane::Client;
     ///
     /// // A command-line tool: a user waits 10 s at most for an answer.
-    /// let client = Client::builder("https://tasks.example.com").call_timeout(Duration::from_secs(10)).build()?;
+    /// let client =
+    ///     Client::builder("https://tasks.example.com").call_timeout(Duration::from_secs(10)).build()?;
     /// assert_eq!(client.call_timeout(), Some(Duration::from_secs(10)));
     ///
     /// // A batch job: retry as long as the policy allows.

@@ -52,7 +52,8 @@ use crate::auth::{TokenStore, Tokens};
 ///
 /// The store's methods cannot return errors (the client goes on with its tokens whatever
 /// the store does): a failure is handed to [`on_error`](Self::on_error), and with the
-/// `tracing` feature is also a WARN event.
+/// `tracing` feature is also a WARN event. They write on Tokio's blocking threads, so that a
+/// slow disk does not hold up the runtime, and so need the runtime, as the client does.
 #[derive(Clone)]
 pub struct FileTokenStore {
     inner: Arc<Inner>,

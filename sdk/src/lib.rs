@@ -92,9 +92,9 @@
 //!
 //! A refresh runs on a task of its own, so a call that gives up on it (at its
 //! [deadline](#deadlines), or dropped by a `tokio::time::timeout`) does not cut it short, and
-//! its rotated tokens are still stored. That task needs the Tokio
-//! runtime: a program that gives up on a call and returns from `main` at once can lose them,
-//! and finds its session revoked at the next start.
+//! its rotated tokens are still stored. That task needs the Tokio runtime: a program that
+//! gives up on a call and returns from `main` at once can lose them, and finds its session
+//! revoked at the next start.
 //!
 //! ## Listing
 //!
@@ -162,8 +162,9 @@
 //!
 //! ## Tracing
 //!
-//! With the `tracing` feature (on by default) every call is a [`tracing`](https://docs.rs/tracing) span, so an
-//! application's subscriber shows what the client did, under the application's own spans:
+//! With the `tracing` feature (on by default) every call is a
+//! [`tracing`](https://docs.rs/tracing) span, so an application's subscriber shows what the
+//! client did, under the application's own spans:
 //!
 //! ```no_run
 //! # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
@@ -172,7 +173,8 @@
 //!     .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
 //!     .init();
 //! client.tasks().get(7).await?;
-//! // INFO tasklane.request{method=GET route="/tasks/{id}" request_id="9f0c…" attempts=1 status=200}: tasklane: close
+//! // INFO tasklane.request{method=GET route="/tasks/{id}" request_id="9f0c…" attempts=1
+//! //     status=200}: tasklane: close
 //! # Ok(())
 //! # }
 //! ```
@@ -199,8 +201,10 @@
 //!
 //! With the `opentelemetry` feature, and a `tracing-opentelemetry` layer in the application's
 //! subscriber, every request also carries the W3C `traceparent` (and `tracestate`) of its
-//! call's span, so the server's spans continue the application's trace, under the call. The
-//! spans are named as OpenTelemetry's HTTP conventions ask (`GET /tasks/{id}`, kind client).
+//! call's span, so the server's spans continue the application's trace, under the call
+//! (without such a layer, OpenTelemetry's own current context is used, if any; with neither,
+//! nothing is sent). The spans are named as OpenTelemetry's HTTP conventions ask
+//! (`GET /tasks/{id}`, kind client).
 //! Use the versions of `opentelemetry` and `tracing-opentelemetry` this crate depends on:
 //!
 //! ```no_run
@@ -208,7 +212,8 @@
 //! use tracing::Instrument as _;
 //! use tracing_subscriber::layer::SubscriberExt as _;
 //!
-//! # async fn demo(client: tasklane::Client, provider: opentelemetry_sdk::trace::SdkTracerProvider) -> tasklane::Result<()> {
+//! # use opentelemetry_sdk::trace::SdkTracerProvider;
+//! # async fn demo(client: tasklane::Client, provider: SdkTracerProvider) -> tasklane::Result<()> {
 //! // `provider` exports to your collector (OTLP, say).
 //! let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("my-app"));
 //! tracing::subscriber::set_global_default(tracing_subscriber::registry().with(otel)).unwrap();

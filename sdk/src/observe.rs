@@ -91,11 +91,11 @@ impl CallSpan {
 
     /// Records how the call ended: after how many attempts, with which status (of the answer
     /// that ended it, if one did) or error.
-    pub(crate) fn finish(&self, attempts: u32, outcome: Result<StatusCode, &Error>) {
+    pub(crate) fn finish(&self, attempts: u32, outcome: Result<Option<StatusCode>, &Error>) {
         self.span.record("attempts", attempts);
         match outcome {
             Ok(status) => {
-                self.span.record("status", status.as_u16());
+                self.span.record("status", status.map(|s| s.as_u16()));
             }
             Err(err) => {
                 self.span.record("status", err.status());
@@ -127,7 +127,7 @@ impl CallSpan {
 
     pub(crate) fn record_request_id(&self, _: Option<&str>) {}
 
-    pub(crate) fn finish(&self, _: u32, _: Result<StatusCode, &Error>) {}
+    pub(crate) fn finish(&self, _: u32, _: Result<Option<StatusCode>, &Error>) {}
 }
 
 /// Attempt `attempt` failed with `err`, and the next comes after `wait`.
@@ -216,7 +216,10 @@ pub(crate) fn ahead_of_refresh() {
 /// No refresh now: one failed moments ago, and the current access token is still good.
 pub(crate) fn refresh_held_back() {
     #[cfg(feature = "tracing")]
-    tracing::debug!(target: "tasklane", "token refresh held back after a failed one: sending with the current token");
+    tracing::debug!(
+        target: "tasklane",
+        "token refresh held back after a failed one: sending with the current token"
+    );
 }
 
 /// Adds the W3C Trace Context of the current span to a request's headers: `traceparent`, and

@@ -65,7 +65,8 @@ impl RetryPolicy {
     /// [`base_delay`](RetryPolicy::base_delay) (1 s gives waits of up to 1, 2, 4 s…) and more
     /// attempts. A `Retry-After` replaces the backoff, up to `max_delay` (20 s) each: a 503's
     /// is 1 s, a 429's as long as the rate limit says, for a POST too (a login that hits the
-    /// limit waits, or gets [`Error::RateLimited`] at once when the wait is longer).
+    /// limit waits, or gets [`Error::RateLimited`] at once when the wait is longer). The call's
+    /// deadline (30 s by default) leaves time for one wait of 20 s, not two.
     pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
     /// 100 ms: the first retry comes quickly (a lost connection usually succeeds at once).
     pub const DEFAULT_BASE_DELAY: Duration = Duration::from_millis(100);
