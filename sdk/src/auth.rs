@@ -68,6 +68,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use futures::future::{BoxFuture, FutureExt as _, Shared};
 use serde::{Deserialize, Serialize};
 
+use crate::observe::{self, CallSpan};
 use crate::types::{Secret, TokenPair};
 use crate::{Error, Result};
 
@@ -210,43 +211,31 @@ fn jwt_claim_time(token: &str, claim: &str) -> Option<DateTime<Utc>> {
 /// their change. So a store should be quick, and must finish: requests that wait for a refresh
 /// wait for its save, and one that never finishes holds up every later change.
 ///
+/// [`FileTokenStore`](crate::FileTokenStore) (feature `file-store`) keeps the session in a
+/// private file. Any other store implements the two methods; here, one entry in an
+/// application's settings, as JSON:
+///
 /// ```
-/// use std::io::Write as _;
-/// use std::path::{Path, PathBuf};
+/// use std::sync::Mutex;
 ///
-/// use futures::future::BoxFuture;
-/// use tasklane::{TokenStore, Tokens};
+/// use tasklane::{BoxFuture, TokenStore, Tokens};
 ///
-/// /// Keeps the tokens in a JSON file that only its owner can read. The file is replaced
-/// /// whole (a temporary file, created with mode 0600 on Unix, renamed over it), so a crash
-/// /// never leaves half of one.
-/// struct FileStore(PathBuf);
-///
-/// fn write(path: &Path, tokens: &Tokens) -> std::io::Result<()> {
-///     let mut file = tempfile::NamedTempFile::new_in(path.parent().unwrap_or(Path::new(".")))?;
-///     serde_json::to_writer(&mut file, tokens)?;
-///     file.flush()?;
-///     file.as_file().sync_all()?;
-///     file.persist(path)?;
-///     Ok(())
+/// /// The session as one JSON entry of the application's settings.
+/// struct SettingsStore {
+///     entry: Mutex<Option<String>>,
 /// }
 ///
-/// impl TokenStore for FileStore {
+/// impl TokenStore for SettingsStore {
 ///     fn save<'a>(&'a self, tokens: &'a Tokens) -> BoxFuture<'a, ()> {
-///         let (path, tokens) = (self.0.clone(), tokens.clone());
-///         Box::pin(async move {
-///             let written = tokio::task::spawn_blocking(move || write(&path, &tokens)).await;
-///             if !matches!(written, Ok(Ok(()))) {
-///                 eprintln!("could not save the session: {written:?}");
-///             }
-///         })
+///         // `Tokens` serialize with their expiry, for `ClientBuilder::tokens` at the next start.
+///         let json = serde_json::to_string(tokens).expect("tokens serialize to JSON");
+///         *self.entry.lock().unwrap() = Some(json);
+///         Box::pin(std::future::ready(()))
 ///     }
 ///
 ///     fn clear(&self) -> BoxFuture<'_, ()> {
-///         let path = self.0.clone();
-///         Box::pin(async move {
-///             let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
-///         })
+///         *self.entry.lock().unwrap() = None;
+///         Box::pin(std::future::ready(()))
 ///     }
 /// }
 /// ```
@@ -315,6 +304,49 @@ impl TokenStore for MemoryTokenStore {
     }
 }
 
+/// How a token refresh ended, as told to the hook of
+/// [`ClientBuilder::on_refresh`](crate::ClientBuilder::on_refresh).
+///
+/// ```
+/// use tasklane::RefreshOutcome;
+///
+/// fn describe(outcome: &RefreshOutcome) -> String {
+///     match outcome {
+///         RefreshOutcome::Refreshed { expires_at } => format!("new tokens, good until {expires_at:?}"),
+///         RefreshOutcome::SessionExpired { .. } => "the session is over: log in again".to_owned(),
+///         RefreshOutcome::Failed { error } => format!("could not refresh ({error}); will try again"),
+///         _ => "something new".to_owned(),
+///     }
+/// }
+/// # let _ = describe;
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum RefreshOutcome {
+    /// The server issued new tokens; the session goes on with them, and the
+    /// [`TokenStore`] has been given them.
+    Refreshed {
+        /// When the new access token expires, if known.
+        expires_at: Option<DateTime<Utc>>,
+    },
+    /// The server refused the refresh token: the session is over and the store cleared.
+    /// Calls fail with [`Error::SessionExpired`] until the user logs in again.
+    SessionExpired {
+        /// The server's refusal (an [`Error::Unauthorized`]).
+        error: Error,
+    },
+    /// The refresh failed for another reason (the server unreachable or overloaded, an answer
+    /// from a proxy): the tokens are kept, and the next call that needs a refresh tries again.
+    /// The calls waiting for it got [`Error::RefreshFailed`] with this error inside.
+    Failed {
+        /// Why it failed.
+        error: Error,
+    },
+}
+
+/// The hook of [`ClientBuilder::on_refresh`](crate::ClientBuilder::on_refresh).
+pub(crate) type RefreshHook = Arc<dyn Fn(&RefreshOutcome) + Send + Sync>;
+
 /// The default store: nothing beyond the client's memory.
 struct NoStore;
 
@@ -353,6 +385,28 @@ pub(crate) struct Stamp {
 }
 
 type InFlight = Shared<BoxFuture<'static, Result<Bearer>>>;
+
+/// Why a call asks for a refresh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RefreshCause {
+    /// The access token expires within the skew.
+    Expiring,
+    /// The server answered 401 to a request made with it.
+    Refused,
+    /// The application called [`Client::refresh`](crate::Client::refresh).
+    Requested,
+}
+
+impl RefreshCause {
+    #[cfg(feature = "tracing")]
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RefreshCause::Expiring => "expiring",
+            RefreshCause::Refused => "refused",
+            RefreshCause::Requested => "requested",
+        }
+    }
+}
 
 /// How long before the old access token expires a request waiting for a refresh stops
 /// waiting and goes ahead with it: time for the request to reach the server while the token is
@@ -414,6 +468,7 @@ pub(crate) struct Session {
     changes: tokio::sync::Mutex<()>,
     store: Arc<dyn TokenStore>,
     skew: Duration,
+    on_refresh: Option<RefreshHook>,
 }
 
 impl Session {
@@ -421,6 +476,7 @@ impl Session {
         tokens: Option<Tokens>,
         store: Option<Arc<dyn TokenStore>>,
         skew: Duration,
+        on_refresh: Option<RefreshHook>,
     ) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
@@ -432,6 +488,7 @@ impl Session {
             changes: tokio::sync::Mutex::new(()),
             store: store.unwrap_or_else(|| Arc::new(NoStore)),
             skew,
+            on_refresh,
         })
     }
 
@@ -473,18 +530,24 @@ impl Session {
             .and_then(|left| left.checked_sub(EXPIRY_MARGIN))
             .filter(|left| !left.is_zero());
         let Some(good_for) = good_for else {
-            return self.refresh(bearer.stamp, exchange).await;
+            return self.refresh(bearer.stamp, RefreshCause::Expiring, exchange).await;
         };
         if self.state().quiet_until.is_some_and(|until| Instant::now() < until) {
+            observe::refresh_held_back();
             return Ok(bearer);
         }
-        match tokio::time::timeout(good_for, self.refresh(bearer.stamp, exchange)).await {
+        match tokio::time::timeout(good_for, self.refresh(bearer.stamp, RefreshCause::Expiring, exchange))
+            .await
+        {
             Ok(Ok(fresh)) => Ok(fresh),
             Ok(Err(err @ Error::SessionExpired { .. })) => Err(err),
             // Failed for a passing reason: the old token can still make the request.
             Ok(Err(_)) => Ok(bearer),
             // Still running: the same, and the caller waits for it once it has its answer.
-            Err(_) => Ok(Bearer { ahead_of_refresh: true, ..bearer }),
+            Err(_) => {
+                observe::ahead_of_refresh();
+                Ok(Bearer { ahead_of_refresh: true, ..bearer })
+            }
         }
     }
 
@@ -509,7 +572,12 @@ impl Session {
 
     /// Replaces the tokens of `seen`, once however many callers ask; see the module's
     /// documentation.
-    pub(crate) async fn refresh<E, F>(self: &Arc<Self>, seen: Stamp, exchange: E) -> Result<Bearer>
+    pub(crate) async fn refresh<E, F>(
+        self: &Arc<Self>,
+        seen: Stamp,
+        cause: RefreshCause,
+        exchange: E,
+    ) -> Result<Bearer>
     where
         E: FnOnce(Secret) -> F + Send + 'static,
         F: Future<Output = Result<TokenPair>> + Send + 'static,
@@ -517,21 +585,31 @@ impl Session {
         let in_flight = {
             let mut state = self.state();
             if state.stamp != seen {
-                return state.bearer_for(seen);
+                let current = state.bearer_for(seen);
+                if current.is_ok() {
+                    observe::refresh_done_already();
+                }
+                return current;
             }
             match &state.in_flight {
-                Some(in_flight) => in_flight.clone(),
+                Some(in_flight) => {
+                    observe::refresh_joined(cause);
+                    in_flight.clone()
+                }
                 None => {
                     let Some(tokens) = state.tokens.clone() else {
                         return Err(Error::SessionExpired { response: None });
                     };
+                    observe::refresh_started(cause);
                     let in_flight = self.start_refresh(seen, tokens.refresh_token.clone(), exchange);
                     state.in_flight = Some(in_flight.clone());
                     in_flight
                 }
             }
         };
-        in_flight.await
+        let outcome = in_flight.await;
+        observe::refresh_finished(&outcome);
+        outcome
     }
 
     fn start_refresh<E, F>(self: &Arc<Self>, seen: Stamp, refresh_token: Secret, exchange: E) -> InFlight
@@ -540,10 +618,12 @@ impl Session {
         F: Future<Output = Result<TokenPair>> + Send + 'static,
     {
         let session = Arc::clone(self);
-        let task = tokio::spawn(async move {
+        // The refresh's own span, a child of the call that starts it (the current span here).
+        let span = CallSpan::refresh();
+        let task = tokio::spawn(span.instrument(async move {
             let answer = exchange(refresh_token).await;
             session.finish_refresh(seen, answer).await
-        });
+        }));
         let session = Arc::clone(self);
         async move {
             match task.await {
@@ -576,7 +656,7 @@ impl Session {
         // The expiry is measured from when the answer came, not from when the lock is free.
         let answer = answer.map(Tokens::from);
         let _changes = self.changes.lock().await;
-        let (outcome, change) = {
+        let (outcome, change, report) = {
             let mut state = self.state();
             if state.stamp != seen {
                 // Logged in or out meanwhile: this refresh's result belongs to a past session.
@@ -586,6 +666,7 @@ impl Session {
                 Ok(tokens) => {
                     let tokens = Arc::new(tokens);
                     state.refreshed(Arc::clone(&tokens));
+                    let report = RefreshOutcome::Refreshed { expires_at: tokens.expires_at };
                     (
                         Ok(Bearer {
                             tokens: Arc::clone(&tokens),
@@ -593,17 +674,20 @@ impl Session {
                             ahead_of_refresh: false,
                         }),
                         Some(Change::Save(tokens)),
+                        report,
                     )
                 }
                 Err(err) if is_rejection(&err) => {
                     state.begin(None);
-                    (Err(Error::SessionExpired { response: err.response().cloned() }), Some(Change::Clear))
+                    let outcome = Err(Error::SessionExpired { response: err.response().cloned() });
+                    (outcome, Some(Change::Clear), RefreshOutcome::SessionExpired { error: err })
                 }
                 Err(err) => {
                     state.in_flight = None;
                     let wait = err.retry_after().unwrap_or(REFRESH_BACKOFF).max(REFRESH_BACKOFF);
                     state.quiet_until = Instant::now().checked_add(wait);
-                    (Err(Error::RefreshFailed { source: Box::new(err) }), None)
+                    let report = RefreshOutcome::Failed { error: err.clone() };
+                    (Err(Error::RefreshFailed { source: Box::new(err) }), None, report)
                 }
             }
         };
@@ -618,6 +702,11 @@ impl Session {
             }
         };
         let _ = std::panic::AssertUnwindSafe(stored).catch_unwind().await;
+        // Once the store has the change, so that a hook that reads the store finds it there. A
+        // hook that panics is ignored, as a store is.
+        if let Some(hook) = &self.on_refresh {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(&report)));
+        }
         outcome
     }
 
@@ -750,7 +839,7 @@ mod tests {
     #[test]
     fn debug_never_shows_secrets() {
         let tokens = Tokens::new("access-secret", "refresh-secret");
-        let session = Session::new(Some(tokens.clone()), None, Duration::ZERO);
+        let session = Session::new(Some(tokens.clone()), None, Duration::ZERO, None);
         for text in
             [format!("{tokens:?}"), format!("{session:?}"), format!("{:?}", MemoryTokenStore::from(tokens))]
         {

@@ -1,7 +1,7 @@
 //! The client, its builder, and the path every request takes.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt as _};
@@ -11,8 +11,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use url::Url;
 
-use crate::auth::{Session, TokenStore, Tokens};
+use crate::auth::{RefreshCause, RefreshHook, RefreshOutcome, Session, TokenStore, Tokens};
+use crate::deadline::Deadline;
 use crate::error::{request_id, REQUEST_ID};
+use crate::observe::{self, CallSpan};
 use crate::retry::RetryPolicy;
 use crate::tasks::Tasks;
 use crate::types::{Credentials, HealthStatus, RefreshRequest, Secret, TokenPair, User};
@@ -47,6 +49,9 @@ const DEFAULT_USER_AGENT: &str = concat!("tasklane-rust/", env!("CARGO_PKG_VERSI
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Outside `inner`, so that [`Client::with_call_timeout`] makes a client with its own
+    /// deadline that shares everything else.
+    call_timeout: Option<Duration>,
 }
 
 struct Inner {
@@ -59,6 +64,27 @@ struct Inner {
     timeout: Option<Duration>,
     retry: RetryPolicy,
     session: Arc<Session>,
+}
+
+/// The API's routes, as templates: what a call's span names (never its URL, whose ids and
+/// query are the caller's data).
+pub(crate) mod route {
+    pub(crate) const REGISTER: &str = "/auth/register";
+    pub(crate) const LOGIN: &str = "/auth/login";
+    pub(crate) const REFRESH: &str = "/auth/refresh";
+    pub(crate) const LOGOUT: &str = "/auth/logout";
+    pub(crate) const ME: &str = "/auth/me";
+    pub(crate) const HEALTH: &str = "/health";
+    pub(crate) const READY: &str = "/ready";
+    pub(crate) const TASKS: &str = "/tasks/";
+    pub(crate) const TASK: &str = "/tasks/{id}";
+}
+
+/// A request ready to be sent, and the route it is an instance of.
+pub(crate) struct Call {
+    pub(crate) request: Request,
+    /// A template such as `/tasks/{id}` (see [`route`]).
+    pub(crate) route: &'static str,
 }
 
 /// Whether a request carries the session's access token.
@@ -93,6 +119,35 @@ impl Client {
         &self.inner.base_url
     }
 
+    /// How long each call of this client may take in all; `None` for no limit. See
+    /// [`ClientBuilder::call_timeout`].
+    pub fn call_timeout(&self) -> Option<Duration> {
+        self.call_timeout
+    }
+
+    /// This client with another call timeout (`None` for none), for the calls made through
+    /// it; the client it comes from keeps its own.
+    ///
+    /// A cheap clone: both share the connection pool and the session (a login or a refresh
+    /// through either is the other's too), and differ only in how long a call may take.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
+    /// use std::time::Duration;
+    ///
+    /// // An interactive lookup gives up sooner than the client's default allows.
+    /// let task = client.with_call_timeout(Duration::from_secs(3)).tasks().get(7).await?;
+    ///
+    /// // A background job that should wait out a rate limit keeps retrying as the policy says.
+    /// let patient = client.with_call_timeout(None);
+    /// patient.tasks().delete(task.id).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_call_timeout(&self, timeout: impl Into<Option<Duration>>) -> Client {
+        Client { inner: Arc::clone(&self.inner), call_timeout: timeout.into() }
+    }
+
     /// The session's current tokens, if it has any.
     pub fn tokens(&self) -> Option<Tokens> {
         self.inner.session.tokens()
@@ -115,7 +170,7 @@ impl Client {
     pub async fn register(&self, username: impl Into<String>, password: impl Into<Secret>) -> Result<Tokens> {
         let credentials = Credentials::new(username, password);
         credentials.validate().map_err(Error::invalid)?;
-        self.start_session("auth/register", &credentials).await
+        self.start_session(route::REGISTER, &credentials).await
     }
 
     /// Logs in (`POST /auth/login`) and starts a session; the tokens go to the
@@ -126,12 +181,12 @@ impl Client {
     /// [`Error::Unauthorized`] for an unknown user or a wrong password (the server does not
     /// say which).
     pub async fn login(&self, username: impl Into<String>, password: impl Into<Secret>) -> Result<Tokens> {
-        self.start_session("auth/login", &Credentials::new(username, password)).await
+        self.start_session(route::LOGIN, &Credentials::new(username, password)).await
     }
 
-    async fn start_session(&self, path: &str, credentials: &Credentials) -> Result<Tokens> {
-        let request = self.json_request(Method::POST, self.endpoint(path), credentials);
-        let pair: TokenPair = self.send(request, Auth::None).await?.json()?;
+    async fn start_session(&self, route: &'static str, credentials: &Credentials) -> Result<Tokens> {
+        let call = self.json_request(Method::POST, route, self.route_url(route), credentials);
+        let pair: TokenPair = self.send(call, Auth::None).await?.json()?;
         let tokens = Tokens::from(pair);
         self.inner.session.replace(tokens.clone()).await;
         Ok(tokens)
@@ -148,11 +203,24 @@ impl Client {
     /// answered 5xx or 429 (the tokens are kept). After a timeout or a
     /// connection lost once the request was sent, the server may have consumed the refresh
     /// token all the same, and the next refresh then ends the session with `SessionExpired`.
+    ///
+    /// The call's deadline bounds the wait, not the refresh: one that is still running when
+    /// [`Error::DeadlineExceeded`] is returned goes on, and its tokens are stored.
     pub async fn refresh(&self) -> Result<Tokens> {
         let session = &self.inner.session;
-        let current = session.current().ok_or(Error::SessionExpired { response: None })?;
-        let fresh = session.refresh(current.stamp, self.exchange()).await?;
-        Ok(Tokens::clone(&fresh.tokens))
+        // A call of its own, whose request is the refresh's (its span a child of this one).
+        let span = CallSpan::request(&Method::POST, route::REFRESH, None);
+        let deadline = Deadline::start(self.call_timeout);
+        let outcome = span
+            .instrument(async {
+                let current = session.current().ok_or(Error::SessionExpired { response: None })?;
+                let refresh = session.refresh(current.stamp, RefreshCause::Requested, self.exchange());
+                deadline.bound(refresh).await
+            })
+            .await;
+        // No answer of its own: the refresh's request span has the status.
+        span.finish(1, outcome.as_ref().map(|_| None));
+        Ok(Tokens::clone(&outcome?.tokens))
     }
 
     /// Ends the session: revokes the refresh token's family on the server
@@ -170,8 +238,9 @@ impl Client {
             .session
             .end(|refresh_token| async move {
                 let body = RefreshRequest { refresh_token };
-                let request = self.json_request(Method::POST, self.endpoint("auth/logout"), &body);
-                self.send(request, Auth::None).await.map(drop)
+                let call =
+                    self.json_request(Method::POST, route::LOGOUT, self.route_url(route::LOGOUT), &body);
+                self.send(call, Auth::None).await.map(drop)
             })
             .await
     }
@@ -203,24 +272,24 @@ impl Client {
     ///
     /// [`Error::SessionExpired`] without a session, as for every call that needs one.
     pub async fn me(&self) -> Result<User> {
-        self.get_json(self.endpoint("auth/me"), Auth::Bearer).await
+        self.get_json(route::ME, self.route_url(route::ME), Auth::Bearer).await
     }
 
     /// Whether the server process is serving (`GET /health`). Probes are sent once, never
     /// retried, so they report the present state.
     pub async fn health(&self) -> Result<HealthStatus> {
-        self.probe("health").await
+        self.probe(route::HEALTH).await
     }
 
     /// Whether the server can serve requests: its database (and Redis, if configured) answer
     /// (`GET /ready`). A server that is not ready answers 503: [`Error::Server`].
     pub async fn ready(&self) -> Result<HealthStatus> {
-        self.probe("ready").await
+        self.probe(route::READY).await
     }
 
-    async fn probe(&self, path: &str) -> Result<HealthStatus> {
-        let request = self.request(Method::GET, self.endpoint(path), None);
-        self.attempt(&request, Auth::None, &mut None).await?.json()
+    async fn probe(&self, route: &'static str) -> Result<HealthStatus> {
+        let call = self.request(Method::GET, route, self.route_url(route), None);
+        self.execute(call, Auth::None, &RetryPolicy::disabled()).await?.json()
     }
 
     // ---- The request path, used by the resource handles too ----
@@ -232,6 +301,11 @@ impl Client {
         self.inner.base_url.join(path).expect("API paths join onto the base URL")
     }
 
+    /// The URL of a route without parameters, such as [`route::LOGIN`].
+    fn route_url(&self, route: &'static str) -> Url {
+        self.endpoint(route.trim_start_matches('/'))
+    }
+
     /// Whether `url` is below the base URL: on the API's origin (scheme, host and port) and
     /// under its path. Only such URLs are followed with the access token; another path on the
     /// same host may be another application.
@@ -240,13 +314,19 @@ impl Client {
         url.origin() == base.origin() && url.path().starts_with(base.path())
     }
 
-    /// A request with this client's headers and, if given, a JSON body.
+    /// A request for `route` at `url` with this client's headers and, if given, a JSON body.
     ///
     /// Each call gets an `X-Request-Id` of its own (32 random hex digits), sent again with every
     /// attempt of that call (retries, and the replay after a refresh), so the server's access
     /// lines of one call share it, and an error the server answered names it
     /// ([`Error::request_id`](crate::Error::request_id)).
-    pub(crate) fn request(&self, method: Method, url: Url, json: Option<Vec<u8>>) -> Request {
+    pub(crate) fn request(
+        &self,
+        method: Method,
+        route: &'static str,
+        url: Url,
+        json: Option<Vec<u8>>,
+    ) -> Call {
         let mut request = Request::new(method, url);
         let headers = request.headers_mut();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
@@ -260,68 +340,88 @@ impl Client {
             *request.body_mut() = Some(json.into());
         }
         *request.timeout_mut() = self.inner.timeout;
-        request
+        Call { request, route }
     }
 
-    pub(crate) fn json_request(&self, method: Method, url: Url, body: &impl Serialize) -> Request {
+    pub(crate) fn json_request(
+        &self,
+        method: Method,
+        route: &'static str,
+        url: Url,
+        body: &impl Serialize,
+    ) -> Call {
         // The wire types are plain structs with string keys: serializing them cannot fail.
         let json = serde_json::to_vec(body).expect("request bodies serialize to JSON");
-        self.request(method, url, Some(json))
+        self.request(method, route, url, Some(json))
     }
 
-    pub(crate) async fn get_json<T: DeserializeOwned>(&self, url: Url, auth: Auth) -> Result<T> {
-        self.send(self.request(Method::GET, url, None), auth).await?.json()
+    pub(crate) async fn get_json<T: DeserializeOwned>(
+        &self,
+        route: &'static str,
+        url: Url,
+        auth: Auth,
+    ) -> Result<T> {
+        self.send(self.request(Method::GET, route, url, None), auth).await?.json()
     }
 
-    /// Sends `request`, retrying it by the [`RetryPolicy`]; a success status with its whole
-    /// body, or an error.
-    pub(crate) async fn send(&self, request: Request, auth: Auth) -> Result<Answer> {
-        let policy = &self.inner.retry;
-        let mut attempt = 1;
+    /// Sends `request`, retrying it by the [`RetryPolicy`] within the call's deadline; a
+    /// success status with its whole body, or an error.
+    pub(crate) async fn send(&self, call: Call, auth: Auth) -> Result<Answer> {
+        self.execute(call, auth, &self.inner.retry).await
+    }
+
+    /// [`send`](Client::send) by `policy`, in the call's span.
+    async fn execute(&self, call: Call, auth: Auth, policy: &RetryPolicy) -> Result<Answer> {
+        let Call { request, route } = call;
+        let deadline = Deadline::start(self.call_timeout);
+        let sent_id = request_id(request.headers());
+        let span = CallSpan::request(request.method(), route, sent_id.as_deref());
         // The session the first attempt was made in: a retry is not sent in another.
-        let mut session = None;
-        loop {
-            let err = match self.attempt(&request, auth, &mut session).await {
-                Ok(response) => return Ok(response),
-                Err(err) => err,
-            };
-            if attempt >= policy.attempts()
-                || !err.is_retryable()
-                || !policy.allows_after(request.method(), &err)
-            {
-                return Err(err);
-            }
-            let Some(delay) = policy.delay(attempt, &err) else { return Err(err) };
-            tokio::time::sleep(delay).await;
-            attempt += 1;
-        }
+        let sent_in = OnceLock::new();
+        let attempt = |deadline| self.attempt(&request, auth, &sent_in, deadline);
+        let run = policy.run(request.method(), deadline, sent_id.as_deref(), attempt);
+        let (outcome, attempts) = span.instrument(run).await;
+        span.finish(attempts, outcome.as_ref().map(|answer| Some(answer.status)));
+        outcome
     }
 
     /// One attempt: with the access token (refreshed first if it is about to expire), and once
     /// more with a refreshed one if the server answers 401 to it. Without tokens, a request
     /// that needs them is not sent: [`Error::SessionExpired`]; nor is one whose earlier
     /// attempt was made in a session that has ended since (`sent_in`, recorded here).
-    async fn attempt(&self, request: &Request, auth: Auth, sent_in: &mut Option<u64>) -> Result<Answer> {
+    ///
+    /// Every wait is bounded by `deadline` ([`Error::DeadlineExceeded`]), except the last: a
+    /// call that has its answer returns it, and waits for a refresh it went ahead of only
+    /// while the deadline allows (that refresh goes on by itself).
+    async fn attempt(
+        &self,
+        request: &Request,
+        auth: Auth,
+        sent_in: &OnceLock<u64>,
+        deadline: Deadline,
+    ) -> Result<Answer> {
         let session = &self.inner.session;
         if auth == Auth::None {
-            return self.transmit(request, None).await;
+            return deadline.bound(self.transmit(request, None)).await;
         }
-        let bearer = session.bearer(self.exchange()).await?;
-        if *sent_in.get_or_insert(bearer.stamp.session) != bearer.stamp.session {
+        let bearer = deadline.bound(session.bearer(self.exchange())).await?;
+        if *sent_in.get_or_init(|| bearer.stamp.session) != bearer.stamp.session {
             return Err(Error::SessionExpired { response: None });
         }
-        match self.transmit(request, Some(&bearer.tokens)).await {
+        match deadline.bound(self.transmit(request, Some(&bearer.tokens))).await {
             Err(Error::Unauthorized { .. }) => {
                 // Refresh the generation this request was sent with: if another request has
                 // refreshed since, this takes its tokens without a call; if the session has
                 // changed (a logout, a login as someone else), it is not sent again.
-                let fresh = session.refresh(bearer.stamp, self.exchange()).await?;
-                self.transmit(request, Some(&fresh.tokens)).await
+                let refresh = session.refresh(bearer.stamp, RefreshCause::Refused, self.exchange());
+                let fresh = deadline.bound(refresh).await?;
+                deadline.bound(self.transmit(request, Some(&fresh.tokens))).await
             }
             outcome => {
                 // Sent with a token that a refresh still running is replacing: that refresh
-                // ends (and is stored) before the call returns.
-                session.settle(&bearer).await;
+                // ends (and is stored) before the call returns, unless the deadline comes
+                // first; the answer is the call's either way.
+                deadline.within(session.settle(&bearer)).await;
                 outcome
             }
         }
@@ -335,6 +435,8 @@ impl Client {
         if let Some(tokens) = tokens {
             request.headers_mut().insert(AUTHORIZATION, bearer_header(tokens.access_token())?);
         }
+        // Per attempt: the span current now is the call's (or the refresh's).
+        observe::inject_trace_context(request.headers_mut());
         let sent_id = request_id(request.headers());
         let unanswered = |err| Error::unanswered(err, sent_id.clone());
         let response = self.inner.http.execute(request).await.map_err(unanswered)?;
@@ -352,8 +454,21 @@ impl Client {
         move |refresh_token| {
             async move {
                 let body = RefreshRequest { refresh_token };
-                let request = client.json_request(Method::POST, client.endpoint("auth/refresh"), &body);
-                client.transmit(&request, None).await?.json()
+                let call = client.json_request(
+                    Method::POST,
+                    route::REFRESH,
+                    client.route_url(route::REFRESH),
+                    &body,
+                );
+                // Runs on the refresh's task, in its span.
+                let span = CallSpan::current();
+                span.record_request_id(request_id(call.request.headers()).as_deref());
+                let outcome = client.transmit(&call.request, None).await.and_then(|answer| {
+                    let pair = answer.json()?;
+                    Ok((answer.status, pair))
+                });
+                span.finish(1, outcome.as_ref().map(|(status, _)| Some(*status)));
+                outcome.map(|(_, pair)| pair)
             }
             .boxed()
         }
@@ -366,6 +481,7 @@ impl fmt::Debug for Client {
             .field("base_url", &self.inner.base_url.as_str())
             .field("session", &self.inner.session)
             .field("retry", &self.inner.retry)
+            .field("call_timeout", &self.call_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -434,6 +550,7 @@ impl Answer {
 ///
 /// let client = Client::builder("https://tasks.example.com")
 ///     .timeout(Duration::from_secs(10))
+///     .call_timeout(Duration::from_secs(15))
 ///     .user_agent("my-app/1.2")
 ///     .refresh_skew(Duration::from_secs(60))
 ///     .retry_policy(RetryPolicy::new().max_attempts(5))
@@ -448,11 +565,13 @@ pub struct ClientBuilder {
     // `None`: the default; `Some(None)`: explicitly none.
     timeout: Option<Option<Duration>>,
     connect_timeout: Option<Option<Duration>>,
+    call_timeout: Option<Duration>,
     user_agent: Option<String>,
     tokens: Option<Tokens>,
     store: Option<Arc<dyn TokenStore>>,
     refresh_skew: Duration,
     retry: RetryPolicy,
+    on_refresh: Option<RefreshHook>,
 }
 
 impl ClientBuilder {
@@ -461,6 +580,15 @@ impl ClientBuilder {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
     /// 10 s to connect: generous for a distant server, short enough to notice a dead one.
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// 30 s for a whole call, its retries and their waits included: no longer than one
+    /// attempt may already take ([`DEFAULT_TIMEOUT`](Self::DEFAULT_TIMEOUT)), so retrying
+    /// never makes a caller wait longer than a single stuck request would.
+    ///
+    /// Without it, the default [`RetryPolicy`] could keep a call going for two `Retry-After`
+    /// waits of up to 20 s each (a GET facing repeated 429s took about 40 s). 30 s leaves room
+    /// for one such wait and the attempts around it, not for two: the retry whose wait would
+    /// pass the deadline fails at once with [`Error::DeadlineExceeded`].
+    pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
     /// 30 s before expiry, the access token is refreshed: enough for a request's round trip
     /// and for the clock difference between client and server (the server allows at most 30 s
     /// of leeway itself).
@@ -472,11 +600,13 @@ impl ClientBuilder {
             http: None,
             timeout: None,
             connect_timeout: None,
+            call_timeout: Some(Self::DEFAULT_CALL_TIMEOUT),
             user_agent: None,
             tokens: None,
             store: None,
             refresh_skew: Self::DEFAULT_REFRESH_SKEW,
             retry: RetryPolicy::default(),
+            on_refresh: None,
         }
     }
 
@@ -520,6 +650,40 @@ impl ClientBuilder {
         self
     }
 
+    /// The longest a whole call may take, from when it begins until it returns: every
+    /// attempt, the backoff and `Retry-After` waits between them, and any token refresh the
+    /// call waits for. `None` for no limit, which leaves each attempt bounded by
+    /// [`timeout`](Self::timeout) and their number by the [`RetryPolicy`]. Default:
+    /// [`DEFAULT_CALL_TIMEOUT`](Self::DEFAULT_CALL_TIMEOUT).
+    ///
+    /// A call that reaches it fails with [`Error::DeadlineExceeded`], carrying the error of
+    /// the attempt before, if one failed; so does a call whose next retry would have to wait
+    /// past it, at once rather than after the wait. A refresh the call was waiting for is not
+    /// cut short: it runs on and its tokens are stored. A call that already has its answer
+    /// returns it, even when the deadline comes while it waits for a refresh it went ahead of.
+    /// Each page of [`ListTasks::stream`](crate::ListTasks::stream) is a call of its own.
+    ///
+    /// [`Client::with_call_timeout`] changes it for some calls only.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tasklane::Client;
+    ///
+    /// // A command-line tool: a user waits 10 s at most for an answer.
+    /// let client =
+    ///     Client::builder("https://tasks.example.com").call_timeout(Duration::from_secs(10)).build()?;
+    /// assert_eq!(client.call_timeout(), Some(Duration::from_secs(10)));
+    ///
+    /// // A batch job: retry as long as the policy allows.
+    /// let batch = Client::builder("https://tasks.example.com").call_timeout(None).build()?;
+    /// assert_eq!(batch.call_timeout(), None);
+    /// # Ok::<(), tasklane::Error>(())
+    /// ```
+    pub fn call_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.call_timeout = timeout.into();
+        self
+    }
+
     /// The `User-Agent` header. Default: `tasklane-rust/<version>`.
     pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
         self.user_agent = Some(user_agent.into());
@@ -541,6 +705,40 @@ impl ClientBuilder {
     /// Where the tokens are kept whenever they change. Default: only in memory.
     pub fn token_store(mut self, store: impl TokenStore + 'static) -> Self {
         self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Calls `hook` with the outcome of every token refresh: new tokens, the session over, or a
+    /// failure that may pass. For an application to react (show a login prompt when the
+    /// session is over, count failures), without waiting for a call to fail.
+    ///
+    /// It is called once per refresh, however many calls waited for it, on the refresh's own
+    /// task and after the [`TokenStore`] has its change, before the waiting calls go on. So it
+    /// must be quick and must not block: hand anything slow to a task or a channel. A refresh
+    /// whose outcome no longer matters (the session was logged out or replaced meanwhile) is
+    /// not reported. A hook that panics is ignored.
+    ///
+    /// With the `tracing` feature the same outcomes are also events (see the crate's
+    /// documentation); the hook needs no subscriber.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// use tasklane::{Client, RefreshOutcome};
+    ///
+    /// let logged_out = Arc::new(AtomicBool::new(false));
+    /// let flag = Arc::clone(&logged_out);
+    /// let client = Client::builder("https://tasks.example.com")
+    ///     .on_refresh(move |outcome| match outcome {
+    ///         RefreshOutcome::SessionExpired { .. } => flag.store(true, Ordering::SeqCst),
+    ///         RefreshOutcome::Failed { error } => eprintln!("token refresh failed: {error}"),
+    ///         _ => {}
+    ///     })
+    ///     .build()?;
+    /// # Ok::<(), tasklane::Error>(())
+    /// ```
+    pub fn on_refresh(mut self, hook: impl Fn(&RefreshOutcome) + Send + Sync + 'static) -> Self {
+        self.on_refresh = Some(Arc::new(hook));
         self
     }
 
@@ -608,8 +806,9 @@ impl ClientBuilder {
                 user_agent,
                 timeout,
                 retry: self.retry,
-                session: Session::new(self.tokens, self.store, self.refresh_skew),
+                session: Session::new(self.tokens, self.store, self.refresh_skew, self.on_refresh),
             }),
+            call_timeout: self.call_timeout,
         })
     }
 }
@@ -621,9 +820,11 @@ impl fmt::Debug for ClientBuilder {
             .field("http_client_injected", &self.http.is_some())
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("call_timeout", &self.call_timeout)
             .field("user_agent", &self.user_agent)
             .field("tokens", &self.tokens)
             .field("token_store", &self.store.is_some())
+            .field("on_refresh", &self.on_refresh.is_some())
             .field("refresh_skew", &self.refresh_skew)
             .field("retry", &self.retry)
             .finish()

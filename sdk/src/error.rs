@@ -207,6 +207,49 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// The call did not finish within its call timeout: the deadline that bounds the whole
+    /// call, its attempts, the waits between them and any token refresh it waits for (see
+    /// [`ClientBuilder::call_timeout`](crate::ClientBuilder::call_timeout)).
+    ///
+    /// Returned when the deadline comes while the call is still waiting, and at once when the
+    /// next retry would have to wait past it (a `Retry-After` longer than the time left): there
+    /// is no point in waiting only to fail at the end. [`last_error`](Error::DeadlineExceeded::last_error)
+    /// says why the attempts before it failed.
+    ///
+    /// Retryable, like [`Error::Timeout`]: the server may have received an attempt and acted
+    /// on it, the answer being what was not waited for. [`retry_after`](Error::retry_after) is
+    /// the last error's; [`status`](Error::status), [`detail`](Error::detail) and
+    /// [`response`](Error::response) are `None`, as no answer ended the call.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tasklane::Error;
+    ///
+    /// fn explain(err: &Error) -> String {
+    ///     match err {
+    ///         Error::DeadlineExceeded { timeout, last_error: Some(last), .. } => {
+    ///             format!("gave up after {timeout:?}; the last attempt failed with: {last}")
+    ///         }
+    ///         Error::DeadlineExceeded { timeout, .. } => format!("no answer within {timeout:?}"),
+    ///         other => other.to_string(),
+    ///     }
+    /// }
+    /// # let _ = explain;
+    /// ```
+    #[error("the call did not finish within its call timeout of {timeout:?}")]
+    DeadlineExceeded {
+        /// The call timeout that ran out.
+        timeout: Duration,
+        /// The `X-Request-Id` the call's attempts were sent with, if one was sent.
+        request_id: Option<String>,
+        /// The error of the last attempt that failed before the deadline: the last server
+        /// error seen (such as the 429 whose `Retry-After` would have passed the deadline), or
+        /// a transport error. `None` when the first attempt (or the refresh it waited for) was
+        /// still running at the deadline.
+        #[source]
+        last_error: Option<Box<Error>>,
+    },
+
     /// The connect or request timeout elapsed.
     #[error("the request timed out")]
     Timeout {
@@ -256,13 +299,17 @@ impl Error {
     }
 
     /// The `X-Request-Id` of the request this error comes from: the server's answer's, or, when
-    /// no answer came ([`Error::Timeout`], [`Error::Transport`]), the one the client sent.
+    /// no answer came ([`Error::Timeout`], [`Error::Transport`], [`Error::DeadlineExceeded`]),
+    /// the one the client sent.
     pub fn request_id(&self) -> Option<&str> {
         match self {
             Error::Decode { request_id, .. }
             | Error::Timeout { request_id, .. }
             | Error::Transport { request_id, .. } => request_id.as_deref(),
             Error::RefreshFailed { source } => source.request_id(),
+            Error::DeadlineExceeded { request_id, last_error, .. } => {
+                request_id.as_deref().or_else(|| last_error.as_deref().and_then(Error::request_id))
+            }
             _ => self.response().and_then(|r| r.request_id.as_deref()),
         }
     }
@@ -283,6 +330,7 @@ impl Error {
             | Error::Http { response } => Some(response),
             Error::SessionExpired { response } | Error::Validation { response, .. } => response.as_ref(),
             Error::RefreshFailed { .. }
+            | Error::DeadlineExceeded { .. }
             | Error::Timeout { .. }
             | Error::Transport { .. }
             | Error::Decode { .. }
@@ -291,16 +339,18 @@ impl Error {
     }
 
     /// How long the server asked to wait before trying again: the `Retry-After` of the answer
-    /// this error comes from (Tasklane sends it with 429 and 503).
+    /// this error comes from (Tasklane sends it with 429 and 503); for
+    /// [`Error::DeadlineExceeded`], that of the last error before the deadline.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::RefreshFailed { source } => source.retry_after(),
+            Error::DeadlineExceeded { last_error, .. } => last_error.as_deref().and_then(Error::retry_after),
             _ => self.response().and_then(|r| r.retry_after),
         }
     }
 
-    /// Whether the same request may succeed if sent again later: transport failures, timeouts,
-    /// 429, 502, 503 and 504.
+    /// Whether the same request may succeed if sent again later: transport failures, timeouts
+    /// (a call's deadline included), 429, 502, 503 and 504.
     ///
     /// The client already retries idempotent requests by its [`RetryPolicy`](crate::RetryPolicy);
     /// this tells what is left once those attempts are spent.
@@ -311,10 +361,35 @@ impl Error {
     /// it again may then create a second task; list the tasks first if that matters.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Transport { .. } | Error::Timeout { .. } | Error::RateLimited { .. } => true,
+            Error::Transport { .. }
+            | Error::Timeout { .. }
+            | Error::DeadlineExceeded { .. }
+            | Error::RateLimited { .. } => true,
             Error::Server { response } => matches!(response.status, 502..=504),
             Error::RefreshFailed { source } => source.is_retryable(),
             _ => false,
+        }
+    }
+
+    /// The variant's name, for the client's spans and events: an error's text may hold what
+    /// they must not (a transport error's names the URL, query and all).
+    #[cfg(feature = "tracing")]
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Error::Unauthorized { .. } => "unauthorized",
+            Error::SessionExpired { .. } => "session_expired",
+            Error::NotFound { .. } => "not_found",
+            Error::Conflict { .. } => "conflict",
+            Error::Validation { .. } => "validation",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::Server { .. } => "server",
+            Error::Http { .. } => "http",
+            Error::RefreshFailed { .. } => "refresh_failed",
+            Error::DeadlineExceeded { .. } => "deadline_exceeded",
+            Error::Timeout { .. } => "timeout",
+            Error::Transport { .. } => "transport",
+            Error::Decode { .. } => "decode",
+            Error::Configuration { .. } => "configuration",
         }
     }
 

@@ -37,23 +37,28 @@
 //!
 //! Refresh tokens rotate: each refresh returns a new one and the old one stops working. Give
 //! the builder a [`TokenStore`] to keep the current tokens across runs, and pass the saved
-//! [`Tokens`] back to [`ClientBuilder::tokens`] on the next start:
+//! [`Tokens`] back to [`ClientBuilder::tokens`] on the next start. [`FileTokenStore`] keeps
+//! them in a file only the user can read, replaced whole at each change:
 //!
 //! ```no_run
-//! use tasklane::{Client, MemoryTokenStore, Tokens};
+//! use tasklane::{Client, FileTokenStore};
 //!
-//! # async fn demo(saved: Option<Tokens>) -> tasklane::Result<()> {
-//! let store = MemoryTokenStore::new(); // or your own store: a file, a keychain
-//! let mut builder = Client::builder("http://127.0.0.1:8000").token_store(store.clone());
-//! if let Some(tokens) = saved {
-//!     builder = builder.tokens(tokens);
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = "http://127.0.0.1:8000";
+//! let store = FileTokenStore::new("/home/ada/.config/my-app/session.json", server);
+//! let mut builder = Client::builder(server).token_store(store.clone());
+//! if let Some(tokens) = store.load()? {
+//!     builder = builder.tokens(tokens); // the session of the last run
 //! }
 //! let client = builder.build()?;
-//! let me = client.me().await?;
+//! let me = client.me().await?; // Error::SessionExpired when there was none: log in
 //! println!("hello, {}", me.username);
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! [`MemoryTokenStore`] keeps them in memory (for tests); any other place (a keychain, a
+//! database) is a [`TokenStore`] of your own.
 //!
 //! A session belongs to one client (and its clones): two clients resumed from the same saved
 //! tokens would each use the one-use refresh token, and the server revokes a session whose
@@ -67,10 +72,29 @@
 //! ahead with it, and those that needed the refresh fail with [`Error::RefreshFailed`], which
 //! the retry policy treats as not sent.
 //!
-//! A refresh runs on a task of its own, so a call dropped midway (a `tokio::time::timeout`)
-//! does not cut it short, and its rotated tokens are still stored. That task needs the Tokio
-//! runtime: a program that gives up on a call and returns from `main` at once can lose them,
-//! and finds its session revoked at the next start.
+//! To hear of every refresh as it ends (new tokens, the session over, a failure that may
+//! pass) without waiting for a call to fail, give the builder a hook:
+//!
+//! ```no_run
+//! use tasklane::{Client, RefreshOutcome};
+//!
+//! # fn demo() -> tasklane::Result<()> {
+//! let client = Client::builder("http://127.0.0.1:8000")
+//!     .on_refresh(|outcome| {
+//!         if let RefreshOutcome::SessionExpired { .. } = outcome {
+//!             eprintln!("signed out: please log in again");
+//!         }
+//!     })
+//!     .build()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A refresh runs on a task of its own, so a call that gives up on it (at its
+//! [deadline](#deadlines), or dropped by a `tokio::time::timeout`) does not cut it short, and
+//! its rotated tokens are still stored. That task needs the Tokio runtime: a program that
+//! gives up on a call and returns from `main` at once can lose them, and finds its session
+//! revoked at the next start.
 //!
 //! ## Listing
 //!
@@ -78,7 +102,7 @@
 //! the link to the next page), or turn it into a stream of every matching task:
 //!
 //! ```no_run
-//! use futures::TryStreamExt as _;
+//! use tasklane::futures::TryStreamExt as _;
 //! use tasklane::{Client, TaskSort};
 //!
 //! # async fn demo(client: Client) -> tasklane::Result<()> {
@@ -111,14 +135,109 @@
 //! lost before or during the answer, 502, 503, 504, or 429) are sent again after an exponential
 //! backoff with jitter, honouring the server's `Retry-After`; see [`RetryPolicy`] to change how.
 //!
+//! ## Deadlines
+//!
+//! Each call has a deadline, 30 s by default ([`ClientBuilder::DEFAULT_CALL_TIMEOUT`]), that
+//! bounds all of it: every attempt, the waits between them, and a token refresh it waits for.
+//! A call that reaches it fails with [`Error::DeadlineExceeded`], which carries the error of
+//! the attempt before, if one failed; a retry whose `Retry-After` would end past the deadline
+//! fails that way at once, rather than after the wait. Set another with
+//! [`ClientBuilder::call_timeout`], or for some calls only with [`Client::with_call_timeout`]:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tasklane::{Client, Error};
+//!
+//! # async fn demo(client: Client) -> tasklane::Result<()> {
+//! match client.with_call_timeout(Duration::from_secs(5)).tasks().get(7).await {
+//!     Ok(task) => println!("{}", task.title),
+//!     Err(Error::DeadlineExceeded { last_error, .. }) => {
+//!         println!("no answer within 5 s (last error: {last_error:?})")
+//!     }
+//!     Err(err) => return Err(err),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Tracing
+//!
+//! With the `tracing` feature (on by default) every call is a
+//! [`tracing`](https://docs.rs/tracing) span, so an application's subscriber shows what the
+//! client did, under the application's own spans:
+//!
+//! ```no_run
+//! # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
+//! tracing_subscriber::fmt()
+//!     .with_max_level(tracing::Level::DEBUG)
+//!     .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+//!     .init();
+//! client.tasks().get(7).await?;
+//! // INFO tasklane.request{method=GET route="/tasks/{id}" request_id="9f0c…" attempts=1
+//! //     status=200}: tasklane: close
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Everything is recorded under the target `tasklane`:
+//!
+//! - A span `tasklane.request` (level INFO) per call, with `method`; `route`, the route's
+//!   template (`/tasks/{id}`, `/tasks/`, `/auth/login`), never the URL; `request_id`, the
+//!   `X-Request-Id` sent with each attempt (the server logs it, and echoes it in its answer);
+//!   and once the call is over, `attempts`, `status` (of the answer that ended it, if one
+//!   did) and `error`, the kind of error it failed with (`rate_limited`,
+//!   `deadline_exceeded`...).
+//! - A span `tasklane.refresh` for the `POST /auth/refresh` of each token refresh, with the
+//!   same fields, inside the span of the call that started it.
+//! - Events in a call's span: `retrying` (INFO) before each retry, with the `attempt` that
+//!   failed, its `reason` and `status`, and the `wait_ms` before the next; one (INFO) when
+//!   the deadline leaves no time for the next; for a refresh, whether the call started it
+//!   or joined one already running (DEBUG, with its `cause`: `expiring`, `refused` or
+//!   `requested`), and its `outcome` (`refreshed`, `session_expired` at INFO; `failed` at
+//!   WARN, with its `error` and `status`).
+//!
+//! No token, password, URL (so no query string), header, body or error text is ever
+//! recorded: only the fields above.
+//!
+//! With the `opentelemetry` feature, and a `tracing-opentelemetry` layer in the application's
+//! subscriber, every request also carries the W3C `traceparent` (and `tracestate`) of its
+//! call's span, so the server's spans continue the application's trace, under the call
+//! (without such a layer, OpenTelemetry's own current context is used, if any; with neither,
+//! nothing is sent). The spans are named as OpenTelemetry's HTTP conventions ask
+//! (`GET /tasks/{id}`, kind client).
+//! Use the versions of `opentelemetry` and `tracing-opentelemetry` this crate depends on:
+//!
+//! ```no_run
+//! use opentelemetry::trace::TracerProvider as _;
+//! use tracing::Instrument as _;
+//! use tracing_subscriber::layer::SubscriberExt as _;
+//!
+//! # use opentelemetry_sdk::trace::SdkTracerProvider;
+//! # async fn demo(client: tasklane::Client, provider: SdkTracerProvider) -> tasklane::Result<()> {
+//! // `provider` exports to your collector (OTLP, say).
+//! let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("my-app"));
+//! tracing::subscriber::set_global_default(tracing_subscriber::registry().with(otel)).unwrap();
+//!
+//! // The server's spans for these requests are in this span's trace.
+//! client.tasks().get(7).instrument(tracing::info_span!("show task")).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Features
 //!
 //! - `client` (default): the HTTP client. Without it the crate is only the wire types in
 //!   [`types`] and their validation rules, as the server uses it.
+//! - `tracing` (default): the spans and events above. Without it the client holds no tracing
+//!   code.
+//! - `file-store` (default): [`FileTokenStore`]. It needs no dependency beyond the client's.
+//! - `opentelemetry`: the W3C `traceparent` header from the current span's OpenTelemetry
+//!   context; implies `tracing`.
 //! - `schema`: `schemars::JsonSchema` for every wire type.
 #![deny(missing_docs)]
-// The tour above links to the client, which a build without the `client` feature lacks.
-#![cfg_attr(not(feature = "client"), allow(rustdoc::broken_intra_doc_links))]
+// The docs link to the items of the default features (the client, `FileTokenStore`), which a
+// build without them lacks; its docs keep the links' text.
+#![cfg_attr(not(all(feature = "client", feature = "file-store")), allow(rustdoc::broken_intra_doc_links))]
 
 pub mod types;
 
@@ -127,20 +246,39 @@ mod auth;
 #[cfg(feature = "client")]
 mod client;
 #[cfg(feature = "client")]
+mod deadline;
+#[cfg(feature = "client")]
 mod error;
+#[cfg(feature = "file-store")]
+mod file_store;
 #[cfg(feature = "client")]
 mod link;
+#[cfg(feature = "client")]
+mod observe;
 #[cfg(feature = "client")]
 mod retry;
 #[cfg(feature = "client")]
 mod tasks;
 
 #[cfg(feature = "client")]
-pub use auth::{MemoryTokenStore, TokenStore, Tokens};
+pub use auth::{MemoryTokenStore, RefreshOutcome, TokenStore, Tokens};
+/// The date and time types of the API ([`Task::created_at`], [`Tokens::expires_at`]), so that
+/// an application uses the same `chrono` as this crate without depending on it itself.
+pub use chrono;
 #[cfg(feature = "client")]
 pub use client::{Client, ClientBuilder};
 #[cfg(feature = "client")]
 pub use error::{BoxError, Error, ErrorResponse, Result};
+#[cfg(feature = "file-store")]
+pub use file_store::FileTokenStore;
+/// The `futures` crate, for the stream of [`ListTasks::stream`] (`TryStreamExt::try_next`,
+/// `try_collect`) and for [`BoxFuture`].
+#[cfg(feature = "client")]
+pub use futures;
+/// The future a [`TokenStore`] returns: a boxed `Send` future, so a store needs no `futures`
+/// dependency of its own to name it.
+#[cfg(feature = "client")]
+pub use futures::future::BoxFuture;
 /// The HTTP client underneath, for [`ClientBuilder::http_client`].
 #[cfg(feature = "client")]
 pub use reqwest;

@@ -1,11 +1,14 @@
 //! When and how long to wait before sending a failed request again.
 
+use std::future::Future;
 use std::time::Duration;
 
 use rand::Rng;
 use reqwest::Method;
 
-use crate::Error;
+use crate::deadline::Deadline;
+use crate::observe;
+use crate::{Error, Result};
 
 /// How the client retries requests that failed in a way that may pass: transport errors,
 /// timeouts, 429, 502, 503 and 504.
@@ -29,11 +32,11 @@ use crate::Error;
 ///
 /// A retried DELETE whose first attempt was applied (but whose answer was lost) answers 404.
 ///
-/// A call has no deadline of its own: each attempt (and a refresh it needs) has the client's
-/// [`timeout`](crate::ClientBuilder::timeout), and the attempts add up, with their waits. For
-/// one bound on the whole call, wrap it in `tokio::time::timeout`: dropping a call midway is
-/// safe, as a token refresh it started goes on without it and its tokens are stored, while the
-/// program's runtime runs.
+/// Each attempt has the client's [`timeout`](crate::ClientBuilder::timeout), and the attempts
+/// with their waits are bounded together by the call's deadline
+/// ([`call_timeout`](crate::ClientBuilder::call_timeout)): a retry whose wait would end past
+/// the deadline is not waited for, and the call fails at once with
+/// [`Error::DeadlineExceeded`], carrying the error that asked for the wait.
 ///
 /// ```
 /// use std::time::Duration;
@@ -62,7 +65,8 @@ impl RetryPolicy {
     /// [`base_delay`](RetryPolicy::base_delay) (1 s gives waits of up to 1, 2, 4 s…) and more
     /// attempts. A `Retry-After` replaces the backoff, up to `max_delay` (20 s) each: a 503's
     /// is 1 s, a 429's as long as the rate limit says, for a POST too (a login that hits the
-    /// limit waits, or gets [`Error::RateLimited`] at once when the wait is longer).
+    /// limit waits, or gets [`Error::RateLimited`] at once when the wait is longer). The call's
+    /// deadline (30 s by default) leaves time for one wait of 20 s, not two.
     pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
     /// 100 ms: the first retry comes quickly (a lost connection usually succeeds at once).
     pub const DEFAULT_BASE_DELAY: Duration = Duration::from_millis(100);
@@ -113,6 +117,49 @@ impl RetryPolicy {
     /// How many times a request is sent at most.
     pub fn attempts(&self) -> u32 {
         self.max_attempts
+    }
+
+    /// Makes the attempts of one call, by this policy and within `deadline`, until one succeeds
+    /// or the call fails for good; the outcome, and how many attempts were made.
+    ///
+    /// `attempt` makes one attempt, bounded by the deadline it is given: it returns
+    /// [`Error::DeadlineExceeded`] when cut short (whatever it carries is replaced here by the
+    /// call's `request_id` and the error of the attempt before). It is not cut short from the
+    /// outside, so that an attempt that has its answer can still finish what it must (wait
+    /// for a token refresh to be stored) before it returns.
+    pub(crate) async fn run<T, F, Fut>(
+        &self,
+        method: &Method,
+        deadline: Deadline,
+        request_id: Option<&str>,
+        mut attempt: F,
+    ) -> (Result<T>, u32)
+    where
+        F: FnMut(Deadline) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let exceeded = |last_error| deadline.exceeded(request_id.map(str::to_owned), last_error);
+        let mut attempts = 1;
+        let mut last_error = None;
+        loop {
+            let err = match attempt(deadline).await {
+                Ok(value) => return (Ok(value), attempts),
+                Err(Error::DeadlineExceeded { .. }) => return (Err(exceeded(last_error)), attempts),
+                Err(err) => err,
+            };
+            if attempts >= self.attempts() || !err.is_retryable() || !self.allows_after(method, &err) {
+                return (Err(err), attempts);
+            }
+            let Some(delay) = self.delay(attempts, &err) else { return (Err(err), attempts) };
+            if !deadline.leaves_time_after(delay) {
+                observe::no_time_to_retry(attempts, delay, &err);
+                return (Err(exceeded(Some(err))), attempts);
+            }
+            observe::retrying(attempts, delay, &err);
+            tokio::time::sleep(delay).await;
+            last_error = Some(err);
+            attempts += 1;
+        }
     }
 
     /// Whether a request with this method may be sent again after `error`.
@@ -186,5 +233,137 @@ mod tests {
     #[test]
     fn zero_attempts_means_one() {
         assert_eq!(RetryPolicy::new().max_attempts(0).attempts(), 1);
+    }
+
+    use std::sync::Mutex;
+
+    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+    use reqwest::StatusCode;
+    use tokio::time::Instant;
+
+    /// The error of an answer `status` with `Retry-After: retry_after` seconds.
+    fn refusal(status: StatusCode, retry_after: Option<&'static str>) -> Error {
+        let mut headers = HeaderMap::new();
+        if let Some(seconds) = retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static(seconds));
+        }
+        Error::from_status(status, &headers, b"", Some("call-1".to_owned()))
+    }
+
+    /// Runs a GET by `policy` within `call_timeout`, each attempt failing with `fail()`; the
+    /// outcome, and when each attempt began and the call ended, as offsets on the paused clock.
+    async fn run_failing(
+        policy: RetryPolicy,
+        call_timeout: Option<Duration>,
+        fail: impl Fn() -> Error,
+    ) -> (Error, Vec<Duration>, Duration) {
+        let start = Instant::now();
+        let began = Mutex::new(Vec::new());
+        let deadline = Deadline::start(call_timeout);
+        let (outcome, attempts) = policy
+            .run(&Method::GET, deadline, Some("call-1"), |deadline| {
+                began.lock().unwrap().push(start.elapsed());
+                let err = fail();
+                // Bounded as the client's attempts are; not ready at the first poll, as no
+                // answer comes from the network at once.
+                deadline.bound(async move {
+                    tokio::task::yield_now().await;
+                    Err::<(), _>(err)
+                })
+            })
+            .await;
+        let began = began.into_inner().unwrap();
+        assert_eq!(attempts as usize, began.len());
+        (outcome.unwrap_err(), began, start.elapsed())
+    }
+
+    /// Endless 429s with `Retry-After: 5`, and as many attempts as the policy likes: the call
+    /// ends with the deadline error as soon as the next wait would pass the deadline (at 10 s
+    /// of 12), rather than sleeping up to it.
+    #[tokio::test(start_paused = true)]
+    async fn endless_429s_with_retry_after_end_at_the_deadline() {
+        let policy = RetryPolicy::new().max_attempts(u32::MAX);
+        let (err, began, ended) = run_failing(policy, Some(Duration::from_secs(12)), || {
+            refusal(StatusCode::TOO_MANY_REQUESTS, Some("5"))
+        })
+        .await;
+
+        let secs = |s| Duration::from_secs(s);
+        assert_eq!(began, [secs(0), secs(5), secs(10)]);
+        assert_eq!(ended, secs(10), "failed at once, not at the deadline");
+        let Error::DeadlineExceeded { timeout, request_id, last_error: Some(last) } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!((*timeout, request_id.as_deref()), (secs(12), Some("call-1")));
+        assert!(matches!(**last, Error::RateLimited { .. }), "{last:?}");
+        assert_eq!(err.retry_after(), Some(secs(5)));
+        assert!(err.is_retryable());
+        assert_eq!(err.status(), None);
+    }
+
+    /// With the defaults, a GET facing 429s that ask for the longest wait the policy allows
+    /// (20 s) gets one wait, not two: about 20 s, where it used to take 40.
+    #[tokio::test(start_paused = true)]
+    async fn the_default_deadline_leaves_room_for_one_long_wait_only() {
+        let call_timeout = Some(crate::ClientBuilder::DEFAULT_CALL_TIMEOUT);
+        let (err, began, ended) = run_failing(RetryPolicy::default(), call_timeout, || {
+            refusal(StatusCode::TOO_MANY_REQUESTS, Some("20"))
+        })
+        .await;
+
+        assert_eq!(began, [Duration::ZERO, Duration::from_secs(20)]);
+        assert_eq!(ended, Duration::from_secs(20));
+        assert!(matches!(err, Error::DeadlineExceeded { last_error: Some(_), .. }), "{err:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_deadline_the_policy_alone_ends_the_call() {
+        let policy = RetryPolicy::new().max_attempts(4);
+        let (err, began, _) =
+            run_failing(policy, None, || refusal(StatusCode::TOO_MANY_REQUESTS, Some("5"))).await;
+
+        assert_eq!(began.len(), 4);
+        assert_eq!(began[3], Duration::from_secs(15));
+        assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
+    }
+
+    /// An attempt still running at the deadline is cut there; the error carries the one of
+    /// the attempt before.
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_cut_by_the_deadline_carries_the_error_before() {
+        let start = Instant::now();
+        let deadline = Deadline::start(Some(Duration::from_secs(3)));
+        let mut attempt = 0;
+        let (outcome, attempts) = RetryPolicy::new()
+            .run(&Method::GET, deadline, Some("call-1"), |deadline| {
+                attempt += 1;
+                let first = attempt == 1;
+                async move {
+                    if first {
+                        return Err(refusal(StatusCode::SERVICE_UNAVAILABLE, Some("1")));
+                    }
+                    deadline.bound(std::future::pending::<Result<()>>()).await
+                }
+            })
+            .await;
+
+        assert_eq!((attempts, start.elapsed()), (2, Duration::from_secs(3)));
+        let err = outcome.unwrap_err();
+        let Error::DeadlineExceeded { last_error: Some(last), .. } = &err else { panic!("{err:?}") };
+        assert_eq!(last.status(), Some(503));
+        assert_eq!(err.request_id(), Some("call-1"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_attempt_cut_by_the_deadline_has_no_last_error() {
+        let deadline = Deadline::start(Some(Duration::from_secs(3)));
+        let (outcome, attempts) = RetryPolicy::new()
+            .run(&Method::GET, deadline, Some("call-1"), |deadline| {
+                deadline.bound(std::future::pending::<Result<()>>())
+            })
+            .await;
+
+        assert_eq!(attempts, 1);
+        assert!(matches!(outcome, Err(Error::DeadlineExceeded { last_error: None, .. })), "{outcome:?}");
     }
 }

@@ -8,7 +8,7 @@ use reqwest::header::LINK;
 use reqwest::Method;
 use url::Url;
 
-use crate::client::{Answer, Auth, Client};
+use crate::client::{route, Answer, Auth, Client};
 use crate::error::request_id;
 use crate::types::{ListQuery, NewTask, Priority, Task, TaskSort, TaskStatus, TaskUpdate};
 use crate::{Error, Result};
@@ -28,7 +28,7 @@ const TOTAL_COUNT: &str = "x-total-count";
 /// ```no_run
 /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
 /// let ids = [3, 5, 8];
-/// let tasks = futures::future::try_join_all(ids.iter().map(|id| client.tasks().get(*id))).await?;
+/// let tasks = tasklane::futures::future::try_join_all(ids.iter().map(|id| client.tasks().get(*id))).await?;
 /// # Ok(())
 /// # }
 /// ```
@@ -57,8 +57,9 @@ impl<'c> Tasks<'c> {
     /// ```
     pub async fn create(self, task: NewTask) -> Result<Task> {
         let task = task.validate().map_err(Error::invalid)?;
-        let request = self.client.json_request(Method::POST, self.client.endpoint("tasks/"), &task);
-        self.client.send(request, Auth::Bearer).await?.json()
+        let call =
+            self.client.json_request(Method::POST, route::TASKS, self.client.endpoint("tasks/"), &task);
+        self.client.send(call, Auth::Bearer).await?.json()
     }
 
     /// Starts a listing (`GET /tasks/`): set filters and paging on the returned builder, then
@@ -91,7 +92,7 @@ impl<'c> Tasks<'c> {
     ///
     /// [`Error::NotFound`] when there is no such task, or it belongs to somebody else.
     pub async fn get(self, id: i64) -> Result<Task> {
-        self.client.get_json(self.url(id), Auth::Bearer).await
+        self.client.get_json(route::TASK, self.url(id), Auth::Bearer).await
     }
 
     /// Changes the fields that `update` sets and keeps the others (`PUT /tasks/{id}`).
@@ -115,8 +116,8 @@ impl<'c> Tasks<'c> {
 
     async fn change(self, method: Method, id: i64, update: TaskUpdate) -> Result<Task> {
         let update = update.validate().map_err(Error::invalid)?;
-        let request = self.client.json_request(method, self.url(id), &update);
-        self.client.send(request, Auth::Bearer).await?.json()
+        let call = self.client.json_request(method, route::TASK, self.url(id), &update);
+        self.client.send(call, Auth::Bearer).await?.json()
     }
 
     /// Deletes a task (`DELETE /tasks/{id}`).
@@ -126,8 +127,8 @@ impl<'c> Tasks<'c> {
     /// [`Error::NotFound`] when there is no such task, or it belongs to somebody else. A
     /// DELETE retried after a lost answer also finds the task already gone.
     pub async fn delete(self, id: i64) -> Result<()> {
-        let request = self.client.request(Method::DELETE, self.url(id), None);
-        self.client.send(request, Auth::Bearer).await.map(drop)
+        let call = self.client.request(Method::DELETE, route::TASK, self.url(id), None);
+        self.client.send(call, Auth::Bearer).await.map(drop)
     }
 
     fn url(&self, id: i64) -> Url {
@@ -245,7 +246,7 @@ impl<'c> ListTasks<'c> {
     ///
     /// ```no_run
     /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
-    /// use futures::TryStreamExt as _;
+    /// use tasklane::futures::TryStreamExt as _;
     /// use tasklane::TaskStatus;
     ///
     /// let mut pending = client.tasks().list().status(TaskStatus::Pending).limit(100).stream();
@@ -352,7 +353,8 @@ impl<T> IntoIterator for Page<T> {
 }
 
 async fn fetch_page(client: &Client, url: Url) -> Result<Page<Task>> {
-    let answer = client.send(client.request(Method::GET, url, None), Auth::Bearer).await?;
+    // A next page's URL is the server's, but the call is the same listing.
+    let answer = client.send(client.request(Method::GET, route::TASKS, url, None), Auth::Bearer).await?;
     let (total, next, prev) = page_links(client, &answer)?;
     let items = answer.json()?;
     Ok(Page { items, total, next, prev })

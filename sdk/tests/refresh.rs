@@ -831,3 +831,92 @@ async fn a_retry_is_never_sent_with_another_sessions_tokens() {
 
     assert!(matches!(err, Error::SessionExpired { response: None }), "{err:?}");
 }
+
+/// What an `on_refresh` hook heard, one line per outcome, and what the store held then.
+#[derive(Clone, Default)]
+struct HookLog(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl HookLog {
+    fn hook(&self, store: MemoryTokenStore) -> impl Fn(&tasklane::RefreshOutcome) + Send + Sync + 'static {
+        let log = self.clone();
+        move |outcome| {
+            let stored = store.get().map(|t| t.refresh_token().expose().to_owned());
+            let line = match outcome {
+                tasklane::RefreshOutcome::Refreshed { expires_at } => {
+                    let left = expires_at.unwrap() - Utc::now();
+                    assert!(left > TimeDelta::seconds(890) && left <= TimeDelta::seconds(900), "{left}");
+                    format!("refreshed, stored {stored:?}")
+                }
+                tasklane::RefreshOutcome::SessionExpired { error } => {
+                    format!("session expired ({}), stored {stored:?}", error.status().unwrap())
+                }
+                tasklane::RefreshOutcome::Failed { error } => format!("failed ({})", error.status().unwrap()),
+                other => panic!("{other:?}"),
+            };
+            log.0.lock().unwrap().push(line);
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_refresh_hook_hears_each_refresh_once_after_the_store() {
+    let server = MockServer::start().await;
+    mount_slow_refresh(&server, "r0", "a1", "r1").await;
+    mount_task_for(&server, "a1", 20).await;
+    let (store, log) = (MemoryTokenStore::new(), HookLog::default());
+    let client = builder(&server)
+        .tokens(expired("a0", "r0"))
+        .token_store(store.clone())
+        .on_refresh(log.hook(store))
+        .build()
+        .unwrap();
+
+    let results = concurrently(20, || {
+        let client = client.clone();
+        async move { client.tasks().get(1).await }
+    })
+    .await;
+
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(log.lines(), ["refreshed, stored Some(\"r1\")"]);
+}
+
+#[tokio::test]
+async fn the_refresh_hook_hears_failures_and_the_end_of_the_session() {
+    let server = MockServer::start().await;
+    mount_refresh_failing_first(&server, problem(503, "redis unavailable")).await;
+    mount_refresh_answer(&server, problem(401, "refresh token reused")).await;
+    let (store, log) = (MemoryTokenStore::from(fresh("a0", "r0")), HookLog::default());
+    let client = builder(&server)
+        .tokens(fresh("a0", "r0"))
+        .token_store(store.clone())
+        .on_refresh(log.hook(store))
+        .build()
+        .unwrap();
+
+    assert!(matches!(client.refresh().await, Err(Error::RefreshFailed { .. })));
+    assert!(matches!(client.refresh().await, Err(Error::SessionExpired { .. })));
+
+    assert_eq!(log.lines(), ["failed (503)", "session expired (401), stored None"]);
+}
+
+#[tokio::test]
+async fn a_refresh_hook_that_panics_does_not_fail_the_calls() {
+    let server = MockServer::start().await;
+    mount_refresh(&server, "r0", "a1", "r1", 1).await;
+    mount_task_for(&server, "a1", 2).await;
+    let client = builder(&server)
+        .tokens(expired("a0", "r0"))
+        .on_refresh(|_| panic!("the hook is broken"))
+        .retry_policy(RetryPolicy::disabled())
+        .build()
+        .unwrap();
+
+    client.tasks().get(1).await.unwrap();
+    client.tasks().get(1).await.unwrap();
+    assert_eq!(client.tokens().unwrap().refresh_token().expose(), "r1");
+}

@@ -23,8 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures::future::BoxFuture;
-use tasklane::{Client, NewTask, TaskStatus, TaskUpdate, TokenStore, Tokens};
+use tasklane::{BoxFuture, Client, NewTask, TaskStatus, TaskUpdate, TokenStore, Tokens};
 use tokio::task::JoinSet;
 
 const WORKERS: usize = 50;

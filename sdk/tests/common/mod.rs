@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use chrono::{TimeDelta, Utc};
-use futures::future::BoxFuture;
 use serde_json::{json, Value};
-use tasklane::{Client, ClientBuilder, RetryPolicy, TokenStore, Tokens};
+// The re-exports: a store and its tokens need nothing beyond this crate.
+use tasklane::chrono::{TimeDelta, Utc};
+use tasklane::{BoxFuture, Client, ClientBuilder, RetryPolicy, TokenStore, Tokens};
 use wiremock::matchers::{body_json, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

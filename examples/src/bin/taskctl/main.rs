@@ -32,10 +32,8 @@ use std::io::{self, BufRead as _, IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
-use futures::TryStreamExt as _;
+use tasklane::futures::TryStreamExt as _;
 use tasklane::{Client, Error, NewTask, TaskSort, TaskStatus, TaskUpdate, Tokens};
-
-use crate::session::FileTokenStore;
 
 /// Manage your Tasklane tasks from the command line.
 #[derive(Debug, Parser)]
@@ -152,7 +150,7 @@ async fn end_replaced_session(url: &str, replaced: Option<Tokens>) {
 async fn run(command: &Command, url: &str) -> Result<(), Failure> {
     let dir = session::config_dir()
         .ok_or_else(|| Failure::Other("no config directory: set TASKLANE_CONFIG_DIR".into()))?;
-    let store = FileTokenStore::new(dir.join("session.json"), url);
+    let store = session::store(&dir, url);
 
     // Resume the saved session, unless this command starts a new one. A new session replaces
     // the saved one, which is ended on the server once the new one exists (a failed login
