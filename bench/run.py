@@ -28,10 +28,11 @@ Each scenario runs REPEAT times; the table shows medians (rps, p50, p99), the su
 the peak RSS of the server during the scenario (VmHWM, reset before each run). Everything it
 starts, it stops.
 
-With BENCH_BASELINE=<path of another tasklane-server binary>, it also runs scenario 1 on each
-backend with that binary and this build alternately (REPEAT runs each, same database, same
-seeded user), so a before/after comparison comes from one run, not from two runs minutes apart
-on a machine whose speed drifts.
+With BENCH_BASELINE=<paths of other tasklane-server binaries, comma-separated>, it also runs
+scenario 1 on each backend with those binaries and this build in turn (REPEAT rounds, same
+database, same seeded user), so a before/after comparison comes from one run, not from two runs
+minutes apart on a machine whose speed drifts. A baseline runs on the schema this build
+migrated, as an older release does during a rolling deploy.
 """
 
 import json
@@ -85,7 +86,7 @@ def http(method, path, body=None, token=None):
 BINARY = ROOT / "target" / "release" / "tasklane-server"
 STORM = "5 list + login storm"
 STORM_ALONE = "5 list alone, just before the storm"
-BASELINE = os.environ.get("BENCH_BASELINE")
+BASELINES = [b for b in os.environ.get("BENCH_BASELINE", "").split(",") if b]
 FLOOR_BINARY = ROOT / "target" / "release" / "tasklane-floor-server"
 FLOOR_PORT = int(os.environ.get("BENCH_FLOOR_PORT", "8791"))
 FLOOR = "floor: bare Rocket, same pool and statement"
@@ -224,7 +225,7 @@ def bench_backend(backend, work):
         writer = http("POST", "/auth/register", {"username": "writer", "password": PASSWORD})
         ids = [http("POST", "/tasks/", {"title": f"task {i}"}, reader["access_token"])["id"] for i in range(20)]
         read_env = {"BENCH_TOKEN": reader["access_token"], "BENCH_TASK_IDS": ",".join(map(str, ids))}
-        if BASELINE:
+        if BASELINES:
             # First, on the freshly seeded database (before the write scenarios grow it and
             # keep PostgreSQL's autovacuum busy).
             server.stop()
@@ -264,16 +265,17 @@ def bench_backend(backend, work):
         rows["idle RSS, after the scenarios"] = {"rss": server.rss_mb()}
     finally:
         server.stop()
-    if BASELINE:
+    if BASELINES:
         rows.update(ab)
     return rows
 
 
 def ab_list(env, work, backend, read_env):
-    """Scenario 1 with the baseline binary and this build, alternately."""
-    runs = {"baseline": [], "this build": []}
+    """Scenario 1 with each baseline binary and this build, in turn, REPEAT rounds."""
+    binaries = [(f"baseline {Path(b).name}", b) for b in BASELINES] + [("this build", BINARY)]
+    runs = {name: [] for name, _ in binaries}
     for i in range(REPEAT):
-        for name, binary in (("baseline", BASELINE), ("this build", BINARY)):
+        for name, binary in binaries:
             server = Server(env, f"{work}/server-{backend}-ab.log", binary)
             try:
                 time.sleep(1)
@@ -429,8 +431,8 @@ def fmt(value, spec):
 
 
 def print_table(results):
-    if BASELINE:
-        print(f"\nA/B baseline: {BASELINE}")
+    if BASELINES:
+        print(f"\nA/B baselines: {', '.join(BASELINES)}")
     print(f"\nwrk -t{THREADS} -c{CONNECTIONS} -d{DURATION}s, medians of {REPEAT} runs, nproc={os.cpu_count()}, "
           f"server RUST_LOG={SERVER_LOG or '(unset: the default filter, one access line per request)'}")
     print(f"| backend | scenario | rps | p50 ms | p99 ms | errors | peak RSS MB |")

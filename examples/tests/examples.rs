@@ -145,9 +145,16 @@ fn quickstart_registers_then_logs_in_on_the_next_run() {
         let out = run.ok();
         let greeting = if first { "registered quickstart-demo" } else { "logged in as quickstart-demo" };
         assert!(out.contains(greeting), "{run:#?}");
-        for step in
-            ["created  #", "listed   1 pending task(s) of 1", "updated  #", "is now done", "deleted  #"]
-        {
+        for step in [
+            "created  #",
+            "high priority, due 20",
+            r#"labels ["demo", "Getting started"]"#,
+            "listed   1 pending demo task(s) of 1",
+            "searched 1 task(s) mention the quickstart",
+            "updated  #",
+            "is now done (version 2, due date cleared)",
+            "deleted  #",
+        ] {
             assert!(out.contains(step), "{step:?} missing: {run:#?}");
         }
         assert!(out.ends_with("logged out\n"), "{run:#?}");
@@ -295,6 +302,94 @@ fn taskctl_keeps_its_session_between_runs() {
     assert_eq!(run.stderr, "taskctl: not logged in: run `taskctl login`\n");
 
     taskctl(&["frobnicate"]).exits(2);
+}
+
+/// `add` and `edit` with due dates, priorities and labels; `ls` filtering, searching and
+/// sorting on them, in columns, marking what is overdue.
+#[test]
+fn taskctl_plans_with_due_dates_priorities_and_labels() {
+    let server = Server::start(Duration::from_secs(900));
+    let config = tempfile::tempdir().unwrap();
+    let env = [("TASKLANE_CONFIG_DIR", config.path().to_str().unwrap())];
+    let taskctl = |args: &[&str]| server.run(TASKCTL, args, &env);
+    taskctl(&["register", "-u", "planner", "--password", "correct horse"]).ok();
+
+    let rent = added_id(
+        taskctl(&["add", "Pay rent", "--due", "tomorrow", "--priority", "high", "--label", "home"]).ok(),
+    );
+    let late =
+        added_id(taskctl(&["add", "File taxes", "--due", "2020-04-15", "-l", "Home", "-l", "admin"]).ok());
+    let someday = added_id(taskctl(&["add", "Learn the cello", "--priority", "low"]).ok());
+    taskctl(&["add", "x", "--due", "next week"]).exits(2);
+    taskctl(&["add", "x", "--priority", "urgent"]).exits(2);
+
+    let out = taskctl(&["ls", "--sort", "due_at"]).ok().to_owned();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].contains(&format!("#{late} !")) && lines[0].contains("2020-04-15 23:59"), "{out}");
+    assert!(lines[0].ends_with("File taxes  [admin, Home]"), "{out}");
+    assert!(
+        lines[1].contains(&format!("#{rent}  ")) && lines[1].contains("high") && lines[1].ends_with("[home]"),
+        "{out}"
+    );
+    assert!(
+        lines[2].contains(&format!("#{someday}")) && lines[2].contains(" - ") && lines[2].contains("low"),
+        "{out}"
+    );
+    // The columns line up: every title starts at the same place.
+    let at = |line: &str, title: &str| line.find(title).unwrap();
+    assert_eq!(at(lines[0], "File taxes"), at(lines[1], "Pay rent"), "{out}");
+    assert_eq!(at(lines[1], "Pay rent"), at(lines[2], "Learn the cello"), "{out}");
+
+    let titles = |args: &[&str]| -> Vec<String> {
+        let out = taskctl(args).ok().to_owned();
+        // The title column starts after number, mark, status, due date and priority.
+        out.lines()
+            .filter(|l| l.contains('#'))
+            .map(|l| l[48..].split("  [").next().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(titles(&["ls", "--label", "HOME", "--sort", "title"]), ["File taxes", "Pay rent"]);
+    assert_eq!(titles(&["ls", "--label", "home", "--label", "admin"]), ["File taxes"]);
+    assert_eq!(titles(&["ls", "--priority", "high"]), ["Pay rent"]);
+    assert_eq!(titles(&["ls", "--overdue"]), ["File taxes"]);
+    assert_eq!(titles(&["ls", "--search", "CELLO"]), ["Learn the cello"]);
+    assert_eq!(titles(&["ls", "--due-after", "2021-01-01"]), ["Pay rent"]);
+    assert_eq!(titles(&["ls", "--sort", "-priority"]), ["Pay rent", "Learn the cello", "File taxes"]);
+
+    assert_eq!(
+        taskctl(&["edit", &late, "--no-due", "--status", "done"]).ok(),
+        format!("edited #{late}: File taxes\n")
+    );
+    assert!(taskctl(&["ls", "--overdue"]).ok().starts_with("no tasks"));
+    taskctl(&[
+        "edit",
+        &someday,
+        "--due",
+        "2026-12-24T17:00",
+        "-l",
+        "music",
+        "-l",
+        "fun",
+        "--priority",
+        "medium",
+    ])
+    .ok();
+    let line = taskctl(&["ls", "--label", "music"]).ok().to_owned();
+    assert!(
+        line.contains("2026-12-24 17:00")
+            && line.contains("medium")
+            && line.trim_end().ends_with("[fun, music]"),
+        "{line}"
+    );
+    taskctl(&["edit", &someday, "--no-labels"]).ok();
+    assert!(taskctl(&["ls", "--label", "music"]).ok().starts_with("no tasks"));
+    let run = taskctl(&["edit", &someday]);
+    run.exits(1);
+    assert!(run.stderr.contains("nothing to change"), "{run:#?}");
+    let run = taskctl(&["edit", "999999", "--priority", "low"]);
+    run.exits(1);
+    assert_eq!(run.stderr, "taskctl: no task #999999\n");
 }
 
 #[test]

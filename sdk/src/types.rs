@@ -38,7 +38,7 @@ pub mod limits {
     pub const LABEL_MIN: usize = 1;
     /// Longest label, after trimming.
     pub const LABEL_MAX: usize = 32;
-    /// Most labels on one task (after duplicates collapse).
+    /// Most labels one request may give a task.
     pub const LABELS_MAX: usize = 20;
     /// Shortest search text (`q`).
     pub const SEARCH_MIN: usize = 1;
@@ -340,7 +340,6 @@ pub struct Task {
     /// 1 to 200 characters, trimmed.
     pub title: String,
     /// Up to 10,000 characters, or null.
-    #[cfg_attr(feature = "schema", schemars(required))]
     pub description: Option<String>,
     /// Where the task stands.
     pub status: TaskStatus,
@@ -354,7 +353,6 @@ pub struct Task {
     pub updated_at: DateTime<Utc>,
     /// When the task is due, or null.
     #[serde(default, serialize_with = "rfc3339_or_null")]
-    #[cfg_attr(feature = "schema", schemars(required))]
     pub due_at: Option<DateTime<Utc>>,
     /// How much the task matters.
     #[serde(default)]
@@ -364,7 +362,6 @@ pub struct Task {
     pub labels: Vec<String>,
     /// When the task was last marked done; null unless its status is `done`.
     #[serde(default, serialize_with = "rfc3339_or_null")]
-    #[cfg_attr(feature = "schema", schemars(required))]
     pub completed_at: Option<DateTime<Utc>>,
     /// 1 at creation, one more with every change.
     #[serde(default = "first_version")]
@@ -404,7 +401,7 @@ pub struct NewTask {
     /// Each 1 to 32 characters after trimming, no control characters; at most 20. Defaults to
     /// none; cannot be null.
     #[serde(default, deserialize_with = "non_null", skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "schema", schemars(with = "Vec<Label>"))]
+    #[cfg_attr(feature = "schema", schemars(with = "Vec<Label>", length(max = "limits::LABELS_MAX")))]
     pub labels: Option<Vec<String>>,
 }
 
@@ -527,7 +524,7 @@ pub struct TaskUpdate {
     pub priority: Option<Priority>,
     /// The new set of labels, replacing the old one (it cannot be null).
     #[serde(default, deserialize_with = "non_null", skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "schema", schemars(with = "Vec<Label>"))]
+    #[cfg_attr(feature = "schema", schemars(with = "Vec<Label>", length(max = "limits::LABELS_MAX")))]
     pub labels: Option<Vec<String>>,
 }
 
@@ -926,8 +923,8 @@ pub fn validate_label<'a>(field: &str, label: &'a str) -> Result<&'a str, FieldE
     Ok(label)
 }
 
-/// A task's labels as they are stored: each trimmed and checked, duplicates ignoring case
-/// collapsed to their first spelling, at most 20, sorted by their lowercase form.
+/// A task's labels as they are stored: at most 20 given, each trimmed and checked, duplicates
+/// ignoring case collapsed to their first spelling, sorted by their lowercase form.
 ///
 /// ```
 /// use tasklane::types::normalize_labels;
@@ -935,6 +932,9 @@ pub fn validate_label<'a>(field: &str, label: &'a str) -> Result<&'a str, FieldE
 /// assert_eq!(labels, ["Home", "work"]);
 /// ```
 pub fn normalize_labels(labels: &[String]) -> Result<Vec<String>, FieldError> {
+    if labels.len() > limits::LABELS_MAX {
+        return Err(FieldError::new("labels", format!("at most {} labels", limits::LABELS_MAX)));
+    }
     let mut kept: Vec<(String, String)> = Vec::with_capacity(labels.len());
     for label in labels {
         let label = validate_label("labels", label)?;
@@ -942,9 +942,6 @@ pub fn normalize_labels(labels: &[String]) -> Result<Vec<String>, FieldError> {
         if !kept.iter().any(|(k, _)| *k == key) {
             kept.push((key, label.to_owned()));
         }
-    }
-    if kept.len() > limits::LABELS_MAX {
-        return Err(FieldError::new("labels", format!("at most {} labels", limits::LABELS_MAX)));
     }
     kept.sort();
     Ok(kept.into_iter().map(|(_, label)| label).collect())

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use futures::TryStreamExt as _;
 use serde_json::{json, Value};
-use tasklane::{Client, Error, NewTask, TaskSort, TaskStatus, TaskUpdate};
+use tasklane::{Client, Error, NewTask, Priority, TaskSort, TaskStatus, TaskUpdate};
 use wiremock::matchers::{body_json, header, method, path, query_param, query_param_is_missing};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -370,4 +370,105 @@ async fn network_path_links_are_not_taken_for_api_paths() {
 
         assert!(matches!(err, Error::Decode { .. }), "{target}: {err:?}");
     }
+}
+
+/// The task model's builders put due dates (in UTC), priorities and labels on the wire, and a
+/// task's new fields are read back typed.
+#[tokio::test]
+async fn builders_send_the_task_model_and_read_it_back() {
+    let server = MockServer::start().await;
+    let mut answer = task(8, "Pay rent");
+    answer["due_at"] = json!("2026-12-24T16:00:00Z");
+    answer["priority"] = json!("high");
+    answer["labels"] = json!(["home"]);
+    answer["completed_at"] = Value::Null;
+    answer["version"] = json!(1);
+    Mock::given(method("POST"))
+        .and(path("/tasks/"))
+        .and(body_json(json!({
+            "title": "Pay rent", "due_at": "2026-12-24T16:00:00Z", "priority": "high", "labels": ["home"]
+        })))
+        .respond_with(ResponseTemplate::new(201).set_body_json(&answer))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path("/tasks/8"))
+        .and(body_json(json!({"due_at": null, "priority": "low", "labels": ["errands", "home"]})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(&answer))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+
+    let due: chrono::DateTime<chrono::Utc> = "2026-12-24T17:00:00+01:00".parse().unwrap();
+    let new = NewTask::new("Pay rent").due(due).priority(Priority::High).label(" home ");
+    let created = client.tasks().create(new).await.unwrap();
+    assert_eq!(created.due_at, Some(due));
+    assert_eq!(
+        (created.priority, created.labels.as_slice(), created.version),
+        (Priority::High, &["home".to_owned()][..], 1)
+    );
+    let update = TaskUpdate::new().clear_due().priority(Priority::Low).label("home").label("errands");
+    client.tasks().patch(8, update).await.unwrap();
+}
+
+/// The builders check the shared rules before anything is sent.
+#[tokio::test]
+async fn bad_labels_and_searches_fail_before_a_round_trip() {
+    let server = MockServer::start().await;
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+    let too_long = "x".repeat(33);
+    for new in [
+        NewTask::new("t").label(""),
+        NewTask::new("t").label(too_long.as_str()),
+        NewTask::new("t").labels((0..21).map(|i| i.to_string())),
+    ] {
+        let err = client.tasks().create(new).await.unwrap_err();
+        let Error::Validation { errors, response: None } = &err else { panic!("{err:?}") };
+        assert_eq!(errors[0].field, "labels");
+    }
+    let err = client.tasks().list().search("").await.unwrap_err();
+    assert!(matches!(err, Error::Validation { .. }), "{err:?}");
+    let err = client.tasks().list().label(" ").await.unwrap_err();
+    assert!(matches!(err, Error::Validation { .. }), "{err:?}");
+    assert!(server.received_requests().await.unwrap().is_empty(), "nothing was sent");
+}
+
+/// Every list filter goes on the query string, labels repeated and times in UTC.
+#[tokio::test]
+async fn list_filters_go_on_the_query() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/tasks/"))
+        .and(query_param("priority", "high"))
+        .and(query_param("due_before", "2026-12-24T16:00:00Z"))
+        .and(query_param("due_after", "2026-12-01T00:00:00Z"))
+        .and(query_param("q", "50% off & more"))
+        .and(query_param("sort", "-due_at"))
+        .respond_with(
+            ResponseTemplate::new(200).insert_header("x-total-count", "1").set_body_json(tasks(1..=1)),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+
+    let page = client
+        .tasks()
+        .list()
+        .priority(Priority::High)
+        .label("home")
+        .label("Work")
+        .due_before("2026-12-24T17:00:00+01:00".parse().unwrap())
+        .due_after("2026-12-01T00:00:00Z".parse().unwrap())
+        .search("50% off & more")
+        .sort(TaskSort::DueAtDesc)
+        .await
+        .unwrap();
+    assert_eq!(page.total, Some(1));
+    let requests = server.received_requests().await.unwrap();
+    let labels: Vec<String> =
+        requests[0].url.query_pairs().filter(|(k, _)| k == "label").map(|(_, v)| v.into_owned()).collect();
+    assert_eq!(labels, ["home", "Work"], "repeated, in order");
 }

@@ -56,6 +56,19 @@ pub fn document(areas: &[(&str, OpenApi)]) -> Result<Route, String> {
     };
     let mut doc = serde_json::to_value(&spec).map_err(|e| e.to_string())?;
     refine_operations(&mut doc);
+    // A task always carries every field, its nulls included; schemars calls an `Option` field
+    // optional, and nullable only when it is not also required.
+    let task = &mut doc["components"]["schemas"]["Task"];
+    for field in ["description", "due_at", "completed_at"] {
+        task["properties"][field]["nullable"] = json!(true);
+    }
+    if let Some(required) = task["required"].as_array_mut() {
+        for field in ["description", "due_at", "priority", "labels", "completed_at", "version"] {
+            if !required.iter().any(|r| r == field) {
+                required.push(json!(field));
+            }
+        }
+    }
     let json = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
     Ok(Route::new(Method::Get, "/openapi.json", Document(json)))
 }
@@ -181,6 +194,16 @@ fn refine_list_parameters(operation: &mut Value) {
                 schema.insert("minimum".to_owned(), json!(1));
                 schema.insert("maximum".to_owned(), json!(limits::LIMIT_MAX));
                 schema.insert("default".to_owned(), json!(limits::LIMIT_DEFAULT));
+            }
+            "q" => {
+                schema.insert("minLength".to_owned(), json!(limits::SEARCH_MIN));
+                schema.insert("maxLength".to_owned(), json!(limits::SEARCH_MAX));
+            }
+            "label" => {
+                // Repeatable and optional (rocket_okapi calls a list parameter required).
+                parameter["required"] = json!(false);
+                parameter["explode"] = json!(true);
+                parameter["schema"]["items"] = json!({ "$ref": "#/components/schemas/Label" });
             }
             "offset" => {
                 // Stored offsets are signed 64-bit; exact in JSON, where a float would round up.

@@ -1,5 +1,6 @@
-//! Quickstart: the SDK's everyday calls in one run. It signs in, creates a task, lists, updates
-//! and deletes it, and logs out, printing each step.
+//! Quickstart: the SDK's everyday calls in one run. It signs in, creates a task with a due date,
+//! a priority and labels, finds it again by label and by search, updates and deletes it, and
+//! logs out, printing each step.
 //!
 //! Start a server, then run the example against it:
 //!
@@ -14,7 +15,8 @@
 
 use std::process::ExitCode;
 
-use tasklane::{Client, Error, NewTask, TaskStatus, TaskUpdate};
+use tasklane::chrono::{TimeDelta, Utc};
+use tasklane::{Client, Error, NewTask, Priority, TaskSort, TaskStatus, TaskUpdate};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -41,20 +43,46 @@ async fn run() -> tasklane::Result<()> {
         Err(err) => return Err(err),
     }
 
-    let task = client.tasks().create(NewTask::new("Try Tasklane").description("run the quickstart")).await?;
-    println!("created  #{} {:?}, {}", task.id, task.title, task.status);
+    let due = Utc::now() + TimeDelta::days(1);
+    let new = NewTask::new("Try Tasklane")
+        .description("run the quickstart")
+        .due(due)
+        .priority(Priority::High)
+        .label("demo")
+        .label("Getting started");
+    let task = client.tasks().create(new).await?;
+    println!(
+        "created  #{} {:?}, {}, {} priority, due {}, labels {:?}",
+        task.id,
+        task.title,
+        task.status,
+        task.priority,
+        task.due_at.map_or_else(|| "never".to_owned(), |at| at.to_rfc3339()),
+        task.labels
+    );
 
-    // One page of the list, with the total count from the server. (`.stream()` instead of
-    // `.await` would go through every page; see the taskctl example.)
-    let page = client.tasks().list().status(TaskStatus::Pending).limit(10).await?;
-    println!("listed   {} pending task(s) of {}", page.items.len(), page.total.unwrap_or_default());
+    // One page of the list, with the total count from the server: here, the pending tasks
+    // labelled `demo`, soonest due first. (`.stream()` instead of `.await` would go through
+    // every page; see the taskctl example.)
+    let page = client
+        .tasks()
+        .list()
+        .status(TaskStatus::Pending)
+        .label("demo")
+        .sort(TaskSort::DueAt)
+        .limit(10)
+        .await?;
+    println!("listed   {} pending demo task(s) of {}", page.items.len(), page.total.unwrap_or_default());
     for task in &page.items {
         println!("         #{} {}", task.id, task.title);
     }
+    // Search: a substring of the title or description, ignoring case.
+    let found = client.tasks().list().search("QUICKSTART").await?;
+    println!("searched {} task(s) mention the quickstart", found.total.unwrap_or_default());
 
-    // Updates change only the fields they name.
-    let task = client.tasks().update(task.id, TaskUpdate::new().status(TaskStatus::Done)).await?;
-    println!("updated  #{} is now {}", task.id, task.status);
+    // Updates change only the fields they name; `completed_at` is set by the server.
+    let task = client.tasks().update(task.id, TaskUpdate::new().status(TaskStatus::Done).clear_due()).await?;
+    println!("updated  #{} is now {} (version {}, due date cleared)", task.id, task.status, task.version);
 
     client.tasks().delete(task.id).await?;
     println!("deleted  #{}", task.id);

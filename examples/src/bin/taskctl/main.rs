@@ -6,17 +6,22 @@
 //! ```sh
 //! cargo run -p tasklane-server                                        # terminal 1
 //! cargo run -q -p tasklane-examples --bin taskctl -- register         # prompts for both
-//! cargo run -q -p tasklane-examples --bin taskctl -- add "Write the docs" --description "all of them"
-//! cargo run -q -p tasklane-examples --bin taskctl -- ls --status pending
+//! cargo run -q -p tasklane-examples --bin taskctl -- add "Pay rent" --due tomorrow --priority high --label home
+//! cargo run -q -p tasklane-examples --bin taskctl -- ls --label home --sort due_at
 //! cargo run -q -p tasklane-examples --bin taskctl -- done 1
 //! ```
 //!
 //! or install it with `cargo install --path examples --bin taskctl` and run `taskctl --help`.
 //!
-//! Commands: `register`, `login`, `logout`, `add TITLE [--description TEXT]`,
-//! `ls [--status STATUS]`, `done ID`, `rm ID`, `whoami`. `register` and `login` take
+//! Commands: `register`, `login`, `logout`, `add TITLE`, `edit ID`, `ls`, `done ID`, `rm ID`,
+//! `whoami` (`taskctl help COMMAND` for each one's options). `register` and `login` take
 //! `--username` and `--password` (or `TASKLANE_USER` and `TASKLANE_PASSWORD`) and, in a
 //! terminal, ask for what is missing, the password without echo.
+//!
+//! Due dates are read in the local time zone: `2026-12-24` (the end of that day),
+//! `2026-12-24T17:00`, `today` or `tomorrow` (the end of the day), or a full RFC 3339 time.
+//! `ls` shows each task's due date, priority and labels in columns, and marks with `!` a task
+//! that is overdue (due before now and not done).
 //!
 //! The session is kept in `session.json` in `~/.config/tasklane` (the platform's config
 //! directory; `TASKLANE_CONFIG_DIR` overrides it), readable only by you, together with the
@@ -32,8 +37,9 @@ use std::io::{self, BufRead as _, IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
+use tasklane::chrono::{DateTime, Local, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Utc};
 use tasklane::futures::TryStreamExt as _;
-use tasklane::{Client, Error, NewTask, TaskSort, TaskStatus, TaskUpdate, Tokens};
+use tasklane::{Client, Error, NewTask, Priority, Task, TaskSort, TaskStatus, TaskUpdate, Tokens};
 
 /// Manage your Tasklane tasks from the command line.
 #[derive(Debug, Parser)]
@@ -60,12 +66,58 @@ enum Command {
         /// More about it
         #[arg(long, short)]
         description: Option<String>,
+        #[command(flatten)]
+        plan: Plan,
+    },
+    /// Change a task: only what is given changes
+    Edit {
+        /// The task's number, as `ls` shows it
+        id: i64,
+        /// A new title
+        #[arg(long, short)]
+        title: Option<String>,
+        /// A new description
+        #[arg(long, short)]
+        description: Option<String>,
+        /// A new status: pending, in_progress or done
+        #[arg(long, short)]
+        status: Option<TaskStatus>,
+        #[command(flatten)]
+        plan: Plan,
+        /// Remove the due date
+        #[arg(long, conflicts_with = "due")]
+        no_due: bool,
+        /// Remove every label
+        #[arg(long, conflicts_with = "label")]
+        no_labels: bool,
     },
     /// List your tasks, oldest first
     Ls {
         /// Only tasks with this status: pending, in_progress or done
         #[arg(long, short)]
         status: Option<TaskStatus>,
+        /// Only tasks of this priority: none, low, medium or high
+        #[arg(long, short)]
+        priority: Option<Priority>,
+        /// Only tasks with this label (repeat it: tasks with every one)
+        #[arg(long, short)]
+        label: Vec<String>,
+        /// Only tasks due before this time (same forms as --due)
+        #[arg(long, value_parser = parse_due)]
+        due_before: Option<DateTime<Utc>>,
+        /// Only tasks due at or after this time (same forms as --due)
+        #[arg(long, value_parser = parse_due)]
+        due_after: Option<DateTime<Utc>>,
+        /// Only tasks whose title or description contains this text, ignoring case
+        #[arg(long, short = 'q')]
+        search: Option<String>,
+        /// Only tasks that are overdue: due before now, and not done
+        #[arg(long)]
+        overdue: bool,
+        /// The order: created_at (default), -created_at, updated_at, -updated_at, title, -title,
+        /// due_at, -due_at, priority or -priority
+        #[arg(long, default_value = "created_at", allow_hyphen_values = true)]
+        sort: TaskSort,
     },
     /// Mark a task done
     Done {
@@ -79,6 +131,74 @@ enum Command {
     },
     /// Show who you are logged in as
     Whoami,
+}
+
+/// When a task is due, how much it matters, and its labels (`add` and `edit`).
+#[derive(Debug, Args)]
+struct Plan {
+    /// When it is due: 2026-12-24 (the end of that day), 2026-12-24T17:00, today, tomorrow, in
+    /// the local time zone, or an RFC 3339 time
+    #[arg(long, value_parser = parse_due)]
+    due: Option<DateTime<Utc>>,
+    /// How much it matters: none, low, medium or high
+    #[arg(long, short)]
+    priority: Option<Priority>,
+    /// A label (repeat it for more); on `edit`, the labels given replace the old ones
+    #[arg(long, short)]
+    label: Vec<String>,
+}
+
+/// A due date as typed, in the local time zone; a day alone means the end of that day.
+fn parse_due(text: &str) -> Result<DateTime<Utc>, String> {
+    let end_of = |day: NaiveDate| day.and_time(NaiveTime::from_hms_opt(23, 59, 59).expect("a time of day"));
+    let today = Local::now().date_naive();
+    let local = match text.trim() {
+        "today" => end_of(today),
+        "tomorrow" => end_of(today + TimeDelta::days(1)),
+        text => {
+            if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+                return Ok(at.with_timezone(&Utc));
+            }
+            if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+                end_of(day)
+            } else {
+                ["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"]
+                    .iter()
+                    .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+                    .ok_or_else(|| {
+                        format!("expected 2026-12-24, 2026-12-24T17:00, today or tomorrow, not {text:?}")
+                    })?
+            }
+        }
+    };
+    // The earliest reading of a local time that a clock change makes twice, or the moment
+    // after one it skips.
+    local
+        .and_local_timezone(Local)
+        .earliest()
+        .or_else(|| (local + TimeDelta::hours(1)).and_local_timezone(Local).earliest())
+        .map(|at| at.with_timezone(&Utc))
+        .ok_or_else(|| format!("{text:?} does not exist in the local time zone"))
+}
+
+/// One line of `ls`: number, overdue mark, status, due date (local), priority, title, labels.
+fn task_line(task: &Task, now: DateTime<Utc>) -> String {
+    let overdue = task.status != TaskStatus::Done && task.due_at.is_some_and(|due| due < now);
+    let due = task
+        .due_at
+        .map_or_else(|| "-".to_owned(), |due| due.with_timezone(&Local).format("%Y-%m-%d %H:%M").to_string());
+    let priority = if task.priority == Priority::None { "-" } else { task.priority.as_str() };
+    let labels =
+        if task.labels.is_empty() { String::new() } else { format!("  [{}]", task.labels.join(", ")) };
+    format!(
+        "{:>6} {} {:<11}  {:<16}  {:<6}  {}{labels}",
+        format!("#{}", task.id),
+        if overdue { "!" } else { " " },
+        task.status.as_str(),
+        due,
+        priority,
+        task.title
+    )
 }
 
 #[derive(Debug, Args)]
@@ -194,31 +314,83 @@ async fn run(command: &Command, url: &str) -> Result<(), Failure> {
                 say(format_args!("logged out"))?;
             }
         }
-        Command::Add { title, description } => {
-            let mut task = NewTask::new(title.as_str());
+        Command::Add { title, description, plan } => {
+            let mut task = NewTask::new(title.as_str()).labels(&plan.label);
             if let Some(description) = description {
                 task = task.description(description.as_str());
+            }
+            if let Some(due) = plan.due {
+                task = task.due(due);
+            }
+            if let Some(priority) = plan.priority {
+                task = task.priority(priority);
             }
             let task = client.tasks().create(task).await?;
             say(format_args!("added #{}: {}", task.id, task.title))?;
         }
-        Command::Ls { status } => {
-            let mut query = client.tasks().list().sort(TaskSort::CreatedAt).limit(100);
+        Command::Edit { id, title, description, status, plan, no_due, no_labels } => {
+            let mut update = TaskUpdate::new();
+            if let Some(title) = title {
+                update = update.title(title.as_str());
+            }
+            if let Some(description) = description {
+                update = update.description(description.as_str());
+            }
+            if let Some(status) = status {
+                update = update.status(*status);
+            }
+            if let Some(due) = plan.due {
+                update = update.due(due);
+            }
+            if *no_due {
+                update = update.clear_due();
+            }
+            if let Some(priority) = plan.priority {
+                update = update.priority(priority);
+            }
+            if !plan.label.is_empty() || *no_labels {
+                update = update.labels(&plan.label);
+            }
+            if update.is_empty() {
+                return Err(Failure::Other(
+                    "nothing to change: give at least one option (taskctl help edit)".into(),
+                ));
+            }
+            let task = client.tasks().patch(*id, update).await?;
+            say(format_args!("edited #{}: {}", task.id, task.title))?;
+        }
+        Command::Ls { status, priority, label, due_before, due_after, search, overdue, sort } => {
+            let now = Utc::now();
+            let mut query = client.tasks().list().sort(*sort).limit(100);
             if let Some(status) = status {
                 query = query.status(*status);
+            }
+            if let Some(priority) = priority {
+                query = query.priority(*priority);
+            }
+            for label in label {
+                query = query.label(label.as_str());
+            }
+            // Overdue: due before now; the done ones are left out below.
+            if let Some(before) = due_before.iter().copied().chain(overdue.then_some(now)).min() {
+                query = query.due_before(before);
+            }
+            if let Some(after) = due_after {
+                query = query.due_after(*after);
+            }
+            if let Some(search) = search {
+                query = query.search(search.as_str());
             }
             // The stream fetches page after page until every matching task has been seen.
             let mut tasks = query.stream();
             let mut count = 0;
             while let Some(task) = tasks.try_next().await? {
-                say(format_args!(
-                    "{:>6}  {:<11}  {}",
-                    format!("#{}", task.id),
-                    task.status.as_str(),
-                    task.title
-                ))?;
+                if *overdue && task.status == TaskStatus::Done {
+                    continue;
+                }
+                say(format_args!("{}", task_line(&task, now)))?;
                 if let Some(description) = &task.description {
-                    say(format_args!("{:>6}  {:<11}  {description}", "", ""))?;
+                    say(format_args!("{:>6}   {description}", ""))?;
                 }
                 count += 1;
             }
@@ -254,7 +426,9 @@ fn describe(failure: Failure, command: &Command, url: &str) -> String {
         (Error::Conflict { .. }, Command::Register(_)) => {
             "that username is taken: choose another, or `taskctl login`".to_owned()
         }
-        (Error::NotFound { .. }, Command::Done { id } | Command::Rm { id }) => format!("no task #{id}"),
+        (Error::NotFound { .. }, Command::Done { id } | Command::Rm { id } | Command::Edit { id, .. }) => {
+            format!("no task #{id}")
+        }
         // No saved session, or one the server no longer accepts (logged out elsewhere, or
         // unused for longer than the refresh token lives).
         (Error::SessionExpired { .. } | Error::Unauthorized { .. }, _) => {
