@@ -291,8 +291,8 @@ pub use tasks::{ListTasks, Page, Tasks};
 pub use url::Url;
 
 pub use types::{
-    FieldError, HealthStatus, ListQuery, NewTask, Priority, Secret, Task, TaskSort, TaskStatus, TaskUpdate,
-    TokenPair, User,
+    Change, ChangePage, FieldError, HealthStatus, ListQuery, NewTask, Priority, Secret, Task, TaskSort,
+    TaskStatus, TaskUpdate, TokenPair, User,
 };
 
 /// The README's examples, compiled as doctests.

@@ -44,6 +44,12 @@ pub mod limits {
     pub const SEARCH_MIN: usize = 1;
     /// Longest search text (`q`).
     pub const SEARCH_MAX: usize = 200;
+    /// Largest page of the change feed.
+    pub const CHANGES_LIMIT_MAX: u32 = 1000;
+    /// Page size of the change feed when the query names none.
+    pub const CHANGES_LIMIT_DEFAULT: u32 = 500;
+    /// Longest `Idempotency-Key`.
+    pub const IDEMPOTENCY_KEY_MAX: usize = 255;
 
     /// A username as a regular expression (for the OpenAPI document).
     pub const USERNAME_PATTERN: &str = "^[A-Za-z0-9_.-]{3,64}$";
@@ -830,6 +836,47 @@ fn about_blank() -> String {
     "about:blank".to_owned()
 }
 
+/// One change of the change feed (`GET /tasks/changes`) and of the live events: a task created or
+/// changed, in its state now, or a task deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Change {
+    /// A task created or changed: the task as it is now (replace a local copy by id).
+    Upsert {
+        /// The task.
+        task: Task,
+    },
+    /// A task deleted (remove a local copy; an unknown id is nothing to remove).
+    Delete {
+        /// The deleted task's id.
+        id: i64,
+    },
+}
+
+impl Change {
+    /// The id of the task the change is about.
+    pub fn task_id(&self) -> i64 {
+        match self {
+            Change::Upsert { task } => task.id,
+            Change::Delete { id } => *id,
+        }
+    }
+}
+
+/// One answer of the change feed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ChangePage {
+    /// The changes after the cursor given, each task at most once, in the order of their last
+    /// change.
+    pub changes: Vec<Change>,
+    /// Where the next request starts (`since`); opaque.
+    pub cursor: String,
+    /// Whether more changes follow: ask again with `cursor` until it is false.
+    pub has_more: bool,
+}
+
 /// Answer of `GET /health` and `GET /ready`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -945,6 +992,18 @@ pub fn normalize_labels(labels: &[String]) -> Result<Vec<String>, FieldError> {
     }
     kept.sort();
     Ok(kept.into_iter().map(|(_, label)| label).collect())
+}
+
+/// Checks an `Idempotency-Key`: 1 to 255 visible ASCII characters.
+pub fn validate_idempotency_key(key: &str) -> Result<(), FieldError> {
+    if (1..=limits::IDEMPOTENCY_KEY_MAX).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            "Idempotency-Key",
+            format!("must be 1 to {} visible ASCII characters", limits::IDEMPOTENCY_KEY_MAX),
+        ))
+    }
 }
 
 /// Checks a search text (`q`): 1 to 200 characters.
