@@ -30,6 +30,12 @@ fn problem_catcher(status: Status, req: &Request<'_>) -> ApiError {
         }
     }
     if status == Status::UnprocessableEntity {
+        // A path that a route names exactly (`/tasks/changes`) asked with another method: 405,
+        // not the id it is not, for the route beside it (`/tasks/<id>`).
+        let exact = exact_route_methods(req);
+        if !exact.is_empty() && !exact.contains(&req.method()) {
+            return ApiError::MethodNotAllowed(exact);
+        }
         return ApiError::Validation(malformed_path_params(req));
     }
     if status == Status::InternalServerError {
@@ -65,8 +71,31 @@ fn route_matches(route_path: &str, request_path: &str) -> bool {
     }
 }
 
+/// The methods of the routes without parameters that name this request's path exactly.
+fn exact_route_methods(req: &Request<'_>) -> Vec<Method> {
+    let path = req.uri().path().as_str();
+    let mut methods: Vec<Method> = req
+        .rocket()
+        .routes()
+        .filter(|r| !r.uri.path().contains('<') && route_matches(r.uri.path(), path))
+        .map(|r| r.method)
+        .collect();
+    if methods.contains(&Method::Get) {
+        methods.push(Method::Head);
+    }
+    methods.sort_by_key(|m| m.as_str());
+    methods.dedup();
+    methods
+}
+
 /// The methods the app serves at this request's path; empty for an unknown path.
 fn allowed_methods(req: &Request<'_>) -> Vec<Method> {
+    // A path a route names exactly is that route's (`/tasks/changes`), not the `/tasks/<id>`
+    // beside it.
+    let exact = exact_route_methods(req);
+    if !exact.is_empty() {
+        return exact;
+    }
     let path = req.uri().path().as_str();
     let mut methods: Vec<Method> =
         req.rocket().routes().filter(|r| route_matches(r.uri.path(), path)).map(|r| r.method).collect();

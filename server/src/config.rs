@@ -54,6 +54,12 @@ pub struct Config {
     pub rate_limit_address_per_minute: u32,
     /// Browser origins allowed to call the API: comma-separated, or `*`; empty for none.
     pub cors_allowed_origins: String,
+    /// How long the answer to an `Idempotency-Key` is kept (whole hours in the environment).
+    #[serde(with = "hours")]
+    pub idempotency_key_ttl_hours: Duration,
+    /// How long deleted tasks are remembered for the change feed (whole days in the environment).
+    #[serde(with = "days")]
+    pub tombstone_retention_days: Duration,
 }
 
 impl Default for Config {
@@ -77,6 +83,8 @@ impl Default for Config {
             rate_limit_account_per_minute: 10,
             rate_limit_address_per_minute: 60,
             cors_allowed_origins: String::new(),
+            idempotency_key_ttl_hours: Duration::from_secs(24 * 3600),
+            tombstone_retention_days: Duration::from_secs(30 * 86_400),
         }
     }
 }
@@ -195,7 +203,9 @@ impl Config {
             }
         }
         // The upper bounds keep `exp` arithmetic far from overflow (100 years).
-        let ranges: [(&str, u64, u64, u64); 7] = [
+        let ranges: [(&str, u64, u64, u64); 9] = [
+            ("IDEMPOTENCY_KEY_TTL_HOURS", self.idempotency_key_ttl_hours.as_secs() / 3600, 1, 8760),
+            ("TOMBSTONE_RETENTION_DAYS", self.tombstone_retention_days.as_secs() / 86_400, 1, 3650),
             ("ACCESS_TOKEN_EXPIRE_MINUTES", self.access_token_expire_minutes.as_secs() / 60, 1, 52_560_000),
             ("REFRESH_TOKEN_EXPIRE_MINUTES", self.refresh_token_expire_minutes.as_secs() / 60, 1, 52_560_000),
             ("DATABASE_STARTUP_WAIT_SECONDS", self.database_startup_wait_seconds.as_secs(), 0, 3600),
@@ -249,6 +259,34 @@ mod minutes {
         // Bounded well before `exp` arithmetic could overflow (`validate` allows 100 years).
         let minutes = u64::deserialize(deserializer)?.min(u64::MAX / 120);
         Ok(Duration::from_secs(minutes * 60))
+    }
+}
+
+/// A duration given in whole hours.
+mod hours {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(value.as_secs() / 3600)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_secs(u64::deserialize(deserializer)?.min(u64::MAX / 7200) * 3600))
+    }
+}
+
+/// A duration given in whole days.
+mod days {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(value.as_secs() / 86_400)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_secs(u64::deserialize(deserializer)?.min(u64::MAX / 172_800) * 86_400))
     }
 }
 

@@ -36,6 +36,15 @@ pub enum ApiError {
     /// 409: the resource already exists.
     #[error("{0}")]
     Conflict(String),
+    /// 409 with `Retry-After: 1`: a request with the same idempotency key is being processed.
+    #[error("a request with this Idempotency-Key is still being processed; retry shortly")]
+    InFlight,
+    /// 410: what the request refers to is gone for good (a change-feed cursor past retention).
+    #[error("{0}")]
+    Gone(String),
+    /// 412: `If-Match` named no current ETag; the task's current ETag, when it exists.
+    #[error("the task has changed since you read it (If-Match does not name its current ETag)")]
+    PreconditionFailed(Option<String>),
     /// 413: the body exceeds the limit.
     #[error("request body exceeds {} bytes", tasklane::types::limits::BODY_MAX_BYTES)]
     PayloadTooLarge,
@@ -84,7 +93,9 @@ impl ApiError {
             Self::NotFound(_) => Status::NotFound,
             Self::MethodNotAllowed(_) => Status::MethodNotAllowed,
             Self::RequestTimeout(_) => Status::RequestTimeout,
-            Self::Conflict(_) => Status::Conflict,
+            Self::Conflict(_) | Self::InFlight => Status::Conflict,
+            Self::Gone(_) => Status::Gone,
+            Self::PreconditionFailed(_) => Status::PreconditionFailed,
             Self::PayloadTooLarge => Status::PayloadTooLarge,
             Self::UnsupportedMediaType(_) => Status::UnsupportedMediaType,
             Self::Validation(_) => Status::UnprocessableEntity,
@@ -196,6 +207,12 @@ impl<'r> Responder<'r, 'static> for ApiError {
             Self::RateLimited(wait) => {
                 res.header(Header::new("Retry-After", wait.as_secs().max(1).to_string()));
             }
+            Self::InFlight => {
+                res.header(Header::new("Retry-After", "1"));
+            }
+            Self::PreconditionFailed(Some(etag)) => {
+                res.header(Header::new("ETag", etag.clone()));
+            }
             Self::Unavailable(_) | Self::BackendDown(_) => {
                 // Outages are usually brief (a restart, a failover); one second spreads retries.
                 res.header(Header::new("Retry-After", "1"));
@@ -223,7 +240,12 @@ impl OpenApiResponderInner for ApiError {
             ("401", "Missing, invalid or expired token, or bad credentials (`WWW-Authenticate: Bearer`)"),
             ("404", "Not found, or owned by another user"),
             ("408", "The request body did not arrive within 10 s"),
-            ("409", "Already exists"),
+            (
+                "409",
+                "Already exists, or a request with the same Idempotency-Key is in flight (`Retry-After`)",
+            ),
+            ("410", "The cursor is older than the tombstone retention: sync again without it"),
+            ("412", "If-Match named no current ETag (the current one is in `ETag`)"),
             ("413", "Body over 65,536 bytes"),
             ("415", "Body is not application/json"),
             ("422", "Breaks a rule; `errors` names the fields"),

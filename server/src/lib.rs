@@ -84,6 +84,9 @@ pub async fn build_with(config: Config, figment: Figment) -> Result<Rocket<Build
             None => Err(rocket),
         }
     }));
+    rocket = rocket.attach(AdHoc::on_liftoff("Tasklane: tombstones", |rocket| {
+        Box::pin(async move { app::prune_tombstones(rocket) })
+    }));
     if let Some(cors) = cors {
         rocket = rocket.attach(cors);
     }

@@ -28,11 +28,12 @@ pub const ERROR_STATUSES: &[(&str, &str, &[u16])] = &[
     ("post", "/auth/logout", &[400, 408, 413, 415, 422, 503]),
     ("get", "/auth/me", &[401, 503]),
     ("get", "/tasks/", &[401, 422, 503]),
-    ("post", "/tasks/", &[400, 401, 408, 413, 415, 422, 503]),
-    ("get", "/tasks/{id}", &[401, 404, 422, 503]),
-    ("put", "/tasks/{id}", &[400, 401, 404, 408, 413, 415, 422, 503]),
-    ("patch", "/tasks/{id}", &[400, 401, 404, 408, 413, 415, 422, 503]),
-    ("delete", "/tasks/{id}", &[401, 404, 422, 503]),
+    ("post", "/tasks/", &[400, 401, 408, 409, 413, 415, 422, 503]),
+    ("get", "/tasks/changes", &[401, 410, 422, 503]),
+    ("get", "/tasks/{id}", &[400, 401, 404, 422, 503]),
+    ("put", "/tasks/{id}", &[400, 401, 404, 408, 412, 413, 415, 422, 503]),
+    ("patch", "/tasks/{id}", &[400, 401, 404, 408, 412, 413, 415, 422, 503]),
+    ("delete", "/tasks/{id}", &[400, 401, 404, 412, 422, 503]),
     ("get", "/health", &[]),
     ("get", "/ready", &[503]),
 ];
@@ -153,6 +154,17 @@ fn refine_operations(doc: &mut Value) {
             if method == "get" && path == "/tasks/" {
                 refine_list_parameters(operation);
             }
+            if method == "get" && path == "/tasks/changes" {
+                refine_feed_parameters(operation);
+            }
+            if method == "post" && path == "/tasks/" {
+                if let Some(created) = operation["responses"].get_mut("201") {
+                    created["headers"]["Idempotent-Replayed"] = json!({
+                        "description": "`true` when this answers again a request made before with the same Idempotency-Key",
+                        "schema": { "type": "string", "enum": ["true"] }
+                    });
+                }
+            }
         }
     }
 }
@@ -170,13 +182,35 @@ fn document_common_headers(code: &str, response: &mut Value) {
             "`Bearer` (why the token was refused is in the problem's `detail`)",
             "string",
         )),
-        "429" | "503" => common.push(("Retry-After", "Seconds to wait before trying again", "integer")),
+        "409" | "429" | "503" => {
+            common.push(("Retry-After", "Seconds to wait before trying again", "integer"))
+        }
+        "412" => common.push(("ETag", "The task's current ETag", "string")),
         _ => {}
     }
     let Some(response) = response.as_object_mut() else { return };
     let headers = response.entry("headers").or_insert_with(|| json!({}));
     for (name, description, kind) in common {
         headers[name] = json!({ "description": description, "schema": { "type": kind } });
+    }
+}
+
+/// The change feed's query parameters: optional, `limit` bounded.
+fn refine_feed_parameters(operation: &mut Value) {
+    let Some(parameters) = operation["parameters"].as_array_mut() else { return };
+    for parameter in parameters {
+        let name = parameter["name"].as_str().unwrap_or_default().to_owned();
+        let Some(schema) = parameter["schema"].as_object_mut() else { continue };
+        schema.remove("nullable");
+        if name == "limit" {
+            schema.insert("format".to_owned(), json!("int32"));
+            schema.insert("minimum".to_owned(), json!(1));
+            schema.insert("maximum".to_owned(), json!(limits::CHANGES_LIMIT_MAX));
+            schema.insert("default".to_owned(), json!(limits::CHANGES_LIMIT_DEFAULT));
+        }
+        if name == "since" {
+            schema.insert("pattern".to_owned(), json!(r"^c[0-9]+\.[0-9]+$"));
+        }
     }
 }
 

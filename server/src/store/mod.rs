@@ -24,13 +24,13 @@ use chrono::{DateTime, Utc};
 use rocket::async_trait;
 use rocket::figment::Figment;
 use serde::{Deserialize, Serialize};
-use tasklane::types::{NewTask, Priority, Task, TaskSort, TaskStatus, TaskUpdate, User};
+use tasklane::types::{Change, NewTask, Priority, Task, TaskSort, TaskStatus, TaskUpdate, User};
 
 use crate::config::DatabaseUrl;
 
 pub use self::error::StoreError;
 pub use self::postgres::Postgres;
-pub use self::redis::{RedisPool, RedisSessions};
+pub use self::redis::{RedisIdempotency, RedisPool, RedisSessions};
 pub use self::sqlite::Sqlite;
 
 /// How long any call to a backend may take (waiting for a connection included) before the
@@ -104,16 +104,26 @@ pub trait Store: Send + Sync {
     async fn list_tasks(&self, user_id: i64, filter: &TaskFilter) -> Result<(Vec<Task>, u64), StoreError>;
     /// One task.
     async fn get_task(&self, user_id: i64, id: i64) -> Result<Option<Task>, StoreError>;
-    /// Applies a validated, non-empty [`TaskUpdate`]; `None` if there is no such task.
+    /// Applies a validated, non-empty [`TaskUpdate`], only if the task's version is one of
+    /// `versions` when they are given (in the same statement, so no other write comes between
+    /// the check and the change); `None` if no task was changed.
     async fn update_task(
         &self,
         user_id: i64,
         id: i64,
         update: &TaskUpdate,
         now: DateTime<Utc>,
+        versions: Option<&[i64]>,
     ) -> Result<Option<Task>, StoreError>;
-    /// Deletes a task; false if there was none.
-    async fn delete_task(&self, user_id: i64, id: i64) -> Result<bool, StoreError>;
+    /// Deletes a task, only if its version is one of `versions` when they are given; false if
+    /// none was deleted.
+    async fn delete_task(&self, user_id: i64, id: i64, versions: Option<&[i64]>) -> Result<bool, StoreError>;
+    /// The user's changes after change `since` (every current task, without it), at most
+    /// `limit`, in the order they were made.
+    async fn changes(&self, user_id: i64, since: Option<i64>, limit: u32) -> Result<Feed, StoreError>;
+    /// Forgets up to `batch` tombstones of tasks deleted before `before`, raising each user's
+    /// feed horizon past them; how many were forgotten.
+    async fn prune_tombstones(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, StoreError>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Connections open to the database, and how many of them are idle.
@@ -160,10 +170,71 @@ pub trait SessionStore: Send + Sync {
     async fn revoke_family(&self, family: &str) -> Result<(), StoreError>;
 }
 
-/// A SQL database holds both users and tasks and, without Redis, the sessions.
-pub trait Database: Store + SessionStore {}
+/// What [`Store::changes`] read.
+#[derive(Clone, Debug, Default)]
+pub struct Feed {
+    /// The changes, each with its number, in order.
+    pub changes: Vec<(i64, Change)>,
+    /// For a full sync (no `since`): the user's change counter, read before the tasks.
+    pub counter: Option<i64>,
+    /// The highest change whose tombstone was forgotten: a `since` below it may have missed a
+    /// deletion. Read after the changes, so a pruning that overtook the read shows.
+    pub horizon: i64,
+}
 
-impl<T: Store + SessionStore> Database for T {}
+/// What [`IdempotencyStore::claim`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The key is this request's now: process it, then complete or release the key.
+    New,
+    /// A request with the key is being processed (its body's fingerprint, if known).
+    InFlight { fingerprint: Option<String> },
+    /// A request with the key was answered.
+    Done(Replay),
+}
+
+/// The answer kept for an idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replay {
+    /// The first request's body, as a canonical JSON text.
+    pub fingerprint: String,
+    /// Its status.
+    pub status: u16,
+    /// Its `Location`.
+    pub location: String,
+    /// Its body.
+    pub body: String,
+}
+
+/// Idempotency keys of `POST /tasks/`, per user: in Redis when it is configured, else in the
+/// SQL database.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Claims `key` for a request whose body is `fingerprint`, in flight for at most `in_flight`
+    /// (a request that never completes, as in a crash, frees its key then); or what is there.
+    async fn claim(
+        &self,
+        user_id: i64,
+        key: &str,
+        fingerprint: &str,
+        in_flight: Duration,
+    ) -> Result<Claim, StoreError>;
+    /// Keeps the answer to `key` for `keep`.
+    async fn complete(
+        &self,
+        user_id: i64,
+        key: &str,
+        answer: &Replay,
+        keep: Duration,
+    ) -> Result<(), StoreError>;
+    /// Frees a key whose request failed, so it can be used again.
+    async fn release(&self, user_id: i64, key: &str) -> Result<(), StoreError>;
+}
+
+/// A SQL database holds users and tasks and, without Redis, the sessions and idempotency keys.
+pub trait Database: Store + SessionStore + IdempotencyStore {}
+
+impl<T: Store + SessionStore + IdempotencyStore> Database for T {}
 
 /// How to open the SQL database: rocket_db_pools hands these to [`SqlDatabase`] from Rocket's
 /// settings (`databases.sql`), where the app puts them from its own [`crate::Config`].

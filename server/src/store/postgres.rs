@@ -11,9 +11,10 @@ use tasklane::types::{NewTask, Task, TaskStatus, TaskUpdate, User};
 
 use super::error::passing_code;
 use super::pool::SqlPool;
-use super::sql::{self, bind, CredentialsRow, ListRow, Listing, TaskRow, UserRow, Value};
+use super::sql::{self, bind, CredentialsRow, FeedRow, KeyRow, ListRow, Listing, TaskRow, UserRow, Value};
 use super::{
-    bounded, Rotation, SessionStore, Store, StoreError, TaskFilter, UserCredentials, BACKEND_TIMEOUT,
+    bounded, Claim, Feed, IdempotencyStore, Replay, Rotation, SessionStore, Store, StoreError, TaskFilter,
+    UserCredentials, BACKEND_TIMEOUT,
 };
 
 /// Users, tasks and (without Redis) sessions in PostgreSQL.
@@ -175,8 +176,10 @@ impl Store for Postgres {
         id: i64,
         update: &TaskUpdate,
         now: DateTime<Utc>,
+        versions: Option<&[i64]>,
     ) -> Result<Option<Task>, StoreError> {
-        let statement = sqlx::query_as(sql::UPDATE_TASK)
+        let text = sql::update_task(versions.map(<[i64]>::len));
+        let mut statement = sqlx::query_as(&text)
             .bind(id)
             .bind(user_id)
             .bind(&update.title)
@@ -188,6 +191,9 @@ impl Store for Postgres {
             .bind(update.priority.map(|p| p.rank()))
             .bind(update.labels.as_deref().map(sql::labels_json))
             .bind(now);
+        for version in versions.unwrap_or_default() {
+            statement = statement.bind(*version);
+        }
         let row: Option<TaskRow> = match &update.labels {
             None => statement.fetch_optional(&self.pool).await?,
             // The task and its labels for the filter change together.
@@ -218,10 +224,64 @@ impl Store for Postgres {
         row.map(Task::try_from).transpose()
     }
 
-    async fn delete_task(&self, user_id: i64, id: i64) -> Result<bool, StoreError> {
-        let gone: Option<i64> =
-            sqlx::query_scalar(sql::DELETE_TASK).bind(id).bind(user_id).fetch_optional(&self.pool).await?;
-        Ok(gone.is_some())
+    async fn delete_task(&self, user_id: i64, id: i64, versions: Option<&[i64]>) -> Result<bool, StoreError> {
+        let text = sql::delete_task(versions.map(<[i64]>::len));
+        let mut statement = sqlx::query_scalar::<_, i64>(&text).bind(id).bind(user_id);
+        for version in versions.unwrap_or_default() {
+            statement = statement.bind(*version);
+        }
+        Ok(statement.fetch_optional(&self.pool).await?.is_some())
+    }
+
+    async fn changes(&self, user_id: i64, since: Option<i64>, limit: u32) -> Result<Feed, StoreError> {
+        let (rows, counter): (Vec<FeedRow>, _) = match since {
+            // The counter first: every change it counts is committed, so the read after it
+            // sees them all.
+            None => {
+                let counter: i64 =
+                    sqlx::query_scalar(sql::USER_CHANGE_SEQ).bind(user_id).fetch_one(&self.pool).await?;
+                let rows = sqlx::query_as(sql::FEED_ALL)
+                    .bind(user_id)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                (rows, Some(counter))
+            }
+            Some(since) => {
+                let rows = sqlx::query_as(sql::FEED_SINCE)
+                    .bind(user_id)
+                    .bind(since)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                (rows, None)
+            }
+        };
+        let horizon: Option<i64> =
+            sqlx::query_scalar(sql::FEED_HORIZON).bind(user_id).fetch_optional(&self.pool).await?;
+        let changes = rows.into_iter().map(FeedRow::into_change).collect::<Result<_, _>>()?;
+        Ok(Feed { changes, counter, horizon: horizon.unwrap_or(0) })
+    }
+
+    async fn prune_tombstones(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
+        // One statement: the tombstones go and the horizons rise together, or neither.
+        let pruned: i64 = sqlx::query_scalar(
+            "WITH gone AS (
+                 DELETE FROM task_tombstones WHERE (user_id, change_seq) IN (
+                     SELECT user_id, change_seq FROM task_tombstones WHERE deleted_at < $1 LIMIT $2)
+                 RETURNING user_id, change_seq),
+             raised AS (
+                 INSERT INTO feed_horizons (user_id, pruned_through)
+                 SELECT user_id, max(change_seq) FROM gone GROUP BY user_id
+                 ON CONFLICT (user_id)
+                 DO UPDATE SET pruned_through = GREATEST(feed_horizons.pruned_through, EXCLUDED.pruned_through))
+             SELECT count(*) FROM gone",
+        )
+        .bind(before)
+        .bind(i64::from(batch))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(pruned.max(0) as u64)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -322,6 +382,58 @@ impl SessionStore for Postgres {
 
     async fn revoke_family(&self, family: &str) -> Result<(), StoreError> {
         sqlx::query(sql::REVOKE_FAMILY).bind(family).execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for Postgres {
+    async fn claim(
+        &self,
+        user_id: i64,
+        key: &str,
+        fingerprint: &str,
+        in_flight: Duration,
+    ) -> Result<Claim, StoreError> {
+        let now = super::now();
+        sqlx::query(sql::FORGET_EXPIRED_KEYS).bind(user_id).bind(now).execute(&self.pool).await?;
+        let claimed: Option<String> = sqlx::query_scalar(sql::CLAIM_KEY)
+            .bind(user_id)
+            .bind(key)
+            .bind(fingerprint)
+            .bind(now + in_flight)
+            .fetch_optional(&self.pool)
+            .await?;
+        if claimed.is_some() {
+            return Ok(Claim::New);
+        }
+        let row: Option<KeyRow> =
+            sqlx::query_as(sql::GET_KEY).bind(user_id).bind(key).fetch_optional(&self.pool).await?;
+        // Gone meanwhile (expired, or released by a failed first request): the client retries.
+        Ok(row.map_or(Claim::InFlight { fingerprint: None }, Claim::from))
+    }
+
+    async fn complete(
+        &self,
+        user_id: i64,
+        key: &str,
+        answer: &Replay,
+        keep: Duration,
+    ) -> Result<(), StoreError> {
+        sqlx::query(sql::COMPLETE_KEY)
+            .bind(user_id)
+            .bind(key)
+            .bind(i32::from(answer.status))
+            .bind(&answer.location)
+            .bind(&answer.body)
+            .bind(super::now() + keep)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn release(&self, user_id: i64, key: &str) -> Result<(), StoreError> {
+        sqlx::query(sql::RELEASE_KEY).bind(user_id).bind(key).execute(&self.pool).await?;
         Ok(())
     }
 }

@@ -9,6 +9,7 @@
 //! the token and the other finds it gone.
 
 use std::future::Future;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_redis::redis::{self, AsyncCommands, Script};
@@ -16,7 +17,7 @@ use deadpool_redis::{Connection, Pool, Runtime};
 use rocket::async_trait;
 use rocket::figment::Figment;
 
-use super::{bounded, Rotation, SessionStore, StoreError};
+use super::{bounded, Claim, IdempotencyStore, Replay, Rotation, SessionStore, StoreError};
 
 /// A Redis connection pool whose every call is bounded by the backend timeout. Connections
 /// open lazily, so a Redis that is down makes only the routes that need it answer 503, and it
@@ -217,5 +218,102 @@ impl SessionStore for RedisSessions {
     async fn revoke_family(&self, family: &str) -> Result<(), StoreError> {
         let fk = family_key(family);
         self.pool.run(|mut conn| async move { conn.del::<_, ()>(&fk).await }).await
+    }
+}
+
+/// Idempotency keys in Redis: `tasklane:idem:<user>:<key>` → the claim or the answer kept (JSON),
+/// expiring by Redis's TTL, so an expired key costs nothing to keep. A claim is `SET NX`, so of
+/// requests racing on one key, on any instance, one claims it.
+pub struct RedisIdempotency {
+    pool: RedisPool,
+}
+
+/// What a key holds: the fingerprint alone while in flight, the answer too once done.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Kept {
+    fingerprint: String,
+    #[serde(default)]
+    answer: Option<Replay>,
+}
+
+impl RedisIdempotency {
+    /// The keys on a pool.
+    pub fn new(pool: RedisPool) -> Self {
+        Self { pool }
+    }
+}
+
+fn idempotency_key(user_id: i64, key: &str) -> String {
+    format!("tasklane:idem:{user_id}:{key}")
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+#[async_trait]
+impl IdempotencyStore for RedisIdempotency {
+    async fn claim(
+        &self,
+        user_id: i64,
+        key: &str,
+        fingerprint: &str,
+        in_flight: Duration,
+    ) -> Result<Claim, StoreError> {
+        let name = idempotency_key(user_id, key);
+        let claim = serde_json::to_string(&Kept { fingerprint: fingerprint.to_owned(), answer: None })
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let ttl = millis(in_flight);
+        let (claimed, kept): (Option<String>, Option<String>) = self
+            .pool
+            .run(|mut conn| async move {
+                redis::pipe()
+                    .cmd("SET")
+                    .arg(&name)
+                    .arg(&claim)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl)
+                    .get(&name)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        if claimed.is_some() {
+            return Ok(Claim::New);
+        }
+        let kept: Option<Kept> = kept.and_then(|json| serde_json::from_str(&json).ok());
+        Ok(match kept {
+            Some(Kept { answer: Some(answer), .. }) => Claim::Done(answer),
+            Some(Kept { fingerprint, answer: None }) => Claim::InFlight { fingerprint: Some(fingerprint) },
+            // Gone meanwhile: the client retries.
+            None => Claim::InFlight { fingerprint: None },
+        })
+    }
+
+    async fn complete(
+        &self,
+        user_id: i64,
+        key: &str,
+        answer: &Replay,
+        keep: Duration,
+    ) -> Result<(), StoreError> {
+        let name = idempotency_key(user_id, key);
+        let kept = serde_json::to_string(&Kept {
+            fingerprint: answer.fingerprint.clone(),
+            answer: Some(answer.clone()),
+        })
+        .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let ttl = millis(keep);
+        self.pool
+            .run(|mut conn| async move {
+                redis::cmd("SET").arg(&name).arg(&kept).arg("PX").arg(ttl).query_async::<()>(&mut conn).await
+            })
+            .await
+    }
+
+    async fn release(&self, user_id: i64, key: &str) -> Result<(), StoreError> {
+        let name = idempotency_key(user_id, key);
+        self.pool.run(|mut conn| async move { conn.del::<_, ()>(&name).await }).await
     }
 }

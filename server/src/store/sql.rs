@@ -9,9 +9,9 @@ use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolOptions;
 use sqlx::Connection;
-use tasklane::types::{Priority, Task, TaskSort, User};
+use tasklane::types::{Change, Priority, Task, TaskSort, User};
 
-use super::{StoreError, TaskFilter, UserCredentials, BACKEND_TIMEOUT};
+use super::{Claim, Replay, StoreError, TaskFilter, UserCredentials, BACKEND_TIMEOUT};
 
 pub const INSERT_USER: &str =
     "INSERT INTO users (username, password_hash, created_at) VALUES ($1, $2, $3) RETURNING id";
@@ -39,11 +39,11 @@ pub const INSERT_TASK: &str = concat!(
 pub const GET_TASK: &str = concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1 AND user_id = $2");
 /// Binds: id, user, title (null keeps it), whether the description changes, the description,
 /// status (null keeps it), whether the due date changes, the due date, priority rank (null keeps
-/// it), labels (JSON; null keeps them), the time. `completed_at` follows the status: set to the
-/// time when the task becomes done, kept while it stays done, cleared when it leaves done.
-/// Every update is a change: the version goes up by one, as `updated_at` moves.
-pub const UPDATE_TASK: &str = concat!(
-    "UPDATE tasks SET
+/// it), labels (JSON; null keeps them), the time, then the versions of [`update_task`]'s
+/// condition. `completed_at` follows the status: set to the time when the task becomes done,
+/// kept while it stays done, cleared when it leaves done. Every update is a change: the version
+/// goes up by one, as `updated_at` moves.
+const UPDATE_TASK: &str = "UPDATE tasks SET
         title = COALESCE($3, title),
         description = CASE WHEN $4 THEN $5 ELSE description END,
         status = COALESCE($6, status),
@@ -57,14 +57,123 @@ pub const UPDATE_TASK: &str = concat!(
         END,
         updated_at = $11,
         version = version + 1
-     WHERE id = $1 AND user_id = $2
-     RETURNING ",
-    task_columns!()
-);
+     WHERE id = $1 AND user_id = $2";
+
+/// ` AND version IN (...)` with `versions` placeholders from `$first` on: the condition of a
+/// conditional write (`If-Match`), checked by the write itself; nothing for `None`.
+fn version_condition(versions: Option<usize>, first: usize) -> String {
+    match versions {
+        None => String::new(),
+        Some(n) => {
+            let placeholders: Vec<String> = (first..first + n).map(|i| format!("${i}")).collect();
+            format!(" AND version IN ({})", placeholders.join(", "))
+        }
+    }
+}
+
+/// The update, changing the task only if its version is one of `versions` (binds after the
+/// 11 of the update), when given.
+pub fn update_task(versions: Option<usize>) -> String {
+    format!("{UPDATE_TASK}{} RETURNING {}", version_condition(versions, 12), task_columns!())
+}
+
+/// The deletion (binds: id, user, then the versions): the id of the task deleted, if any.
+pub fn delete_task(versions: Option<usize>) -> String {
+    format!("DELETE FROM tasks WHERE id = $1 AND user_id = $2{} RETURNING id", version_condition(versions, 3))
+}
+
 /// A task's labels for the filter: task, user, label (lowercase).
 pub const INSERT_LABEL: &str = "INSERT INTO task_labels (task_id, user_id, label) VALUES ($1, $2, $3)";
 pub const DELETE_LABELS: &str = "DELETE FROM task_labels WHERE task_id = $1";
-pub const DELETE_TASK: &str = "DELETE FROM tasks WHERE id = $1 AND user_id = $2 RETURNING id";
+
+// The change feed. Its numbers come from each user's change counter, which the triggers of the
+// migrations bump inside every write (so a change committed later always has a higher number).
+
+/// The user's change counter now.
+pub const USER_CHANGE_SEQ: &str = "SELECT change_seq FROM users WHERE id = $1";
+/// Every current task, in the order of its last change (binds: user, limit): a full sync.
+pub const FEED_ALL: &str = concat!(
+    "SELECT 0 AS deleted, change_seq, ",
+    task_columns!(),
+    " FROM tasks WHERE user_id = $1 ORDER BY change_seq LIMIT $2"
+);
+/// The tasks changed and deleted after a change (binds: user, change, limit), in one statement
+/// so that both are read from one snapshot. A tombstone's row fills the task's columns with
+/// placeholders of the right types.
+pub const FEED_SINCE: &str = concat!(
+    "SELECT 0 AS deleted, change_seq, ",
+    task_columns!(),
+    " FROM tasks WHERE user_id = $1 AND change_seq > $2
+     UNION ALL
+     SELECT 1, change_seq, task_id, user_id, '', NULL, 'pending', deleted_at, deleted_at, NULL,
+            CAST(0 AS SMALLINT), '[]', NULL, CAST(1 AS BIGINT)
+       FROM task_tombstones WHERE user_id = $1 AND change_seq > $2
+     ORDER BY change_seq LIMIT $3"
+);
+/// The highest change whose tombstone was pruned, for the user (none: 0).
+pub const FEED_HORIZON: &str = "SELECT pruned_through FROM feed_horizons WHERE user_id = $1";
+
+/// A row of the feed: a task, or a tombstone (its id in `task`).
+#[derive(sqlx::FromRow)]
+pub struct FeedRow {
+    deleted: i32,
+    change_seq: i64,
+    #[sqlx(flatten)]
+    task: TaskRow,
+}
+
+impl FeedRow {
+    /// The change, and its number.
+    pub fn into_change(self) -> Result<(i64, Change), StoreError> {
+        let change = if self.deleted != 0 {
+            Change::Delete { id: self.task.id }
+        } else {
+            Change::Upsert { task: self.task.try_into()? }
+        };
+        Ok((self.change_seq, change))
+    }
+}
+
+// Idempotency keys (without Redis).
+
+/// Forgets a user's expired keys, as the user claims a new one: the table stays bounded by
+/// the keys of the last day without a sweeper.
+pub const FORGET_EXPIRED_KEYS: &str = "DELETE FROM idempotency_keys WHERE user_id = $1 AND expires_at <= $2";
+/// Claims a key (binds: user, key, fingerprint, expiry); a row back when this call claimed it.
+pub const CLAIM_KEY: &str =
+    "INSERT INTO idempotency_keys (user_id, key, fingerprint, expires_at) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (user_id, key) DO NOTHING RETURNING key";
+pub const GET_KEY: &str =
+    "SELECT fingerprint, status, location, body FROM idempotency_keys WHERE user_id = $1 AND key = $2";
+/// Keeps the answer (binds: user, key, status, location, body, expiry).
+pub const COMPLETE_KEY: &str =
+    "UPDATE idempotency_keys SET status = $3, location = $4, body = $5, expires_at = $6
+     WHERE user_id = $1 AND key = $2";
+pub const RELEASE_KEY: &str =
+    "DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND status IS NULL";
+
+/// A key as stored.
+#[derive(sqlx::FromRow)]
+pub struct KeyRow {
+    fingerprint: String,
+    status: Option<i32>,
+    location: Option<String>,
+    body: Option<String>,
+}
+
+impl From<KeyRow> for Claim {
+    fn from(row: KeyRow) -> Claim {
+        match (row.status, row.location, row.body) {
+            (Some(status), Some(location), Some(body)) => Claim::Done(Replay {
+                fingerprint: row.fingerprint,
+                status: u16::try_from(status).unwrap_or(201),
+                location,
+                body,
+            }),
+            _ => Claim::InFlight { fingerprint: Some(row.fingerprint) },
+        }
+    }
+}
 pub const PING: &str = "SELECT 1";
 
 /// A value bound to a listing's statement.

@@ -7,6 +7,7 @@
 //! which WAL lets run beside the writer, use the other pool and do not wait.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rocket::async_trait;
@@ -15,9 +16,10 @@ use sqlx::{ConnectOptions, Connection, SqliteConnection};
 use tasklane::types::{NewTask, Task, TaskStatus, TaskUpdate, User};
 
 use super::pool::SqlPool;
-use super::sql::{self, bind, CredentialsRow, ListRow, Listing, TaskRow, UserRow, Value};
+use super::sql::{self, bind, CredentialsRow, FeedRow, KeyRow, ListRow, Listing, TaskRow, UserRow, Value};
 use super::{
-    bounded, Rotation, SessionStore, Store, StoreError, TaskFilter, UserCredentials, BACKEND_TIMEOUT,
+    bounded, Claim, Feed, IdempotencyStore, Replay, Rotation, SessionStore, Store, StoreError, TaskFilter,
+    UserCredentials, BACKEND_TIMEOUT,
 };
 
 /// Users, tasks and sessions in a SQLite file (or in memory).
@@ -204,8 +206,10 @@ impl Store for Sqlite {
         id: i64,
         update: &TaskUpdate,
         now: DateTime<Utc>,
+        versions: Option<&[i64]>,
     ) -> Result<Option<Task>, StoreError> {
-        let statement = sqlx::query_as(sql::UPDATE_TASK)
+        let text = sql::update_task(versions.map(<[i64]>::len));
+        let mut statement = sqlx::query_as(&text)
             .bind(id)
             .bind(user_id)
             .bind(&update.title)
@@ -217,6 +221,9 @@ impl Store for Sqlite {
             .bind(update.priority.map(|p| p.rank()))
             .bind(update.labels.as_deref().map(sql::labels_json))
             .bind(now);
+        for version in versions.unwrap_or_default() {
+            statement = statement.bind(*version);
+        }
         let row: Option<TaskRow> = match &update.labels {
             None => statement.fetch_optional(&self.writes).await?,
             // The task and its labels for the filter change together.
@@ -247,10 +254,75 @@ impl Store for Sqlite {
         row.map(Task::try_from).transpose()
     }
 
-    async fn delete_task(&self, user_id: i64, id: i64) -> Result<bool, StoreError> {
-        let gone: Option<i64> =
-            sqlx::query_scalar(sql::DELETE_TASK).bind(id).bind(user_id).fetch_optional(&self.writes).await?;
-        Ok(gone.is_some())
+    async fn delete_task(&self, user_id: i64, id: i64, versions: Option<&[i64]>) -> Result<bool, StoreError> {
+        let text = sql::delete_task(versions.map(<[i64]>::len));
+        let mut statement = sqlx::query_scalar::<_, i64>(&text).bind(id).bind(user_id);
+        for version in versions.unwrap_or_default() {
+            statement = statement.bind(*version);
+        }
+        Ok(statement.fetch_optional(&self.writes).await?.is_some())
+    }
+
+    async fn changes(&self, user_id: i64, since: Option<i64>, limit: u32) -> Result<Feed, StoreError> {
+        let (rows, counter): (Vec<FeedRow>, _) = match since {
+            // The counter first: every change it counts is committed, so the read after it
+            // sees them all.
+            None => {
+                let counter: i64 =
+                    sqlx::query_scalar(sql::USER_CHANGE_SEQ).bind(user_id).fetch_one(&self.reads).await?;
+                let rows = sqlx::query_as(sql::FEED_ALL)
+                    .bind(user_id)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.reads)
+                    .await?;
+                (rows, Some(counter))
+            }
+            Some(since) => {
+                let rows = sqlx::query_as(sql::FEED_SINCE)
+                    .bind(user_id)
+                    .bind(since)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.reads)
+                    .await?;
+                (rows, None)
+            }
+        };
+        let horizon: Option<i64> =
+            sqlx::query_scalar(sql::FEED_HORIZON).bind(user_id).fetch_optional(&self.reads).await?;
+        let changes = rows.into_iter().map(FeedRow::into_change).collect::<Result<_, _>>()?;
+        Ok(Feed { changes, counter, horizon: horizon.unwrap_or(0) })
+    }
+
+    async fn prune_tombstones(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
+        // One transaction on the one writer: the same tombstones are counted into the horizons
+        // and deleted, and the horizons rise with their deletion.
+        bounded(async {
+            let mut conn = self.writes.acquire().await?;
+            let mut tx = conn.begin().await?;
+            sqlx::query(
+                "INSERT INTO feed_horizons (user_id, pruned_through)
+                 SELECT user_id, max(change_seq) FROM (
+                     SELECT user_id, change_seq FROM task_tombstones WHERE deleted_at < $1 ORDER BY deleted_at LIMIT $2)
+                 WHERE true GROUP BY user_id
+                 ON CONFLICT (user_id) DO UPDATE SET pruned_through = max(pruned_through, excluded.pruned_through)",
+            )
+            .bind(before)
+            .bind(i64::from(batch))
+            .execute(&mut *tx)
+            .await?;
+            let gone = sqlx::query(
+                "DELETE FROM task_tombstones WHERE rowid IN (
+                     SELECT rowid FROM task_tombstones WHERE deleted_at < $1 ORDER BY deleted_at LIMIT $2)",
+            )
+            .bind(before)
+            .bind(i64::from(batch))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            conn.release();
+            Ok::<_, StoreError>(gone.rows_affected())
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -353,6 +425,58 @@ impl SessionStore for Sqlite {
 
     async fn revoke_family(&self, family: &str) -> Result<(), StoreError> {
         sqlx::query(sql::REVOKE_FAMILY).bind(family).execute(&self.writes).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for Sqlite {
+    async fn claim(
+        &self,
+        user_id: i64,
+        key: &str,
+        fingerprint: &str,
+        in_flight: Duration,
+    ) -> Result<Claim, StoreError> {
+        let now = super::now();
+        sqlx::query(sql::FORGET_EXPIRED_KEYS).bind(user_id).bind(now).execute(&self.writes).await?;
+        let claimed: Option<String> = sqlx::query_scalar(sql::CLAIM_KEY)
+            .bind(user_id)
+            .bind(key)
+            .bind(fingerprint)
+            .bind(now + in_flight)
+            .fetch_optional(&self.writes)
+            .await?;
+        if claimed.is_some() {
+            return Ok(Claim::New);
+        }
+        let row: Option<KeyRow> =
+            sqlx::query_as(sql::GET_KEY).bind(user_id).bind(key).fetch_optional(&self.writes).await?;
+        // Gone meanwhile (expired, or released by a failed first request): the client retries.
+        Ok(row.map_or(Claim::InFlight { fingerprint: None }, Claim::from))
+    }
+
+    async fn complete(
+        &self,
+        user_id: i64,
+        key: &str,
+        answer: &Replay,
+        keep: Duration,
+    ) -> Result<(), StoreError> {
+        sqlx::query(sql::COMPLETE_KEY)
+            .bind(user_id)
+            .bind(key)
+            .bind(i32::from(answer.status))
+            .bind(&answer.location)
+            .bind(&answer.body)
+            .bind(super::now() + keep)
+            .execute(&self.writes)
+            .await?;
+        Ok(())
+    }
+
+    async fn release(&self, user_id: i64, key: &str) -> Result<(), StoreError> {
+        sqlx::query(sql::RELEASE_KEY).bind(user_id).bind(key).execute(&self.writes).await?;
         Ok(())
     }
 }

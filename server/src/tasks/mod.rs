@@ -1,6 +1,8 @@
 //! `/tasks/*`: a user's tasks. Every query carries the caller's id, so another user's task is
 //! simply not found (404, never 403).
 
+pub mod headers;
+
 use chrono::{DateTime, Utc};
 use rocket::response::status::{Created, NoContent};
 use rocket::serde::json::Json;
@@ -8,18 +10,23 @@ use rocket::{delete, get, patch, post, put, State};
 use rocket_okapi::okapi::openapi3::OpenApi;
 use rocket_okapi::openapi;
 use rocket_okapi::settings::OpenApiSettings;
-use tasklane::types::{limits, FieldError, NewTask, Priority, Task, TaskSort, TaskStatus, TaskUpdate};
+use tasklane::types::{
+    limits, ChangePage, FieldError, NewTask, Priority, Task, TaskSort, TaskStatus, TaskUpdate,
+};
 
 use crate::app::App;
 use crate::auth::guard::AuthUser;
 use crate::body::{JsonBody, QueryParam};
 use crate::error::{ApiError, ApiResult};
-use crate::responders::{DocumentedHeaders, WithHeaders};
+use crate::responders::{etag, DocumentedHeaders, TaskAnswer, TaskOrNotModified, WithHeaders};
+use crate::store::{Claim, Replay};
+
+use self::headers::{IdempotencyKey, IfMatch, IfNoneMatch, Tags};
 use crate::store::TaskFilter;
 
 /// The routes of this area and their OpenAPI document.
 pub fn routes(settings: &OpenApiSettings) -> (Vec<rocket::Route>, OpenApi) {
-    rocket_okapi::openapi_get_routes_spec![settings: create, list, get_one, update, patch_one, delete_one]
+    rocket_okapi::openapi_get_routes_spec![settings: create, list, get_one, update, patch_one, delete_one, changes]
 }
 
 impl DocumentedHeaders for Vec<Task> {
@@ -36,14 +43,67 @@ fn not_found(id: i64) -> ApiError {
 /// Create a task.
 ///
 /// `title` is 1 to 200 characters (stored trimmed), `description` up to 10,000, `status`
-/// defaults to `pending`. Answers 201 with the task and its `Location`.
+/// defaults to `pending`; `due_at`, `priority` and `labels` are optional. Answers 201 with the
+/// task, its `Location` and `ETag`.
+///
+/// With an `Idempotency-Key`, a repeat of the request (same key, same body) within 24 hours
+/// answers what the first one answered, with `Idempotent-Replayed: true`, and creates nothing;
+/// the same key with another body is 422, and while the first is in flight, 409.
 #[openapi(tag = "Tasks")]
 #[post("/", data = "<body>")]
-async fn create(app: &State<App>, user: AuthUser, body: JsonBody<NewTask>) -> ApiResult<Created<Json<Task>>> {
+async fn create(
+    app: &State<App>,
+    user: AuthUser,
+    key: IdempotencyKey,
+    body: JsonBody<NewTask>,
+) -> ApiResult<Created<TaskAnswer>> {
     let task = body.0.validate().map_err(ApiError::Validation)?;
-    let task = app.db.create_task(user.id, &task, crate::store::now()).await?;
-    Ok(Created::new(format!("/tasks/{}", task.id)).body(Json(task)))
+    let Some(key) = key.0 else {
+        let task = app.db.create_task(user.id, &task, crate::store::now()).await?;
+        return Ok(Created::new(format!("/tasks/{}", task.id)).body(TaskAnswer::new(&task)?));
+    };
+    // The body as received, compared as a JSON value: fields in a fixed order, nothing else.
+    let fingerprint = serde_json::to_string(&body.0).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let other_body = || ApiError::invalid("Idempotency-Key", "was used with another body");
+    match app.idempotency.claim(user.id, &key, &fingerprint, IN_FLIGHT).await? {
+        Claim::Done(kept) if kept.fingerprint == fingerprint => {
+            Ok(Created::new(kept.location).body(TaskAnswer::replayed(kept.body)?))
+        }
+        Claim::Done(_) => Err(other_body()),
+        Claim::InFlight { fingerprint: Some(first) } if first != fingerprint => Err(other_body()),
+        Claim::InFlight { .. } => Err(ApiError::InFlight),
+        Claim::New => match app.db.create_task(user.id, &task, crate::store::now()).await {
+            Ok(task) => {
+                let location = format!("/tasks/{}", task.id);
+                let answer = TaskAnswer::new(&task)?;
+                let kept = Replay {
+                    fingerprint,
+                    status: 201,
+                    location: location.clone(),
+                    body: answer.body().to_owned(),
+                };
+                // The task exists: a key that cannot be kept is logged, and this answer stands.
+                if let Err(err) =
+                    app.idempotency.complete(user.id, &key, &kept, app.feed.idempotency_ttl).await
+                {
+                    tracing::warn!(user_id = user.id, error = %err, "an idempotency key's answer could not be kept");
+                }
+                Ok(Created::new(location).body(answer))
+            }
+            Err(err) => {
+                // Not kept: the key can be used again.
+                if let Err(undo) = app.idempotency.release(user.id, &key).await {
+                    tracing::warn!(user_id = user.id, error = %undo, "an idempotency key could not be freed");
+                }
+                Err(err.into())
+            }
+        },
+    }
 }
+
+/// How long an idempotency key stays claimed by a request that neither completes nor fails (its
+/// instance died): after it, the key can be used again.
+const IN_FLIGHT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// List the caller's tasks, a page at a time.
 ///
@@ -169,60 +229,192 @@ fn link_header(filter: &TaskFilter, total: u64) -> Option<String> {
     (!links.is_empty()).then(|| links.join(", "))
 }
 
-/// One task.
+/// One task, with its `ETag`; 304 without a body when `If-None-Match` names it (or is `*`).
 #[openapi(tag = "Tasks")]
 #[get("/<id>")]
-async fn get_one(app: &State<App>, user: AuthUser, id: i64) -> ApiResult<Json<Task>> {
-    app.db.get_task(user.id, id).await?.map(Json).ok_or_else(|| not_found(id))
+async fn get_one(
+    app: &State<App>,
+    user: AuthUser,
+    id: i64,
+    if_none_match: IfNoneMatch,
+) -> ApiResult<TaskOrNotModified> {
+    let task = app.db.get_task(user.id, id).await?.ok_or_else(|| not_found(id))?;
+    let current = etag(&task);
+    match if_none_match.0 {
+        Some(tags) if tags.names(&current) => Ok(TaskOrNotModified::NotModified(current)),
+        _ => Ok(TaskOrNotModified::Task(TaskAnswer::new(&task)?)),
+    }
 }
 
-async fn apply_update(app: &App, user: AuthUser, id: i64, update: TaskUpdate) -> ApiResult<Json<Task>> {
+/// What a write that `If-Match` made conditional, and that changed nothing, answers: 404 for a
+/// task that does not exist (412 for `*`, which asked for one that exists), else 412 with the
+/// current ETag. Read after the write, only to word the answer: the check was the write's own.
+async fn refused(app: &App, user: AuthUser, id: i64, if_match: &Option<Tags>) -> ApiError {
+    match app.db.get_task(user.id, id).await {
+        Ok(Some(task)) => ApiError::PreconditionFailed(Some(etag(&task))),
+        Ok(None) if matches!(if_match, Some(Tags::Any)) => ApiError::PreconditionFailed(None),
+        Ok(None) => not_found(id),
+        Err(err) => err.into(),
+    }
+}
+
+async fn apply_update(
+    app: &App,
+    user: AuthUser,
+    id: i64,
+    update: TaskUpdate,
+    if_match: IfMatch,
+) -> ApiResult<TaskAnswer> {
     let update = update.validate().map_err(ApiError::Validation)?;
-    let store = &app.db;
+    let versions = if_match.0.as_ref().and_then(|tags| tags.versions_of(id));
     let task = if update.is_empty() {
-        // Nothing to change: `updated_at` stays, the task is answered as it is.
-        store.get_task(user.id, id).await?
+        // Nothing to change: `updated_at` and the version stay, the task is answered as it is
+        // (if the precondition holds).
+        app.db
+            .get_task(user.id, id)
+            .await?
+            .filter(|task| versions.as_ref().is_none_or(|v| v.contains(&task.version)))
+    } else if versions.as_ref().is_some_and(Vec::is_empty) {
+        // The list names no version of this task: nothing can match.
+        None
     } else {
-        store.update_task(user.id, id, &update, crate::store::now()).await?
+        app.db.update_task(user.id, id, &update, crate::store::now(), versions.as_deref()).await?
     };
-    task.map(Json).ok_or_else(|| not_found(id))
+    match task {
+        Some(task) => TaskAnswer::new(&task),
+        None if if_match.0.is_some() => Err(refused(app, user, id, &if_match.0).await),
+        None => Err(not_found(id)),
+    }
 }
 
 /// Update a task: the fields present change, the others stay.
 ///
-/// `"description": null` clears the description. `updated_at` moves on every change. PUT and
-/// PATCH behave alike (the service Tasklane replaces used PUT for partial updates).
+/// `"description": null` and `"due_at": null` clear them; `labels` replaces the whole set.
+/// `updated_at` moves and `version` goes up by one on every change. PUT and PATCH behave alike
+/// (the service Tasklane replaces used PUT for partial updates). With `If-Match`, the task
+/// changes only if one of the ETags listed is its current one (else 412 with the current
+/// `ETag`): of concurrent writes carrying the same ETag, exactly one succeeds.
 #[openapi(tag = "Tasks")]
 #[put("/<id>", data = "<body>")]
 async fn update(
     app: &State<App>,
     user: AuthUser,
     id: i64,
+    if_match: IfMatch,
     body: JsonBody<TaskUpdate>,
-) -> ApiResult<Json<Task>> {
-    apply_update(app, user, id, body.0).await
+) -> ApiResult<TaskAnswer> {
+    apply_update(app, user, id, body.0, if_match).await
 }
 
-/// Update a task: the fields present change, the others stay (same as PUT).
+/// Update a task: the fields present change, the others stay (same as PUT, `If-Match` too).
 #[openapi(tag = "Tasks")]
 #[patch("/<id>", data = "<body>")]
 async fn patch_one(
     app: &State<App>,
     user: AuthUser,
     id: i64,
+    if_match: IfMatch,
     body: JsonBody<TaskUpdate>,
-) -> ApiResult<Json<Task>> {
-    apply_update(app, user, id, body.0).await
+) -> ApiResult<TaskAnswer> {
+    apply_update(app, user, id, body.0, if_match).await
 }
 
-/// Delete a task. Answers 204 with an empty body.
+/// Delete a task. Answers 204 with an empty body; with `If-Match`, only if one of the ETags
+/// listed is the task's current one (else 412 with the current `ETag`).
 #[openapi(tag = "Tasks")]
 #[delete("/<id>")]
-async fn delete_one(app: &State<App>, user: AuthUser, id: i64) -> ApiResult<NoContent> {
-    if app.db.delete_task(user.id, id).await? {
-        Ok(NoContent)
-    } else {
-        Err(not_found(id))
+async fn delete_one(app: &State<App>, user: AuthUser, id: i64, if_match: IfMatch) -> ApiResult<NoContent> {
+    let versions = if_match.0.as_ref().and_then(|tags| tags.versions_of(id));
+    let deleted = match &versions {
+        Some(versions) if versions.is_empty() => false,
+        versions => app.db.delete_task(user.id, id, versions.as_deref()).await?,
+    };
+    match deleted {
+        true => Ok(NoContent),
+        false if if_match.0.is_some() => Err(refused(app, user, id, &if_match.0).await),
+        false => Err(not_found(id)),
+    }
+}
+
+/// The caller's changes: tasks created or changed, and tasks deleted, after the change the
+/// cursor `since` marks; without it, every current task. Each task at most once, in its latest
+/// state, in the order of their last change; follow `cursor` while `has_more`. A cursor older
+/// than the tombstone retention is 410 (sync again without it); one that does not parse, or is
+/// another user's, is 422. `limit`: 1 to 1000, default 500.
+#[openapi(tag = "Tasks")]
+#[get("/changes?<since>&<limit>")]
+async fn changes(
+    app: &State<App>,
+    user: AuthUser,
+    since: Option<QueryParam<String>>,
+    limit: Option<QueryParam<u32>>,
+) -> ApiResult<Json<ChangePage>> {
+    let mut errors = Vec::new();
+    let since = since.and_then(|s| {
+        let cursor = s.parse("since").and_then(|s: String| Cursor::parse(&s, user.id));
+        check(&mut errors, cursor, "must be a cursor this feed gave you")
+    });
+    let limit = limit.and_then(|l| {
+        let value = l.parse("limit").and_then(|v: u32| {
+            (1..=limits::CHANGES_LIMIT_MAX)
+                .contains(&v)
+                .then_some(v)
+                .ok_or_else(|| FieldError::new("limit", "out of range"))
+        });
+        check(&mut errors, value, &format!("must be an integer from 1 to {}", limits::CHANGES_LIMIT_MAX))
+    });
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let limit = limit.unwrap_or(limits::CHANGES_LIMIT_DEFAULT);
+    // One more than asked: whether more follow.
+    let feed = app.db.changes(user.id, since.map(|c| c.0), limit + 1).await?;
+    if since.is_some_and(|c| c.0 < feed.horizon) {
+        return Err(ApiError::Gone(
+            "this cursor is older than the deleted tasks remembered; sync again without `since`".into(),
+        ));
+    }
+    let has_more = feed.changes.len() > limit as usize;
+    let mut changes = feed.changes;
+    changes.truncate(limit as usize);
+    // After the last change answered; when nothing was, where the client was (or, for a full
+    // sync, the count of changes read before the tasks, so none after it is missed).
+    let last = changes.last().map(|(seq, _)| *seq);
+    let cursor = match (last, since, feed.counter) {
+        (Some(last), _, Some(counter)) if !has_more => last.max(counter),
+        (Some(last), _, _) => last,
+        (None, Some(since), _) => since.0,
+        (None, None, counter) => counter.unwrap_or(0),
+    };
+    Ok(Json(ChangePage {
+        changes: changes.into_iter().map(|(_, change)| change).collect(),
+        cursor: Cursor(cursor).to_string(user.id),
+        has_more,
+    }))
+}
+
+/// A position in a user's change feed: after change number `.0`. Written `c<user>.<change>`, so
+/// that a cursor of another user's is told apart; clients keep it as an opaque string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Cursor(i64);
+
+impl Cursor {
+    fn parse(text: &str, user_id: i64) -> Result<Cursor, FieldError> {
+        let bad = || FieldError::new("since", "not a cursor of this feed");
+        let (user, change) = text.strip_prefix('c').and_then(|rest| rest.split_once('.')).ok_or_else(bad)?;
+        let (user, change): (i64, i64) =
+            (user.parse().map_err(|_| bad())?, change.parse().map_err(|_| bad())?);
+        if user != user_id {
+            return Err(FieldError::new("since", "another user's cursor"));
+        }
+        if change < 0 {
+            return Err(bad());
+        }
+        Ok(Cursor(change))
+    }
+
+    fn to_string(self, user_id: i64) -> String {
+        format!("c{user_id}.{}", self.0)
     }
 }
 
