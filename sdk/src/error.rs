@@ -5,8 +5,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::etag::ETag;
 use crate::types::{FieldError, Problem};
-use reqwest::header::{HeaderMap, DATE, LOCATION, RETRY_AFTER};
+use reqwest::header::{HeaderMap, DATE, ETAG, LOCATION, RETRY_AFTER};
 use reqwest::StatusCode;
 
 /// `Result` with this crate's [`Error`].
@@ -150,6 +151,42 @@ pub enum Error {
     /// 409: the username is already taken.
     #[error("conflict: {response}")]
     Conflict {
+        /// The server's answer.
+        response: ErrorResponse,
+    },
+
+    /// 412: a conditional write ([`Tasks::update_if`], [`Tasks::patch_if`],
+    /// [`Tasks::delete_if`]) was refused, as the task is no longer the version its `ETag`
+    /// named: someone changed it since it was read. Nothing was changed.
+    ///
+    /// `current_etag` is the tag of the version the server has now (when the task still
+    /// exists), so an application can fetch that version, show both and let the user choose,
+    /// then write again with the new tag.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tasklane::Client, etag: tasklane::ETag) -> tasklane::Result<()> {
+    /// use tasklane::{Error, TaskUpdate};
+    ///
+    /// match client.tasks().update_if(7, &etag, TaskUpdate::new().title("mine")).await {
+    ///     Ok(task) => println!("saved version {}", task.version),
+    ///     Err(Error::PreconditionFailed { current_etag, .. }) => {
+    ///         let theirs = client.tasks().get(7).await?;
+    ///         println!("changed meanwhile to {:?} ({current_etag:?})", theirs.title);
+    ///     }
+    ///     Err(err) => return Err(err),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// [`Tasks::update_if`]: crate::Tasks::update_if
+    /// [`Tasks::patch_if`]: crate::Tasks::patch_if
+    /// [`Tasks::delete_if`]: crate::Tasks::delete_if
+    #[error("precondition failed: {response}")]
+    PreconditionFailed {
+        /// The `ETag` of the task as it is now, from the answer's header; `None` when the task
+        /// no longer exists (or the answer carried no valid tag).
+        current_etag: Option<ETag>,
         /// The server's answer.
         response: ErrorResponse,
     },
@@ -325,6 +362,7 @@ impl Error {
             Error::Unauthorized { response }
             | Error::NotFound { response }
             | Error::Conflict { response }
+            | Error::PreconditionFailed { response, .. }
             | Error::RateLimited { response, .. }
             | Error::Server { response }
             | Error::Http { response } => Some(response),
@@ -351,6 +389,9 @@ impl Error {
 
     /// Whether the same request may succeed if sent again later: transport failures, timeouts
     /// (a call's deadline included), 429, 502, 503 and 504.
+    ///
+    /// A 412 ([`Error::PreconditionFailed`]) is not: the same request gets the same answer;
+    /// the application must read the task again first.
     ///
     /// The client already retries idempotent requests by its [`RetryPolicy`](crate::RetryPolicy);
     /// this tells what is left once those attempts are spent.
@@ -380,6 +421,7 @@ impl Error {
             Error::SessionExpired { .. } => "session_expired",
             Error::NotFound { .. } => "not_found",
             Error::Conflict { .. } => "conflict",
+            Error::PreconditionFailed { .. } => "precondition_failed",
             Error::Validation { .. } => "validation",
             Error::RateLimited { .. } => "rate_limited",
             Error::Server { .. } => "server",
@@ -420,6 +462,7 @@ impl Error {
             401 => Error::Unauthorized { response },
             404 => Error::NotFound { response },
             409 => Error::Conflict { response },
+            412 => Error::PreconditionFailed { current_etag: etag(headers), response },
             422 => Error::Validation {
                 errors: response.problem.as_ref().and_then(|p| p.errors.clone()).unwrap_or_default(),
                 response: Some(response),
@@ -484,6 +527,11 @@ impl From<reqwest::Error> for Error {
 /// The `X-Request-Id` among `headers` (a response's, or the request's own).
 pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
     headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// The `ETag` among `headers`, if it is a valid entity tag.
+pub(crate) fn etag(headers: &HeaderMap) -> Option<ETag> {
+    headers.get(ETAG).and_then(|v| v.to_str().ok()).and_then(|v| ETag::parse(v).ok())
 }
 
 /// A problem document (RFC 9457) read as the RFC asks, since gateways and proxies in front of

@@ -249,6 +249,7 @@ mod client;
 mod deadline;
 #[cfg(feature = "client")]
 mod error;
+mod etag;
 #[cfg(feature = "file-store")]
 mod file_store;
 #[cfg(feature = "client")]
@@ -269,6 +270,7 @@ pub use chrono;
 pub use client::{Client, ClientBuilder};
 #[cfg(feature = "client")]
 pub use error::{BoxError, Error, ErrorResponse, Result};
+pub use etag::{ETag, InvalidETag, Tagged};
 #[cfg(feature = "file-store")]
 pub use file_store::FileTokenStore;
 /// The `futures` crate, for the stream of [`ListTasks::stream`] (`TryStreamExt::try_next`,

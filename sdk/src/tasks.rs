@@ -4,12 +4,13 @@ use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 
 use futures::stream::{self, Stream, StreamExt as _, TryStreamExt as _};
-use reqwest::header::LINK;
-use reqwest::Method;
+use reqwest::header::{HeaderValue, IF_MATCH, IF_NONE_MATCH, LINK};
+use reqwest::{Method, StatusCode};
 use url::Url;
 
-use crate::client::{route, Answer, Auth, Client};
+use crate::client::{route, Answer, Auth, Call, Client};
 use crate::error::request_id;
+use crate::etag::{ETag, Tagged};
 use crate::types::{ListQuery, NewTask, Priority, Task, TaskSort, TaskStatus, TaskUpdate};
 use crate::{Error, Result};
 
@@ -42,7 +43,8 @@ impl<'c> Tasks<'c> {
         Self { client }
     }
 
-    /// Creates a task (`POST /tasks/`); its title is sent trimmed.
+    /// Creates a task (`POST /tasks/`); its title is sent trimmed. The answer carries the new
+    /// task's [`ETag`], for a conditional write to follow.
     ///
     /// ```no_run
     /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
@@ -52,14 +54,15 @@ impl<'c> Tasks<'c> {
     ///     .tasks()
     ///     .create(NewTask::new("ship 1.0").description("tag, publish, announce").status(TaskStatus::InProgress))
     ///     .await?;
+    /// println!("created #{} ({:?})", task.id, task.etag());
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn create(self, task: NewTask) -> Result<Task> {
+    pub async fn create(self, task: NewTask) -> Result<Tagged<Task>> {
         let task = task.validate().map_err(Error::invalid)?;
         let call =
             self.client.json_request(Method::POST, route::TASKS, self.client.endpoint("tasks/"), &task);
-        self.client.send(call, Auth::Bearer).await?.json()
+        self.client.send(call, Auth::Bearer).await?.tagged()
     }
 
     /// Starts a listing (`GET /tasks/`): set filters and paging on the returned builder, then
@@ -86,16 +89,52 @@ impl<'c> Tasks<'c> {
         }
     }
 
-    /// One task (`GET /tasks/{id}`).
+    /// One task (`GET /tasks/{id}`), with its [`ETag`].
     ///
     /// # Errors
     ///
     /// [`Error::NotFound`] when there is no such task, or it belongs to somebody else.
-    pub async fn get(self, id: i64) -> Result<Task> {
-        self.client.get_json(route::TASK, self.url(id), Auth::Bearer).await
+    pub async fn get(self, id: i64) -> Result<Tagged<Task>> {
+        let call = self.client.request(Method::GET, route::TASK, self.url(id), None);
+        self.client.send(call, Auth::Bearer).await?.tagged()
     }
 
-    /// Changes the fields that `update` sets and keeps the others (`PUT /tasks/{id}`).
+    /// The task, unless it is still the version `etag` names (`GET /tasks/{id}` with
+    /// `If-None-Match`): `None` when it has not changed (the server answered 304 without the
+    /// task), else the task as it is now with its new tag.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
+    /// let mut task = client.tasks().get(7).await?;
+    /// // Later: fetch it again only if it changed.
+    /// if let Some(etag) = task.etag().cloned() {
+    ///     if let Some(newer) = client.tasks().get_if_changed(7, &etag).await? {
+    ///         task = newer;
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when there is no such task (any more), or it belongs to somebody
+    /// else.
+    pub async fn get_if_changed(self, id: i64, etag: &ETag) -> Result<Option<Tagged<Task>>> {
+        let mut call = self.client.request(Method::GET, route::TASK, self.url(id), None);
+        call.request.headers_mut().insert(IF_NONE_MATCH, header_value(etag));
+        let answer = self.client.send(call, Auth::Bearer).await?;
+        if answer.status == StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
+        answer.tagged().map(Some)
+    }
+
+    /// Changes the fields that `update` sets and keeps the others (`PUT /tasks/{id}`); the
+    /// task as it is now, with its new [`ETag`].
+    ///
+    /// This overwrites whatever another client wrote since the task was read. To change it
+    /// only if it is still the version read, use [`update_if`](Tasks::update_if).
     ///
     /// ```no_run
     /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
@@ -105,19 +144,63 @@ impl<'c> Tasks<'c> {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn update(self, id: i64, update: TaskUpdate) -> Result<Task> {
-        self.change(Method::PUT, id, update).await
+    pub async fn update(self, id: i64, update: TaskUpdate) -> Result<Tagged<Task>> {
+        self.change(Method::PUT, id, update, None).await
     }
 
     /// The same as [`update`](Tasks::update), sent as `PATCH /tasks/{id}`.
-    pub async fn patch(self, id: i64, update: TaskUpdate) -> Result<Task> {
-        self.change(Method::PATCH, id, update).await
+    pub async fn patch(self, id: i64, update: TaskUpdate) -> Result<Tagged<Task>> {
+        self.change(Method::PATCH, id, update, None).await
     }
 
-    async fn change(self, method: Method, id: i64, update: TaskUpdate) -> Result<Task> {
+    /// Changes the task only if it is still the version `etag` names (`PUT /tasks/{id}` with
+    /// `If-Match`), so that no other client's change is lost: the server checks and writes in
+    /// one step. The task as it is now, with its new [`ETag`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
+    /// use tasklane::{Error, TaskUpdate};
+    ///
+    /// let task = client.tasks().get(7).await?;
+    /// let etag = task.etag().cloned().expect("the server tags every task it answers");
+    /// let retitled = format!("{} (moved to Monday)", task.title);
+    /// match client.tasks().update_if(task.id, &etag, TaskUpdate::new().title(retitled)).await {
+    ///     Ok(task) => println!("saved: version {}", task.version),
+    ///     Err(Error::PreconditionFailed { current_etag, .. }) => {
+    ///         println!("someone changed #7 meanwhile (now {current_etag:?}): read it again")
+    ///     }
+    ///     Err(err) => return Err(err),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PreconditionFailed`] when the task has changed since (or was deleted), with the
+    /// current tag if it exists; nothing was changed. A conditional write is retried like any
+    /// PUT, so when an attempt was applied but its answer lost, the retry is the one refused:
+    /// its `current_etag` is then that of this very write.
+    pub async fn update_if(self, id: i64, etag: &ETag, update: TaskUpdate) -> Result<Tagged<Task>> {
+        self.change(Method::PUT, id, update, Some(etag)).await
+    }
+
+    /// The same as [`update_if`](Tasks::update_if), sent as `PATCH /tasks/{id}`.
+    pub async fn patch_if(self, id: i64, etag: &ETag, update: TaskUpdate) -> Result<Tagged<Task>> {
+        self.change(Method::PATCH, id, update, Some(etag)).await
+    }
+
+    async fn change(
+        self,
+        method: Method,
+        id: i64,
+        update: TaskUpdate,
+        if_match: Option<&ETag>,
+    ) -> Result<Tagged<Task>> {
         let update = update.validate().map_err(Error::invalid)?;
-        let call = self.client.json_request(method, route::TASK, self.url(id), &update);
-        self.client.send(call, Auth::Bearer).await?.json()
+        let mut call = self.client.json_request(method, route::TASK, self.url(id), &update);
+        if_matches(&mut call, if_match);
+        self.client.send(call, Auth::Bearer).await?.tagged()
     }
 
     /// Deletes a task (`DELETE /tasks/{id}`).
@@ -127,12 +210,57 @@ impl<'c> Tasks<'c> {
     /// [`Error::NotFound`] when there is no such task, or it belongs to somebody else. A
     /// DELETE retried after a lost answer also finds the task already gone.
     pub async fn delete(self, id: i64) -> Result<()> {
-        let call = self.client.request(Method::DELETE, route::TASK, self.url(id), None);
+        self.remove(id, None).await
+    }
+
+    /// Deletes the task only if it is still the version `etag` names (`DELETE /tasks/{id}`
+    /// with `If-Match`): a task someone changed since it was read is kept.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
+    /// use tasklane::{Error, TaskStatus};
+    ///
+    /// let task = client.tasks().get(7).await?;
+    /// if let (TaskStatus::Done, Some(etag)) = (task.status, task.etag()) {
+    ///     match client.tasks().delete_if(task.id, etag).await {
+    ///         Ok(()) | Err(Error::NotFound { .. }) => println!("cleared"),
+    ///         Err(Error::PreconditionFailed { .. }) => println!("reopened meanwhile: kept"),
+    ///         Err(err) => return Err(err),
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PreconditionFailed`] when the task has changed since; [`Error::NotFound`] when
+    /// it does not exist, which a retry after a lost answer also finds.
+    pub async fn delete_if(self, id: i64, etag: &ETag) -> Result<()> {
+        self.remove(id, Some(etag)).await
+    }
+
+    async fn remove(self, id: i64, if_match: Option<&ETag>) -> Result<()> {
+        let mut call = self.client.request(Method::DELETE, route::TASK, self.url(id), None);
+        if_matches(&mut call, if_match);
         self.client.send(call, Auth::Bearer).await.map(drop)
     }
 
     fn url(&self, id: i64) -> Url {
         self.client.endpoint(&format!("tasks/{id}"))
+    }
+}
+
+/// `etag` as the value of an `If-Match` or `If-None-Match` header.
+fn header_value(etag: &ETag) -> HeaderValue {
+    // An `ETag` is checked to be visible ASCII when it is made.
+    HeaderValue::from_str(etag.as_str()).expect("an entity tag is a header value")
+}
+
+/// Makes `call` conditional on `etag`, if there is one.
+fn if_matches(call: &mut Call, etag: Option<&ETag>) {
+    if let Some(etag) = etag {
+        call.request.headers_mut().insert(IF_MATCH, header_value(etag));
     }
 }
 
