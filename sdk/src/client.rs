@@ -382,7 +382,7 @@ impl Client {
         // The session the first attempt was made in: a retry is not sent in another.
         let sent_in = OnceLock::new();
         let attempt = |deadline| self.attempt(&request, auth, &sent_in, deadline);
-        let run = policy.run(request.method(), deadline, sent_id.as_deref(), attempt);
+        let run = policy.run(policy.allows(&request), deadline, sent_id.as_deref(), attempt);
         let (outcome, attempts) = span.instrument(run).await;
         span.finish(attempts, outcome.as_ref().map(|answer| Some(answer.status)));
         outcome

@@ -46,7 +46,7 @@ pub struct ErrorResponse {
     /// The whole problem document, when the body was `application/problem+json`.
     pub problem: Option<Box<Problem>>,
     /// How long the server asked to wait before trying again (`Retry-After`), whatever the
-    /// status: Tasklane sends it with 429 and 503.
+    /// status: Tasklane sends it with 429, 503 and the 409 of a create still in flight.
     pub retry_after: Option<Duration>,
 }
 
@@ -148,7 +148,13 @@ pub enum Error {
         response: ErrorResponse,
     },
 
-    /// 409: the username is already taken.
+    /// 409: the username is already taken; or, with a `Retry-After`, a create whose
+    /// `Idempotency-Key` is still being processed by an earlier request with the same key.
+    ///
+    /// The second kind is [retryable](Error::is_retryable): the client waits the second the
+    /// server asks for and sends the create again, which then answers what the first request
+    /// answered. It is returned only once the retry policy's attempts or the call's deadline
+    /// are spent.
     #[error("conflict: {response}")]
     Conflict {
         /// The server's answer.
@@ -377,7 +383,7 @@ impl Error {
     }
 
     /// How long the server asked to wait before trying again: the `Retry-After` of the answer
-    /// this error comes from (Tasklane sends it with 429 and 503); for
+    /// this error comes from (Tasklane sends it with 429, 503 and a create's 409); for
     /// [`Error::DeadlineExceeded`], that of the last error before the deadline.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -388,7 +394,8 @@ impl Error {
     }
 
     /// Whether the same request may succeed if sent again later: transport failures, timeouts
-    /// (a call's deadline included), 429, 502, 503 and 504.
+    /// (a call's deadline included), 429, 502, 503 and 504, and a 409 that says when to try
+    /// again (`Retry-After`: an idempotent create still in flight).
     ///
     /// A 412 ([`Error::PreconditionFailed`]) is not: the same request gets the same answer;
     /// the application must read the task again first.
@@ -398,8 +405,10 @@ impl Error {
     ///
     /// "May succeed" is not "was not applied". A [`Timeout`](Error::Timeout) or
     /// [`Transport`](Error::Transport) error can come after the server received the request
-    /// and acted on it, the answer being what was lost. For a POST (creating a task) sending
-    /// it again may then create a second task; list the tasks first if that matters.
+    /// and acted on it, the answer being what was lost. Each call to
+    /// [`Tasks::create`](crate::Tasks::create) has a new `Idempotency-Key`, so calling it
+    /// again after such an error may create a second task: to try a create again yourself,
+    /// give every try the same key with [`Tasks::create_with_key`](crate::Tasks::create_with_key).
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Transport { .. }
@@ -407,6 +416,7 @@ impl Error {
             | Error::DeadlineExceeded { .. }
             | Error::RateLimited { .. } => true,
             Error::Server { response } => matches!(response.status, 502..=504),
+            Error::Conflict { response } => response.retry_after.is_some(),
             Error::RefreshFailed { source } => source.is_retryable(),
             _ => false,
         }

@@ -4,14 +4,17 @@ use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 
 use futures::stream::{self, Stream, StreamExt as _, TryStreamExt as _};
-use reqwest::header::{HeaderValue, IF_MATCH, IF_NONE_MATCH, LINK};
+use reqwest::header::{HeaderName, HeaderValue, IF_MATCH, IF_NONE_MATCH, LINK};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
 use crate::client::{route, Answer, Auth, Call, Client};
 use crate::error::request_id;
 use crate::etag::{ETag, Tagged};
-use crate::types::{ListQuery, NewTask, Priority, Task, TaskSort, TaskStatus, TaskUpdate};
+use crate::retry::IDEMPOTENCY_KEY;
+use crate::types::{
+    validate_idempotency_key, ListQuery, NewTask, Priority, Task, TaskSort, TaskStatus, TaskUpdate,
+};
 use crate::{Error, Result};
 
 /// The header with the number of tasks that match a listing, across all pages.
@@ -46,6 +49,14 @@ impl<'c> Tasks<'c> {
     /// Creates a task (`POST /tasks/`); its title is sent trimmed. The answer carries the new
     /// task's [`ETag`], for a conditional write to follow.
     ///
+    /// Each call sends an `Idempotency-Key` of its own (a random UUID), the same on every
+    /// attempt, so a create is retried like the idempotent requests (after a lost connection,
+    /// a timeout, 502, 503, 504 or 429, by the client's [`RetryPolicy`](crate::RetryPolicy))
+    /// without ever making two tasks: the server answers a repeat with the task the first
+    /// attempt created. Two calls are two tasks, even with the same fields. To retry a create
+    /// across restarts of the application, keep a key of your own and use
+    /// [`create_with_key`](Tasks::create_with_key).
+    ///
     /// ```no_run
     /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
     /// use tasklane::{NewTask, TaskStatus};
@@ -59,9 +70,47 @@ impl<'c> Tasks<'c> {
     /// # }
     /// ```
     pub async fn create(self, task: NewTask) -> Result<Tagged<Task>> {
-        let task = task.validate().map_err(Error::invalid)?;
-        let call =
+        self.create_with_key(task, &uuid::Uuid::new_v4().to_string()).await
+    }
+
+    /// Creates a task with the `Idempotency-Key` `key`: 1 to 255 visible ASCII characters,
+    /// unique to this task (a UUID is a good choice).
+    ///
+    /// The server keeps the answer to a key for 24 hours (by default): the same create sent
+    /// again with the same key within that time, by this process or a later one, gets the
+    /// same task back, created once. Save the key with the task's fields before the first
+    /// try, and remove it once the create has succeeded.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
+    /// use tasklane::NewTask;
+    ///
+    /// // Saved in the application's outbox with the task, so a retry after a crash reuses it.
+    /// let key = "outbox-42-9b1f0c4e";
+    /// let task = client.tasks().create_with_key(NewTask::new("pay rent"), key).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Validation`] without a round trip for a key that breaks the rule (its field is
+    /// `Idempotency-Key`), and from the server when the key was used before with other fields;
+    /// [`Error::Conflict`] when a request with the key is still being processed after every
+    /// retry.
+    pub async fn create_with_key(self, task: NewTask, key: &str) -> Result<Tagged<Task>> {
+        let (task, key) = match (task.validate(), validate_idempotency_key(key)) {
+            (Ok(task), Ok(())) => (task, key),
+            (task, key) => {
+                let errors = task.err().unwrap_or_default().into_iter().chain(key.err()).collect();
+                return Err(Error::invalid(errors));
+            }
+        };
+        let mut call =
             self.client.json_request(Method::POST, route::TASKS, self.client.endpoint("tasks/"), &task);
+        // Checked above: visible ASCII.
+        let key = HeaderValue::from_str(key).expect("a valid idempotency key is a header value");
+        call.request.headers_mut().insert(HeaderName::from_static(IDEMPOTENCY_KEY), key);
         self.client.send(call, Auth::Bearer).await?.tagged()
     }
 

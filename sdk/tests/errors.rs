@@ -198,6 +198,7 @@ async fn bad_requests_are_refused_before_sending() {
         tasks.patch(1, TaskUpdate::new().title("")).await.unwrap_err(),
         tasks.list().limit(0).await.unwrap_err(),
         tasks.list().limit(101).send().await.unwrap_err(),
+        tasks.create_with_key(NewTask::new("ok"), "not a key").await.unwrap_err(),
         client.register("a", "short").await.unwrap_err(),
     ];
 
