@@ -81,6 +81,7 @@ pub(crate) mod route {
     pub(crate) const READY: &str = "/ready";
     pub(crate) const TASKS: &str = "/tasks/";
     pub(crate) const TASK: &str = "/tasks/{id}";
+    pub(crate) const CHANGES: &str = "/tasks/changes";
 }
 
 /// A request ready to be sent, and the route it is an instance of.

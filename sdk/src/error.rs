@@ -161,6 +161,15 @@ pub enum Error {
         response: ErrorResponse,
     },
 
+    /// 410: what was asked for is no longer there. The change feed answers it for a cursor
+    /// older than the server keeps deleted tasks for: start again without a cursor
+    /// ([`Replica::sync`](crate::Replica::sync) does so by itself).
+    #[error("gone: {response}")]
+    Gone {
+        /// The server's answer.
+        response: ErrorResponse,
+    },
+
     /// 412: a conditional write ([`Tasks::update_if`], [`Tasks::patch_if`],
     /// [`Tasks::delete_if`]) was refused, as the task is no longer the version its `ETag`
     /// named: someone changed it since it was read. Nothing was changed.
@@ -368,6 +377,7 @@ impl Error {
             Error::Unauthorized { response }
             | Error::NotFound { response }
             | Error::Conflict { response }
+            | Error::Gone { response }
             | Error::PreconditionFailed { response, .. }
             | Error::RateLimited { response, .. }
             | Error::Server { response }
@@ -397,8 +407,8 @@ impl Error {
     /// (a call's deadline included), 429, 502, 503 and 504, and a 409 that says when to try
     /// again (`Retry-After`: an idempotent create still in flight).
     ///
-    /// A 412 ([`Error::PreconditionFailed`]) is not: the same request gets the same answer;
-    /// the application must read the task again first.
+    /// A 412 ([`Error::PreconditionFailed`]) and a 410 ([`Error::Gone`]) are not: the same
+    /// request gets the same answer; the application must read again first.
     ///
     /// The client already retries idempotent requests by its [`RetryPolicy`](crate::RetryPolicy);
     /// this tells what is left once those attempts are spent.
@@ -431,6 +441,7 @@ impl Error {
             Error::SessionExpired { .. } => "session_expired",
             Error::NotFound { .. } => "not_found",
             Error::Conflict { .. } => "conflict",
+            Error::Gone { .. } => "gone",
             Error::PreconditionFailed { .. } => "precondition_failed",
             Error::Validation { .. } => "validation",
             Error::RateLimited { .. } => "rate_limited",
@@ -472,6 +483,7 @@ impl Error {
             401 => Error::Unauthorized { response },
             404 => Error::NotFound { response },
             409 => Error::Conflict { response },
+            410 => Error::Gone { response },
             412 => Error::PreconditionFailed { current_etag: etag(headers), response },
             422 => Error::Validation {
                 errors: response.problem.as_ref().and_then(|p| p.errors.clone()).unwrap_or_default(),

@@ -257,6 +257,8 @@ mod link;
 #[cfg(feature = "client")]
 mod observe;
 #[cfg(feature = "client")]
+mod replica;
+#[cfg(feature = "client")]
 mod retry;
 #[cfg(feature = "client")]
 mod tasks;
@@ -281,13 +283,15 @@ pub use futures;
 /// dependency of its own to name it.
 #[cfg(feature = "client")]
 pub use futures::future::BoxFuture;
+#[cfg(feature = "client")]
+pub use replica::{Replica, SyncReport};
 /// The HTTP client underneath, for [`ClientBuilder::http_client`].
 #[cfg(feature = "client")]
 pub use reqwest;
 #[cfg(feature = "client")]
 pub use retry::RetryPolicy;
 #[cfg(feature = "client")]
-pub use tasks::{ListTasks, Page, Tasks};
+pub use tasks::{ListChanges, ListTasks, Page, Tasks};
 /// The URL type of [`Client::base_url`] and [`Page::next`].
 #[cfg(feature = "client")]
 pub use url::Url;

@@ -13,7 +13,8 @@ use crate::error::request_id;
 use crate::etag::{ETag, Tagged};
 use crate::retry::IDEMPOTENCY_KEY;
 use crate::types::{
-    validate_idempotency_key, ListQuery, NewTask, Priority, Task, TaskSort, TaskStatus, TaskUpdate,
+    limits, validate_idempotency_key, ChangePage, FieldError, ListQuery, NewTask, Priority, Task, TaskSort,
+    TaskStatus, TaskUpdate,
 };
 use crate::{Error, Result};
 
@@ -295,6 +296,39 @@ impl<'c> Tasks<'c> {
         self.client.send(call, Auth::Bearer).await.map(drop)
     }
 
+    /// The changes to the user's tasks after `since` (`GET /tasks/changes`), one page of them;
+    /// without `since`, every task as it is now. Set the page size on the returned builder,
+    /// then `.await` it.
+    ///
+    /// Apply each page in order to a local copy and ask again from its `cursor` while
+    /// `has_more` is true: [`Replica`](crate::Replica) does all of that.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
+    /// use tasklane::Change;
+    ///
+    /// let first = client.tasks().changes(None).limit(100).await?;
+    /// // ... later, what changed since:
+    /// let page = client.tasks().changes(Some(&first.cursor)).await?;
+    /// for change in &page.changes {
+    ///     match change {
+    ///         Change::Upsert { task } => println!("#{} is now {:?}", task.id, task.title),
+    ///         Change::Delete { id } => println!("#{id} was deleted"),
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Gone`] when `since` is older than the server remembers deleted tasks for
+    /// (30 days by default): start again without it. [`Error::Validation`] naming `since` for a
+    /// cursor the server does not recognise.
+    pub fn changes(self, since: Option<&str>) -> ListChanges<'c> {
+        ListChanges { client: self.client, since: since.map(str::to_owned), limit: None }
+    }
+
     fn url(&self, id: i64) -> Url {
         self.client.endpoint(&format!("tasks/{id}"))
     }
@@ -310,6 +344,62 @@ fn header_value(etag: &ETag) -> HeaderValue {
 fn if_matches(call: &mut Call, etag: Option<&ETag>) {
     if let Some(etag) = etag {
         call.request.headers_mut().insert(IF_MATCH, header_value(etag));
+    }
+}
+
+/// A request for a page of the change feed being set up; made by [`Tasks::changes`].
+///
+/// `.await` it (or call [`send`](ListChanges::send)) for the page.
+#[derive(Clone, Debug)]
+#[must_use = "a request for changes does nothing until it is awaited"]
+pub struct ListChanges<'c> {
+    client: &'c Client,
+    since: Option<String>,
+    limit: Option<u32>,
+}
+
+impl<'c> ListChanges<'c> {
+    /// Changes per page, 1 to 1,000. Default: 500.
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Fetches the page.
+    pub async fn send(self) -> Result<ChangePage> {
+        let url = self.url()?;
+        let call = self.client.request(Method::GET, route::CHANGES, url, None);
+        self.client.send(call, Auth::Bearer).await?.json()
+    }
+
+    fn url(&self) -> Result<Url> {
+        if self.limit.is_some_and(|limit| !(1..=limits::CHANGES_LIMIT_MAX).contains(&limit)) {
+            let message = format!("must be 1 to {}", limits::CHANGES_LIMIT_MAX);
+            return Err(Error::invalid(vec![FieldError::new("limit", message)]));
+        }
+        let mut url = self.client.endpoint("tasks/changes");
+        {
+            let mut pairs = url.query_pairs_mut();
+            if let Some(since) = &self.since {
+                pairs.append_pair("since", since);
+            }
+            if let Some(limit) = self.limit {
+                pairs.append_pair("limit", &limit.to_string());
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        Ok(url)
+    }
+}
+
+impl<'c> IntoFuture for ListChanges<'c> {
+    type Output = Result<ChangePage>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'c>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.send())
     }
 }
 
