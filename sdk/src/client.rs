@@ -5,7 +5,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt as _};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, IF_NONE_MATCH, USER_AGENT,
+};
 use reqwest::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -13,7 +15,8 @@ use url::Url;
 
 use crate::auth::{RefreshCause, RefreshHook, RefreshOutcome, Session, TokenStore, Tokens};
 use crate::deadline::Deadline;
-use crate::error::{request_id, REQUEST_ID};
+use crate::error::{etag, request_id, REQUEST_ID};
+use crate::etag::Tagged;
 use crate::observe::{self, CallSpan};
 use crate::retry::RetryPolicy;
 use crate::tasks::Tasks;
@@ -78,6 +81,7 @@ pub(crate) mod route {
     pub(crate) const READY: &str = "/ready";
     pub(crate) const TASKS: &str = "/tasks/";
     pub(crate) const TASK: &str = "/tasks/{id}";
+    pub(crate) const CHANGES: &str = "/tasks/changes";
 }
 
 /// A request ready to be sent, and the route it is an instance of.
@@ -379,7 +383,7 @@ impl Client {
         // The session the first attempt was made in: a retry is not sent in another.
         let sent_in = OnceLock::new();
         let attempt = |deadline| self.attempt(&request, auth, &sent_in, deadline);
-        let run = policy.run(request.method(), deadline, sent_id.as_deref(), attempt);
+        let run = policy.run(policy.allows(&request), deadline, sent_id.as_deref(), attempt);
         let (outcome, attempts) = span.instrument(run).await;
         span.finish(attempts, outcome.as_ref().map(|answer| Some(answer.status)));
         outcome
@@ -428,7 +432,8 @@ impl Client {
     }
 
     /// Sends `request` once and reads the answer to its end; a response with an error status
-    /// becomes the matching [`Error`].
+    /// becomes the matching [`Error`]. A 304 is an answer, not an error, to a request that
+    /// asked for one with `If-None-Match`.
     async fn transmit(&self, request: &Request, tokens: Option<&Tokens>) -> Result<Answer> {
         // Bodies are in-memory bytes, which `try_clone` always copies.
         let mut request = request.try_clone().expect("requests with in-memory bodies clone");
@@ -438,9 +443,11 @@ impl Client {
         // Per attempt: the span current now is the call's (or the refresh's).
         observe::inject_trace_context(request.headers_mut());
         let sent_id = request_id(request.headers());
+        let conditional = request.headers().contains_key(IF_NONE_MATCH);
         let unanswered = |err| Error::unanswered(err, sent_id.clone());
         let response = self.inner.http.execute(request).await.map_err(unanswered)?;
-        if response.status().is_success() {
+        let status = response.status();
+        if status.is_success() || (conditional && status == StatusCode::NOT_MODIFIED) {
             Answer::read(response).await.map_err(unanswered)
         } else {
             Err(Error::from_response(response, sent_id).await)
@@ -539,6 +546,11 @@ impl Answer {
     pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_slice(&self.body)
             .map_err(|err| Error::decode(self.status, request_id(&self.headers), err))
+    }
+
+    /// The body, read as JSON, with the answer's `ETag`.
+    pub(crate) fn tagged<T: DeserializeOwned>(&self) -> Result<Tagged<T>> {
+        Ok(Tagged::new(self.json()?, etag(&self.headers)))
     }
 }
 

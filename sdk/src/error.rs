@@ -5,8 +5,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::etag::ETag;
 use crate::types::{FieldError, Problem};
-use reqwest::header::{HeaderMap, DATE, LOCATION, RETRY_AFTER};
+use reqwest::header::{HeaderMap, DATE, ETAG, LOCATION, RETRY_AFTER};
 use reqwest::StatusCode;
 
 /// `Result` with this crate's [`Error`].
@@ -45,7 +46,7 @@ pub struct ErrorResponse {
     /// The whole problem document, when the body was `application/problem+json`.
     pub problem: Option<Box<Problem>>,
     /// How long the server asked to wait before trying again (`Retry-After`), whatever the
-    /// status: Tasklane sends it with 429 and 503.
+    /// status: Tasklane sends it with 429, 503 and the 409 of a create still in flight.
     pub retry_after: Option<Duration>,
 }
 
@@ -147,9 +148,60 @@ pub enum Error {
         response: ErrorResponse,
     },
 
-    /// 409: the username is already taken.
+    /// 409: the username is already taken; or, with a `Retry-After`, a create whose
+    /// `Idempotency-Key` is still being processed by an earlier request with the same key.
+    ///
+    /// The second kind is [retryable](Error::is_retryable): the client waits the second the
+    /// server asks for and sends the create again, which then answers what the first request
+    /// answered. It is returned only once the retry policy's attempts or the call's deadline
+    /// are spent.
     #[error("conflict: {response}")]
     Conflict {
+        /// The server's answer.
+        response: ErrorResponse,
+    },
+
+    /// 410: what was asked for is no longer there. The change feed answers it for a cursor
+    /// older than the server keeps deleted tasks for: start again without a cursor
+    /// ([`Replica::sync`](crate::Replica::sync) does so by itself).
+    #[error("gone: {response}")]
+    Gone {
+        /// The server's answer.
+        response: ErrorResponse,
+    },
+
+    /// 412: a conditional write ([`Tasks::update_if`], [`Tasks::patch_if`],
+    /// [`Tasks::delete_if`]) was refused, as the task is no longer the version its `ETag`
+    /// named: someone changed it since it was read. Nothing was changed.
+    ///
+    /// `current_etag` is the tag of the version the server has now (when the task still
+    /// exists), so an application can fetch that version, show both and let the user choose,
+    /// then write again with the new tag.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tasklane::Client, etag: tasklane::ETag) -> tasklane::Result<()> {
+    /// use tasklane::{Error, TaskUpdate};
+    ///
+    /// match client.tasks().update_if(7, &etag, TaskUpdate::new().title("mine")).await {
+    ///     Ok(task) => println!("saved version {}", task.version),
+    ///     Err(Error::PreconditionFailed { current_etag, .. }) => {
+    ///         let theirs = client.tasks().get(7).await?;
+    ///         println!("changed meanwhile to {:?} ({current_etag:?})", theirs.title);
+    ///     }
+    ///     Err(err) => return Err(err),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// [`Tasks::update_if`]: crate::Tasks::update_if
+    /// [`Tasks::patch_if`]: crate::Tasks::patch_if
+    /// [`Tasks::delete_if`]: crate::Tasks::delete_if
+    #[error("precondition failed: {response}")]
+    PreconditionFailed {
+        /// The `ETag` of the task as it is now, from the answer's header; `None` when the task
+        /// no longer exists (or the answer carried no valid tag).
+        current_etag: Option<ETag>,
         /// The server's answer.
         response: ErrorResponse,
     },
@@ -325,6 +377,8 @@ impl Error {
             Error::Unauthorized { response }
             | Error::NotFound { response }
             | Error::Conflict { response }
+            | Error::Gone { response }
+            | Error::PreconditionFailed { response, .. }
             | Error::RateLimited { response, .. }
             | Error::Server { response }
             | Error::Http { response } => Some(response),
@@ -339,7 +393,7 @@ impl Error {
     }
 
     /// How long the server asked to wait before trying again: the `Retry-After` of the answer
-    /// this error comes from (Tasklane sends it with 429 and 503); for
+    /// this error comes from (Tasklane sends it with 429, 503 and a create's 409); for
     /// [`Error::DeadlineExceeded`], that of the last error before the deadline.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -350,15 +404,21 @@ impl Error {
     }
 
     /// Whether the same request may succeed if sent again later: transport failures, timeouts
-    /// (a call's deadline included), 429, 502, 503 and 504.
+    /// (a call's deadline included), 429, 502, 503 and 504, and a 409 that says when to try
+    /// again (`Retry-After`: an idempotent create still in flight).
+    ///
+    /// A 412 ([`Error::PreconditionFailed`]) and a 410 ([`Error::Gone`]) are not: the same
+    /// request gets the same answer; the application must read again first.
     ///
     /// The client already retries idempotent requests by its [`RetryPolicy`](crate::RetryPolicy);
     /// this tells what is left once those attempts are spent.
     ///
     /// "May succeed" is not "was not applied". A [`Timeout`](Error::Timeout) or
     /// [`Transport`](Error::Transport) error can come after the server received the request
-    /// and acted on it, the answer being what was lost. For a POST (creating a task) sending
-    /// it again may then create a second task; list the tasks first if that matters.
+    /// and acted on it, the answer being what was lost. Each call to
+    /// [`Tasks::create`](crate::Tasks::create) has a new `Idempotency-Key`, so calling it
+    /// again after such an error may create a second task: to try a create again yourself,
+    /// give every try the same key with [`Tasks::create_with_key`](crate::Tasks::create_with_key).
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Transport { .. }
@@ -366,6 +426,7 @@ impl Error {
             | Error::DeadlineExceeded { .. }
             | Error::RateLimited { .. } => true,
             Error::Server { response } => matches!(response.status, 502..=504),
+            Error::Conflict { response } => response.retry_after.is_some(),
             Error::RefreshFailed { source } => source.is_retryable(),
             _ => false,
         }
@@ -380,6 +441,8 @@ impl Error {
             Error::SessionExpired { .. } => "session_expired",
             Error::NotFound { .. } => "not_found",
             Error::Conflict { .. } => "conflict",
+            Error::Gone { .. } => "gone",
+            Error::PreconditionFailed { .. } => "precondition_failed",
             Error::Validation { .. } => "validation",
             Error::RateLimited { .. } => "rate_limited",
             Error::Server { .. } => "server",
@@ -420,6 +483,8 @@ impl Error {
             401 => Error::Unauthorized { response },
             404 => Error::NotFound { response },
             409 => Error::Conflict { response },
+            410 => Error::Gone { response },
+            412 => Error::PreconditionFailed { current_etag: etag(headers), response },
             422 => Error::Validation {
                 errors: response.problem.as_ref().and_then(|p| p.errors.clone()).unwrap_or_default(),
                 response: Some(response),
@@ -484,6 +549,11 @@ impl From<reqwest::Error> for Error {
 /// The `X-Request-Id` among `headers` (a response's, or the request's own).
 pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
     headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// The `ETag` among `headers`, if it is a valid entity tag.
+pub(crate) fn etag(headers: &HeaderMap) -> Option<ETag> {
+    headers.get(ETAG).and_then(|v| v.to_str().ok()).and_then(|v| ETag::parse(v).ok())
 }
 
 /// A problem document (RFC 9457) read as the RFC asks, since gateways and proxies in front of

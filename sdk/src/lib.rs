@@ -112,6 +112,66 @@
 //! # }
 //! ```
 //!
+//! ## Conditional writes
+//!
+//! Every answer that carries one task ([`Tasks::get`], [`Tasks::create`], [`Tasks::update`],
+//! [`Tasks::patch`]) comes as a [`Tagged`] task: it reads as the [`Task`] (`task.title`), and
+//! [`Tagged::etag`] is the [`ETag`] of the version it is. Hand that tag to
+//! [`Tasks::update_if`], [`Tasks::patch_if`] or [`Tasks::delete_if`] and the server writes only
+//! if nobody changed the task since; otherwise nothing changes and the call fails with
+//! [`Error::PreconditionFailed`], carrying the tag of the version the server has now:
+//!
+//! ```no_run
+//! use tasklane::{Error, TaskUpdate};
+//!
+//! # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
+//! let task = client.tasks().get(7).await?;
+//! let etag = task.etag().cloned().expect("the server tags every task it answers");
+//! let update = TaskUpdate::new().title(format!("{} (urgent)", task.title));
+//! match client.tasks().update_if(task.id, &etag, update).await {
+//!     Ok(saved) => println!("saved version {}", saved.version),
+//!     Err(Error::PreconditionFailed { current_etag, .. }) => {
+//!         println!("changed by someone else meanwhile ({current_etag:?}): read it again")
+//!     }
+//!     Err(err) => return Err(err),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`Tasks::get_if_changed`] fetches a task only when it is no longer the version a tag names.
+//! To keep a task without its tag, take it out with [`Tagged::into_inner`].
+//!
+//! ## Idempotent creates
+//!
+//! [`Tasks::create`] sends an `Idempotency-Key` of its own with each create, the same on every
+//! attempt: the server answers a repeat with the task it created the first time. So a create
+//! whose answer was lost is retried like a PUT, and never makes two tasks. An application that
+//! must retry a create after a restart keeps a key of its own with the task and passes it to
+//! [`Tasks::create_with_key`].
+//!
+//! ## Incremental sync
+//!
+//! [`Tasks::changes`] reads the change feed: the tasks created, changed and deleted after a
+//! cursor. A [`Replica`] is a local copy of the user's tasks kept current through it: plain
+//! data (serde), whose [`sync`](Replica::sync) fetches only what changed since its last one,
+//! and starts again from scratch when the server no longer knows its cursor:
+//!
+//! ```no_run
+//! use tasklane::Replica;
+//!
+//! # async fn demo(client: tasklane::Client, saved: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
+//! let mut replica = match saved {
+//!     Some(json) => serde_json::from_str(&json)?,
+//!     None => Replica::new(),
+//! };
+//! let report = replica.sync(&client).await?;
+//! println!("{} tasks, {} changed, {} deleted", replica.len(), report.upserted.len(), report.deleted.len());
+//! let saved = serde_json::to_string(&replica)?; // the next run resumes from here
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Errors and retries
 //!
 //! Every call returns [`Result`]; an [`Error`] tells what went wrong in a typed variant, with the
@@ -131,9 +191,10 @@
 //! # }
 //! ```
 //!
-//! Idempotent requests (GET, PUT, PATCH, DELETE) that fail for a passing reason (a connection
-//! lost before or during the answer, 502, 503, 504, or 429) are sent again after an exponential
-//! backoff with jitter, honouring the server's `Retry-After`; see [`RetryPolicy`] to change how.
+//! Idempotent requests (GET, PUT, PATCH, DELETE, and creates, which carry an `Idempotency-Key`)
+//! that fail for a passing reason (a connection lost before or during the answer, 502, 503,
+//! 504, or 429) are sent again after an exponential backoff with jitter, honouring the
+//! server's `Retry-After`; see [`RetryPolicy`] to change how.
 //!
 //! ## Deadlines
 //!
@@ -249,12 +310,15 @@ mod client;
 mod deadline;
 #[cfg(feature = "client")]
 mod error;
+mod etag;
 #[cfg(feature = "file-store")]
 mod file_store;
 #[cfg(feature = "client")]
 mod link;
 #[cfg(feature = "client")]
 mod observe;
+#[cfg(feature = "client")]
+mod replica;
 #[cfg(feature = "client")]
 mod retry;
 #[cfg(feature = "client")]
@@ -269,6 +333,7 @@ pub use chrono;
 pub use client::{Client, ClientBuilder};
 #[cfg(feature = "client")]
 pub use error::{BoxError, Error, ErrorResponse, Result};
+pub use etag::{ETag, InvalidETag, Tagged};
 #[cfg(feature = "file-store")]
 pub use file_store::FileTokenStore;
 /// The `futures` crate, for the stream of [`ListTasks::stream`] (`TryStreamExt::try_next`,
@@ -279,13 +344,15 @@ pub use futures;
 /// dependency of its own to name it.
 #[cfg(feature = "client")]
 pub use futures::future::BoxFuture;
+#[cfg(feature = "client")]
+pub use replica::{Replica, SyncReport};
 /// The HTTP client underneath, for [`ClientBuilder::http_client`].
 #[cfg(feature = "client")]
 pub use reqwest;
 #[cfg(feature = "client")]
 pub use retry::RetryPolicy;
 #[cfg(feature = "client")]
-pub use tasks::{ListTasks, Page, Tasks};
+pub use tasks::{ListChanges, ListTasks, Page, Tasks};
 /// The URL type of [`Client::base_url`] and [`Page::next`].
 #[cfg(feature = "client")]
 pub use url::Url;

@@ -4,33 +4,48 @@ use std::future::Future;
 use std::time::Duration;
 
 use rand::Rng;
-use reqwest::Method;
+use reqwest::{Method, Request};
 
 use crate::deadline::Deadline;
 use crate::observe;
 use crate::{Error, Result};
 
+/// The header that makes a POST safe to send again (its name in lowercase, as `http` wants
+/// it).
+pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
 /// How the client retries requests that failed in a way that may pass: transport errors,
-/// timeouts, 429, 502, 503 and 504.
+/// timeouts, 429, 502, 503 and 504, and the 409 of a create whose `Idempotency-Key` is still
+/// being processed.
 ///
 /// Between attempts it waits an exponential backoff with "full jitter" (a random delay between
 /// zero and `base_delay × 2^(retry - 1)`, capped at `max_delay`), which spreads out the clients
-/// that failed together. When the server sends `Retry-After` (Tasklane does with 429 and 503),
-/// that delay is used instead; one longer than `max_delay` is not waited for: the error
-/// ([`Error::RateLimited`], or [`Error::Server`] for a 503) is returned at once, with the wait
-/// in [`Error::retry_after`], so the caller decides.
+/// that failed together. When the server sends `Retry-After` (Tasklane does with 429, 503 and
+/// a create's 409), that delay is used instead; one longer than `max_delay` is not waited for:
+/// the error ([`Error::RateLimited`], or [`Error::Server`] for a 503) is returned at once, with
+/// the wait in [`Error::retry_after`], so the caller decides.
 ///
 /// Idempotent requests are retried: GET, PUT, PATCH, DELETE (and HEAD, OPTIONS). PATCH is not
 /// idempotent in HTTP in general, but Tasklane's PATCH sets the fields it names to the given
-/// values, exactly like its PUT, so sending it twice leaves the same task. POST (creating a
-/// task, logging in) is retried when it certainly was not acted on: the connection could not
-/// be opened, the server answered 429 (it refuses before doing anything), or a failed token
-/// refresh held it back ([`Error::RefreshFailed`]). After any other
-/// failure it is retried only with [`RetryPolicy::retry_non_idempotent`]: a POST whose answer
-/// was lost may have been applied, and sending it again would create a second task. A token
-/// refresh is never retried by this policy, since a refresh token can be used once.
+/// values, exactly like its PUT, so sending it twice leaves the same task.
 ///
-/// A retried DELETE whose first attempt was applied (but whose answer was lost) answers 404.
+/// So is creating a task ([`Tasks::create`](crate::Tasks::create)): each create carries an
+/// `Idempotency-Key` of its own, the same on every attempt, and the server answers a repeat
+/// with what it answered the first time instead of creating a second task. While the first
+/// attempt is still being processed, the server answers a repeat 409 with `Retry-After: 1`,
+/// which is waited for like a 503's.
+///
+/// Other POSTs (logging in, registering) are retried when they certainly were not acted on:
+/// the connection could not be opened, the server answered 429 (it refuses before doing
+/// anything), or a failed token refresh held them back ([`Error::RefreshFailed`]). After any
+/// other failure they are retried only with [`RetryPolicy::retry_non_idempotent`]: a POST
+/// whose answer was lost may have been applied. A token refresh is never retried by this
+/// policy, since a refresh token can be used once.
+///
+/// A retried DELETE whose first attempt was applied (but whose answer was lost) answers 404;
+/// a retried conditional write ([`Tasks::update_if`](crate::Tasks::update_if) and the others)
+/// answers 412, [`Error::PreconditionFailed`], its `current_etag` being that of the write
+/// itself.
 ///
 /// Each attempt has the client's [`timeout`](crate::ClientBuilder::timeout), and the attempts
 /// with their waits are bounded together by the call's deadline
@@ -74,7 +89,8 @@ impl RetryPolicy {
     /// SDKs use for the same purpose.
     pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(20);
 
-    /// The default policy: 3 attempts, 100 ms base delay, 20 s longest delay, POST not retried.
+    /// The default policy: 3 attempts, 100 ms base delay, 20 s longest delay, POST retried
+    /// only with an `Idempotency-Key` or when certainly not acted on.
     pub fn new() -> Self {
         Self {
             max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
@@ -107,8 +123,9 @@ impl RetryPolicy {
         self
     }
 
-    /// Whether POST requests are retried after any retryable failure, not only after those
-    /// that show it was not acted on. Off by default: see the type's documentation.
+    /// Whether POST requests without an `Idempotency-Key` are retried after any retryable
+    /// failure, not only after those that show they were not acted on. Off by default: see
+    /// the type's documentation. Creating a task carries a key, and is retried either way.
     pub fn retry_non_idempotent(mut self, retry: bool) -> Self {
         self.retry_non_idempotent = retry;
         self
@@ -122,6 +139,10 @@ impl RetryPolicy {
     /// Makes the attempts of one call, by this policy and within `deadline`, until one succeeds
     /// or the call fails for good; the outcome, and how many attempts were made.
     ///
+    /// `replayable` says whether the request may be sent again after any retryable failure
+    /// ([`allows`](RetryPolicy::allows)); when it may not, it is sent again only after a
+    /// failure that shows it was not acted on.
+    ///
     /// `attempt` makes one attempt, bounded by the deadline it is given: it returns
     /// [`Error::DeadlineExceeded`] when cut short (whatever it carries is replaced here by the
     /// call's `request_id` and the error of the attempt before). It is not cut short from the
@@ -129,7 +150,7 @@ impl RetryPolicy {
     /// for a token refresh to be stored) before it returns.
     pub(crate) async fn run<T, F, Fut>(
         &self,
-        method: &Method,
+        replayable: bool,
         deadline: Deadline,
         request_id: Option<&str>,
         mut attempt: F,
@@ -147,7 +168,8 @@ impl RetryPolicy {
                 Err(Error::DeadlineExceeded { .. }) => return (Err(exceeded(last_error)), attempts),
                 Err(err) => err,
             };
-            if attempts >= self.attempts() || !err.is_retryable() || !self.allows_after(method, &err) {
+            let allowed = replayable || err.certainly_not_acted_on();
+            if attempts >= self.attempts() || !err.is_retryable() || !allowed {
                 return (Err(err), attempts);
             }
             let Some(delay) = self.delay(attempts, &err) else { return (Err(err), attempts) };
@@ -162,16 +184,14 @@ impl RetryPolicy {
         }
     }
 
-    /// Whether a request with this method may be sent again after `error`.
-    pub(crate) fn allows_after(&self, method: &Method, error: &Error) -> bool {
-        self.allows(method) || error.certainly_not_acted_on()
-    }
-
-    /// Whether requests with this method may be sent more than once after any failure.
-    pub(crate) fn allows(&self, method: &Method) -> bool {
+    /// Whether `request` may be sent more than once after any failure: its method is
+    /// idempotent, or it carries an `Idempotency-Key` (the server answers a repeat with the
+    /// first answer), or this policy retries every POST.
+    pub(crate) fn allows(&self, request: &Request) -> bool {
         self.retry_non_idempotent
+            || request.headers().contains_key(IDEMPOTENCY_KEY)
             || matches!(
-                *method,
+                *request.method(),
                 Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::PATCH | Method::DELETE
             )
     }
@@ -220,14 +240,23 @@ mod tests {
         assert!(delays.len() > 1);
     }
 
+    fn request(method: Method, key: Option<&'static str>) -> Request {
+        let mut request = Request::new(method, "http://localhost/tasks/".parse().unwrap());
+        if let Some(key) = key {
+            request.headers_mut().insert(IDEMPOTENCY_KEY, HeaderValue::from_static(key));
+        }
+        request
+    }
+
     #[test]
-    fn methods_retried_by_default_are_the_idempotent_ones() {
+    fn methods_retried_by_default_are_the_idempotent_ones_and_keyed_posts() {
         let policy = RetryPolicy::new();
         for method in [Method::GET, Method::PUT, Method::PATCH, Method::DELETE] {
-            assert!(policy.allows(&method), "{method}");
+            assert!(policy.allows(&request(method.clone(), None)), "{method}");
         }
-        assert!(!policy.allows(&Method::POST));
-        assert!(policy.retry_non_idempotent(true).allows(&Method::POST));
+        assert!(!policy.allows(&request(Method::POST, None)));
+        assert!(policy.allows(&request(Method::POST, Some("k-1"))));
+        assert!(policy.retry_non_idempotent(true).allows(&request(Method::POST, None)));
     }
 
     #[test]
@@ -261,7 +290,7 @@ mod tests {
         let began = Mutex::new(Vec::new());
         let deadline = Deadline::start(call_timeout);
         let (outcome, attempts) = policy
-            .run(&Method::GET, deadline, Some("call-1"), |deadline| {
+            .run(true, deadline, Some("call-1"), |deadline| {
                 began.lock().unwrap().push(start.elapsed());
                 let err = fail();
                 // Bounded as the client's attempts are; not ready at the first poll, as no
@@ -335,7 +364,7 @@ mod tests {
         let deadline = Deadline::start(Some(Duration::from_secs(3)));
         let mut attempt = 0;
         let (outcome, attempts) = RetryPolicy::new()
-            .run(&Method::GET, deadline, Some("call-1"), |deadline| {
+            .run(true, deadline, Some("call-1"), |deadline| {
                 attempt += 1;
                 let first = attempt == 1;
                 async move {
@@ -358,7 +387,7 @@ mod tests {
     async fn a_first_attempt_cut_by_the_deadline_has_no_last_error() {
         let deadline = Deadline::start(Some(Duration::from_secs(3)));
         let (outcome, attempts) = RetryPolicy::new()
-            .run(&Method::GET, deadline, Some("call-1"), |deadline| {
+            .run(true, deadline, Some("call-1"), |deadline| {
                 deadline.bound(std::future::pending::<Result<()>>())
             })
             .await;

@@ -4,13 +4,18 @@ use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 
 use futures::stream::{self, Stream, StreamExt as _, TryStreamExt as _};
-use reqwest::header::LINK;
-use reqwest::Method;
+use reqwest::header::{HeaderName, HeaderValue, IF_MATCH, IF_NONE_MATCH, LINK};
+use reqwest::{Method, StatusCode};
 use url::Url;
 
-use crate::client::{route, Answer, Auth, Client};
+use crate::client::{route, Answer, Auth, Call, Client};
 use crate::error::request_id;
-use crate::types::{ListQuery, NewTask, Priority, Task, TaskSort, TaskStatus, TaskUpdate};
+use crate::etag::{ETag, Tagged};
+use crate::retry::IDEMPOTENCY_KEY;
+use crate::types::{
+    limits, validate_idempotency_key, ChangePage, FieldError, ListQuery, NewTask, Priority, Task, TaskSort,
+    TaskStatus, TaskUpdate,
+};
 use crate::{Error, Result};
 
 /// The header with the number of tasks that match a listing, across all pages.
@@ -42,7 +47,16 @@ impl<'c> Tasks<'c> {
         Self { client }
     }
 
-    /// Creates a task (`POST /tasks/`); its title is sent trimmed.
+    /// Creates a task (`POST /tasks/`); its title is sent trimmed. The answer carries the new
+    /// task's [`ETag`], for a conditional write to follow.
+    ///
+    /// Each call sends an `Idempotency-Key` of its own (a random UUID), the same on every
+    /// attempt, so a create is retried like the idempotent requests (after a lost connection,
+    /// a timeout, 502, 503, 504 or 429, by the client's [`RetryPolicy`](crate::RetryPolicy))
+    /// without ever making two tasks: the server answers a repeat with the task the first
+    /// attempt created. Two calls are two tasks, even with the same fields. To retry a create
+    /// across restarts of the application, keep a key of your own and use
+    /// [`create_with_key`](Tasks::create_with_key).
     ///
     /// ```no_run
     /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
@@ -52,14 +66,53 @@ impl<'c> Tasks<'c> {
     ///     .tasks()
     ///     .create(NewTask::new("ship 1.0").description("tag, publish, announce").status(TaskStatus::InProgress))
     ///     .await?;
+    /// println!("created #{} ({:?})", task.id, task.etag());
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn create(self, task: NewTask) -> Result<Task> {
-        let task = task.validate().map_err(Error::invalid)?;
-        let call =
+    pub async fn create(self, task: NewTask) -> Result<Tagged<Task>> {
+        self.create_with_key(task, &uuid::Uuid::new_v4().to_string()).await
+    }
+
+    /// Creates a task with the `Idempotency-Key` `key`: 1 to 255 visible ASCII characters,
+    /// unique to this task (a UUID is a good choice).
+    ///
+    /// The server keeps the answer to a key for 24 hours (by default): the same create sent
+    /// again with the same key within that time, by this process or a later one, gets the
+    /// same task back, created once. Save the key with the task's fields before the first
+    /// try, and remove it once the create has succeeded.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
+    /// use tasklane::NewTask;
+    ///
+    /// // Saved in the application's outbox with the task, so a retry after a crash reuses it.
+    /// let key = "outbox-42-9b1f0c4e";
+    /// let task = client.tasks().create_with_key(NewTask::new("pay rent"), key).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Validation`] without a round trip for a key that breaks the rule (its field is
+    /// `Idempotency-Key`), and from the server when the key was used before with other fields;
+    /// [`Error::Conflict`] when a request with the key is still being processed after every
+    /// retry.
+    pub async fn create_with_key(self, task: NewTask, key: &str) -> Result<Tagged<Task>> {
+        let (task, key) = match (task.validate(), validate_idempotency_key(key)) {
+            (Ok(task), Ok(())) => (task, key),
+            (task, key) => {
+                let errors = task.err().unwrap_or_default().into_iter().chain(key.err()).collect();
+                return Err(Error::invalid(errors));
+            }
+        };
+        let mut call =
             self.client.json_request(Method::POST, route::TASKS, self.client.endpoint("tasks/"), &task);
-        self.client.send(call, Auth::Bearer).await?.json()
+        // Checked above: visible ASCII.
+        let key = HeaderValue::from_str(key).expect("a valid idempotency key is a header value");
+        call.request.headers_mut().insert(HeaderName::from_static(IDEMPOTENCY_KEY), key);
+        self.client.send(call, Auth::Bearer).await?.tagged()
     }
 
     /// Starts a listing (`GET /tasks/`): set filters and paging on the returned builder, then
@@ -86,16 +139,52 @@ impl<'c> Tasks<'c> {
         }
     }
 
-    /// One task (`GET /tasks/{id}`).
+    /// One task (`GET /tasks/{id}`), with its [`ETag`].
     ///
     /// # Errors
     ///
     /// [`Error::NotFound`] when there is no such task, or it belongs to somebody else.
-    pub async fn get(self, id: i64) -> Result<Task> {
-        self.client.get_json(route::TASK, self.url(id), Auth::Bearer).await
+    pub async fn get(self, id: i64) -> Result<Tagged<Task>> {
+        let call = self.client.request(Method::GET, route::TASK, self.url(id), None);
+        self.client.send(call, Auth::Bearer).await?.tagged()
     }
 
-    /// Changes the fields that `update` sets and keeps the others (`PUT /tasks/{id}`).
+    /// The task, unless it is still the version `etag` names (`GET /tasks/{id}` with
+    /// `If-None-Match`): `None` when it has not changed (the server answered 304 without the
+    /// task), else the task as it is now with its new tag.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
+    /// let mut task = client.tasks().get(7).await?;
+    /// // Later: fetch it again only if it changed.
+    /// if let Some(etag) = task.etag().cloned() {
+    ///     if let Some(newer) = client.tasks().get_if_changed(7, &etag).await? {
+    ///         task = newer;
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when there is no such task (any more), or it belongs to somebody
+    /// else.
+    pub async fn get_if_changed(self, id: i64, etag: &ETag) -> Result<Option<Tagged<Task>>> {
+        let mut call = self.client.request(Method::GET, route::TASK, self.url(id), None);
+        call.request.headers_mut().insert(IF_NONE_MATCH, header_value(etag));
+        let answer = self.client.send(call, Auth::Bearer).await?;
+        if answer.status == StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
+        answer.tagged().map(Some)
+    }
+
+    /// Changes the fields that `update` sets and keeps the others (`PUT /tasks/{id}`); the
+    /// task as it is now, with its new [`ETag`].
+    ///
+    /// This overwrites whatever another client wrote since the task was read. To change it
+    /// only if it is still the version read, use [`update_if`](Tasks::update_if).
     ///
     /// ```no_run
     /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
@@ -105,19 +194,63 @@ impl<'c> Tasks<'c> {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn update(self, id: i64, update: TaskUpdate) -> Result<Task> {
-        self.change(Method::PUT, id, update).await
+    pub async fn update(self, id: i64, update: TaskUpdate) -> Result<Tagged<Task>> {
+        self.change(Method::PUT, id, update, None).await
     }
 
     /// The same as [`update`](Tasks::update), sent as `PATCH /tasks/{id}`.
-    pub async fn patch(self, id: i64, update: TaskUpdate) -> Result<Task> {
-        self.change(Method::PATCH, id, update).await
+    pub async fn patch(self, id: i64, update: TaskUpdate) -> Result<Tagged<Task>> {
+        self.change(Method::PATCH, id, update, None).await
     }
 
-    async fn change(self, method: Method, id: i64, update: TaskUpdate) -> Result<Task> {
+    /// Changes the task only if it is still the version `etag` names (`PUT /tasks/{id}` with
+    /// `If-Match`), so that no other client's change is lost: the server checks and writes in
+    /// one step. The task as it is now, with its new [`ETag`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
+    /// use tasklane::{Error, TaskUpdate};
+    ///
+    /// let task = client.tasks().get(7).await?;
+    /// let etag = task.etag().cloned().expect("the server tags every task it answers");
+    /// let retitled = format!("{} (moved to Monday)", task.title);
+    /// match client.tasks().update_if(task.id, &etag, TaskUpdate::new().title(retitled)).await {
+    ///     Ok(task) => println!("saved: version {}", task.version),
+    ///     Err(Error::PreconditionFailed { current_etag, .. }) => {
+    ///         println!("someone changed #7 meanwhile (now {current_etag:?}): read it again")
+    ///     }
+    ///     Err(err) => return Err(err),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PreconditionFailed`] when the task has changed since (or was deleted), with the
+    /// current tag if it exists; nothing was changed. A conditional write is retried like any
+    /// PUT, so when an attempt was applied but its answer lost, the retry is the one refused:
+    /// its `current_etag` is then that of this very write.
+    pub async fn update_if(self, id: i64, etag: &ETag, update: TaskUpdate) -> Result<Tagged<Task>> {
+        self.change(Method::PUT, id, update, Some(etag)).await
+    }
+
+    /// The same as [`update_if`](Tasks::update_if), sent as `PATCH /tasks/{id}`.
+    pub async fn patch_if(self, id: i64, etag: &ETag, update: TaskUpdate) -> Result<Tagged<Task>> {
+        self.change(Method::PATCH, id, update, Some(etag)).await
+    }
+
+    async fn change(
+        self,
+        method: Method,
+        id: i64,
+        update: TaskUpdate,
+        if_match: Option<&ETag>,
+    ) -> Result<Tagged<Task>> {
         let update = update.validate().map_err(Error::invalid)?;
-        let call = self.client.json_request(method, route::TASK, self.url(id), &update);
-        self.client.send(call, Auth::Bearer).await?.json()
+        let mut call = self.client.json_request(method, route::TASK, self.url(id), &update);
+        if_matches(&mut call, if_match);
+        self.client.send(call, Auth::Bearer).await?.tagged()
     }
 
     /// Deletes a task (`DELETE /tasks/{id}`).
@@ -127,12 +260,146 @@ impl<'c> Tasks<'c> {
     /// [`Error::NotFound`] when there is no such task, or it belongs to somebody else. A
     /// DELETE retried after a lost answer also finds the task already gone.
     pub async fn delete(self, id: i64) -> Result<()> {
-        let call = self.client.request(Method::DELETE, route::TASK, self.url(id), None);
+        self.remove(id, None).await
+    }
+
+    /// Deletes the task only if it is still the version `etag` names (`DELETE /tasks/{id}`
+    /// with `If-Match`): a task someone changed since it was read is kept.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
+    /// use tasklane::{Error, TaskStatus};
+    ///
+    /// let task = client.tasks().get(7).await?;
+    /// if let (TaskStatus::Done, Some(etag)) = (task.status, task.etag()) {
+    ///     match client.tasks().delete_if(task.id, etag).await {
+    ///         Ok(()) | Err(Error::NotFound { .. }) => println!("cleared"),
+    ///         Err(Error::PreconditionFailed { .. }) => println!("reopened meanwhile: kept"),
+    ///         Err(err) => return Err(err),
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PreconditionFailed`] when the task has changed since; [`Error::NotFound`] when
+    /// it does not exist, which a retry after a lost answer also finds.
+    pub async fn delete_if(self, id: i64, etag: &ETag) -> Result<()> {
+        self.remove(id, Some(etag)).await
+    }
+
+    async fn remove(self, id: i64, if_match: Option<&ETag>) -> Result<()> {
+        let mut call = self.client.request(Method::DELETE, route::TASK, self.url(id), None);
+        if_matches(&mut call, if_match);
         self.client.send(call, Auth::Bearer).await.map(drop)
+    }
+
+    /// The changes to the user's tasks after `since` (`GET /tasks/changes`), one page of them;
+    /// without `since`, every task as it is now. Set the page size on the returned builder,
+    /// then `.await` it.
+    ///
+    /// Apply each page in order to a local copy and ask again from its `cursor` while
+    /// `has_more` is true: [`Replica`](crate::Replica) does all of that.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
+    /// use tasklane::Change;
+    ///
+    /// let first = client.tasks().changes(None).limit(100).await?;
+    /// // ... later, what changed since:
+    /// let page = client.tasks().changes(Some(&first.cursor)).await?;
+    /// for change in &page.changes {
+    ///     match change {
+    ///         Change::Upsert { task } => println!("#{} is now {:?}", task.id, task.title),
+    ///         Change::Delete { id } => println!("#{id} was deleted"),
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Gone`] when `since` is older than the server remembers deleted tasks for
+    /// (30 days by default): start again without it. [`Error::Validation`] naming `since` for a
+    /// cursor the server does not recognise.
+    pub fn changes(self, since: Option<&str>) -> ListChanges<'c> {
+        ListChanges { client: self.client, since: since.map(str::to_owned), limit: None }
     }
 
     fn url(&self, id: i64) -> Url {
         self.client.endpoint(&format!("tasks/{id}"))
+    }
+}
+
+/// `etag` as the value of an `If-Match` or `If-None-Match` header.
+fn header_value(etag: &ETag) -> HeaderValue {
+    // An `ETag` is checked to be visible ASCII when it is made.
+    HeaderValue::from_str(etag.as_str()).expect("an entity tag is a header value")
+}
+
+/// Makes `call` conditional on `etag`, if there is one.
+fn if_matches(call: &mut Call, etag: Option<&ETag>) {
+    if let Some(etag) = etag {
+        call.request.headers_mut().insert(IF_MATCH, header_value(etag));
+    }
+}
+
+/// A request for a page of the change feed being set up; made by [`Tasks::changes`].
+///
+/// `.await` it (or call [`send`](ListChanges::send)) for the page.
+#[derive(Clone, Debug)]
+#[must_use = "a request for changes does nothing until it is awaited"]
+pub struct ListChanges<'c> {
+    client: &'c Client,
+    since: Option<String>,
+    limit: Option<u32>,
+}
+
+impl<'c> ListChanges<'c> {
+    /// Changes per page, 1 to 1,000. Default: 500.
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Fetches the page.
+    pub async fn send(self) -> Result<ChangePage> {
+        let url = self.url()?;
+        let call = self.client.request(Method::GET, route::CHANGES, url, None);
+        self.client.send(call, Auth::Bearer).await?.json()
+    }
+
+    fn url(&self) -> Result<Url> {
+        if self.limit.is_some_and(|limit| !(1..=limits::CHANGES_LIMIT_MAX).contains(&limit)) {
+            let message = format!("must be 1 to {}", limits::CHANGES_LIMIT_MAX);
+            return Err(Error::invalid(vec![FieldError::new("limit", message)]));
+        }
+        let mut url = self.client.endpoint("tasks/changes");
+        {
+            let mut pairs = url.query_pairs_mut();
+            if let Some(since) = &self.since {
+                pairs.append_pair("since", since);
+            }
+            if let Some(limit) = self.limit {
+                pairs.append_pair("limit", &limit.to_string());
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        Ok(url)
+    }
+}
+
+impl<'c> IntoFuture for ListChanges<'c> {
+    type Output = Result<ChangePage>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'c>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.send())
     }
 }
 

@@ -123,7 +123,7 @@ async fn every_sdk_method_against_the_server() {
     assert_eq!(second.items.iter().map(|t| t.id).collect::<Vec<_>>(), vec![c.id]);
     assert!(tasks.next_page(&second).await.unwrap().is_none());
     let done = tasks.list().status(TaskStatus::Done).await.unwrap();
-    assert_eq!(done.items, vec![b.clone()]);
+    assert_eq!(done.items, vec![b.clone().into_inner()]);
     let titles: Vec<String> = tasks
         .list()
         .sort(TaskSort::TitleDesc)
@@ -138,7 +138,7 @@ async fn every_sdk_method_against_the_server() {
     let updated = tasks.update(a.id, TaskUpdate::new().status(TaskStatus::InProgress)).await.unwrap();
     assert_eq!((updated.status, updated.description.as_deref()), (TaskStatus::InProgress, Some("first")));
     let patched = tasks.patch(a.id, TaskUpdate::new().clear_description().title("alpha 2")).await.unwrap();
-    assert_eq!((patched.title.as_str(), patched.description), ("alpha 2", None));
+    assert_eq!((patched.title.as_str(), patched.description.as_deref()), ("alpha 2", None));
     assert!(patched.updated_at > a.updated_at);
 
     tasks.delete(c.id).await.unwrap();

@@ -14,7 +14,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 #[tokio::test]
 async fn every_error_status_becomes_its_variant_with_detail_and_request_id() {
     let server = MockServer::start().await;
-    let statuses = [400, 401, 404, 409, 413, 415, 422, 429, 500, 503];
+    let statuses = [400, 401, 404, 409, 410, 412, 413, 415, 422, 429, 500, 503];
     for status in statuses {
         let mut answer = problem(status, &format!("detail {status}"));
         if status == 429 {
@@ -33,6 +33,8 @@ async fn every_error_status_becomes_its_variant_with_detail_and_request_id() {
             401 => matches!(err, Error::Unauthorized { .. }),
             404 => matches!(err, Error::NotFound { .. }),
             409 => matches!(err, Error::Conflict { .. }),
+            410 => matches!(err, Error::Gone { .. }),
+            412 => matches!(err, Error::PreconditionFailed { current_etag: None, .. }),
             422 => matches!(err, Error::Validation { .. }),
             429 => {
                 matches!(err, Error::RateLimited { .. }) && err.retry_after() == Some(Duration::from_secs(7))
@@ -197,6 +199,9 @@ async fn bad_requests_are_refused_before_sending() {
         tasks.patch(1, TaskUpdate::new().title("")).await.unwrap_err(),
         tasks.list().limit(0).await.unwrap_err(),
         tasks.list().limit(101).send().await.unwrap_err(),
+        tasks.create_with_key(NewTask::new("ok"), "not a key").await.unwrap_err(),
+        tasks.changes(None).limit(0).await.unwrap_err(),
+        tasks.changes(Some("c")).limit(1001).send().await.unwrap_err(),
         client.register("a", "short").await.unwrap_err(),
     ];
 

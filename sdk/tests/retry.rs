@@ -4,7 +4,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
@@ -119,18 +119,32 @@ async fn a_500_is_not_retried() {
     assert!(!client.tasks().get(1).await.unwrap_err().is_retryable());
 }
 
+/// A POST without an `Idempotency-Key` (a login, a registration) is not sent again after a
+/// failure it may have survived.
 #[tokio::test]
 async fn post_is_not_retried_by_default_after_a_failure_it_may_have_survived() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .and(path("/tasks/"))
+        .and(path("/auth/register"))
         .respond_with(problem(503, "down"))
         .expect(1)
         .mount(&server)
         .await;
+    let client = builder(&server).build().unwrap();
+
+    assert_eq!(client.register("ada", "password1").await.unwrap_err().status(), Some(503));
+}
+
+/// Creating a task carries an `Idempotency-Key`: sent again, it creates nothing more, so it is
+/// retried like a PUT.
+#[tokio::test]
+async fn a_create_is_retried_by_default() {
+    let server = MockServer::start().await;
+    let created = ResponseTemplate::new(201).set_body_json(task(1, "once"));
+    mount_flaky(&server, "POST", "/tasks/", problem(503, "down"), 2, created).await;
     let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
 
-    assert_eq!(client.tasks().create(NewTask::new("once")).await.unwrap_err().status(), Some(503));
+    assert_eq!(client.tasks().create(NewTask::new("once")).await.unwrap().id, 1);
 }
 
 /// A 429 is a refusal before anything was done: a POST is sent again after it.
@@ -205,15 +219,11 @@ async fn post_is_retried_when_the_connection_could_not_be_opened() {
 #[tokio::test]
 async fn post_is_retried_when_the_caller_opts_in() {
     let server = MockServer::start().await;
-    let created = ResponseTemplate::new(201).set_body_json(task(1, "twice"));
-    mount_flaky(&server, "POST", "/tasks/", problem(503, "down"), 1, created).await;
-    let client = builder(&server)
-        .tokens(fresh("a0", "r0"))
-        .retry_policy(fast_retries().retry_non_idempotent(true))
-        .build()
-        .unwrap();
+    let registered = ResponseTemplate::new(201).set_body_json(pair("a1", "r1"));
+    mount_flaky(&server, "POST", "/auth/register", problem(503, "down"), 1, registered).await;
+    let client = builder(&server).retry_policy(fast_retries().retry_non_idempotent(true)).build().unwrap();
 
-    client.tasks().create(NewTask::new("twice")).await.unwrap();
+    client.register("ada", "password1").await.unwrap();
 }
 
 /// How long a GET that is answered `status` with `Retry-After: 1` once, then 200, takes.
@@ -301,16 +311,27 @@ async fn dropped_connections_are_retried() {
 /// A server that answers its `n`th connection with `answers[n]` (the last one for any further
 /// connection), after reading the request, then closes it; and how many it accepted.
 async fn scripted_server(answers: Vec<String>) -> (String, Arc<AtomicUsize>) {
+    let (url, accepted, _) = recording_scripted_server(answers).await;
+    (url, accepted)
+}
+
+/// [`scripted_server`], which also keeps the head of each request it read, in lowercase.
+async fn recording_scripted_server(
+    answers: Vec<String>,
+) -> (String, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let accepted = Arc::new(AtomicUsize::new(0));
+    let heads = Arc::new(Mutex::new(Vec::new()));
     let counter = Arc::clone(&accepted);
+    let recorded = Arc::clone(&heads);
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             let n = counter.fetch_add(1, Ordering::SeqCst);
             let answer = answers[n.min(answers.len() - 1)].clone();
+            let recorded = Arc::clone(&recorded);
             tokio::spawn(async move {
                 // The request's head, then its body, so that closing does not reset the
                 // connection under unread bytes.
@@ -325,6 +346,7 @@ async fn scripted_server(answers: Vec<String>) -> (String, Arc<AtomicUsize>) {
                     }
                 };
                 let head = String::from_utf8_lossy(&request[..head_end]).to_ascii_lowercase();
+                recorded.lock().unwrap().push(head.clone());
                 let length = head
                     .lines()
                     .find_map(|line| line.strip_prefix("content-length:"))
@@ -338,7 +360,7 @@ async fn scripted_server(answers: Vec<String>) -> (String, Arc<AtomicUsize>) {
             });
         }
     });
-    (url, accepted)
+    (url, accepted, heads)
 }
 
 /// A 200 whose head promises more body than is sent before the connection closes.
@@ -371,12 +393,37 @@ async fn a_body_cut_short_is_retried_for_idempotent_requests() {
 }
 
 #[tokio::test]
-async fn a_body_cut_short_is_not_retried_for_post() {
-    let (url, accepted) = scripted_server(vec![cut_short("201 Created"), whole("201 Created")]).await;
-    let client = Client::builder(url).tokens(fresh("a0", "r0")).retry_policy(fast_retries()).build().unwrap();
+async fn a_body_cut_short_is_not_retried_for_a_post_without_a_key() {
+    let (url, accepted) = scripted_server(vec![cut_short("200 OK"), whole("200 OK")]).await;
+    let client = Client::builder(url).retry_policy(fast_retries()).build().unwrap();
 
-    let err = client.tasks().create(NewTask::new("once")).await.unwrap_err();
+    let err = client.login("ada", "password1").await.unwrap_err();
 
     assert!(matches!(err, Error::Transport { .. }), "{err:?}");
-    assert_eq!(accepted.load(Ordering::SeqCst), 1, "the task may exist: not created twice");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "the login may have been done: not sent twice");
+}
+
+/// The answer to a create was lost after the server acted: the retry carries the same key, so
+/// the server answers it with the task already created rather than a second one.
+#[tokio::test]
+async fn a_body_cut_short_is_retried_for_a_create_with_the_same_key() {
+    let (url, accepted, heads) =
+        recording_scripted_server(vec![cut_short("201 Created"), whole("201 Created")]).await;
+    let client = Client::builder(url).tokens(fresh("a0", "r0")).retry_policy(fast_retries()).build().unwrap();
+
+    let task = client.tasks().create(NewTask::new("once")).await.unwrap();
+
+    assert_eq!(task.id, 1);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    let keys: Vec<String> = heads
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|head| {
+            let line = head.lines().find_map(|l| l.strip_prefix("idempotency-key:")).expect("a key");
+            line.trim().to_owned()
+        })
+        .collect();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0], keys[1]);
 }

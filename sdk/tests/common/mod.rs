@@ -137,3 +137,17 @@ where
     }
     results
 }
+
+/// The value of header `name` on every request `server` received, in order (`None` where a
+/// request had none).
+pub async fn sent_header(server: &MockServer, name: &str) -> Vec<Option<String>> {
+    let requests = server.received_requests().await.unwrap();
+    requests.iter().map(|r| r.headers.get(name).map(|v| v.to_str().unwrap().to_owned())).collect()
+}
+
+/// A task of `version`, as the server sends it, and the `ETag` it would carry.
+pub fn versioned(id: i64, title: &str, version: i64) -> (Value, String) {
+    let mut body = task(id, title);
+    body["version"] = json!(version);
+    (body, format!("\"{id}-{version}\""))
+}
