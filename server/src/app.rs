@@ -10,6 +10,7 @@ use crate::auth::jwt::JwtKeys;
 use crate::auth::password::PasswordHasher;
 use crate::config::Config;
 use crate::limits::{LimitSettings, RateLimits};
+use crate::live::Hub;
 use crate::store::{self, IdempotencyStore, RedisIdempotency, RedisPool, RedisSessions, SessionStore};
 
 /// The SQL database (`DATABASE_URL`), opened by rocket_db_pools at ignite.
@@ -30,6 +31,8 @@ pub struct App {
     pub sessions: Arc<dyn SessionStore>,
     /// Idempotency keys of creates: in Redis when it is configured, else in `db`.
     pub idempotency: Arc<dyn IdempotencyStore>,
+    /// Word of changes, to the event streams open here.
+    pub live: Arc<Hub>,
     /// The Redis pool, when `REDIS_URL` is set.
     pub redis: Option<RedisPool>,
     /// JWT signing and verification.
@@ -85,6 +88,16 @@ impl App {
             Some(pool) => RateLimits::redis(limit_settings, pool.clone()),
             None => RateLimits::local(limit_settings),
         };
+        let live = match (&redis, &config.redis_url) {
+            (Some(pool), Some(url)) => match Hub::redis(url, pool.clone()) {
+                Ok(hub) => hub,
+                Err(err) => {
+                    tracing::error!(error = %err, "REDIS_URL: cannot subscribe to live events");
+                    return None;
+                }
+            },
+            _ => Hub::local(),
+        };
         let keys = match &config.secret_key_accepted {
             Some(accepted) => JwtKeys::new(key).accepting(accepted.expose().as_bytes()),
             None => JwtKeys::new(key),
@@ -93,6 +106,7 @@ impl App {
             db,
             sessions,
             idempotency,
+            live,
             redis,
             keys,
             hasher: PasswordHasher::new(config.password_hash_concurrency),

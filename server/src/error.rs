@@ -57,6 +57,9 @@ pub enum ApiError {
     /// 429: too many attempts; retry after the given time.
     #[error("too many requests; retry in {} s", .0.as_secs().max(1))]
     RateLimited(Duration),
+    /// 429: the user has as many event streams open as they may; one must close first.
+    #[error("at most {0} event streams may be open at once for a user on one server instance; close one, or retry in 5 s")]
+    TooManyStreams(usize),
     /// 503: a backing service does not answer; the request may be retried.
     #[error("{0}")]
     Unavailable(String),
@@ -99,7 +102,7 @@ impl ApiError {
             Self::PayloadTooLarge => Status::PayloadTooLarge,
             Self::UnsupportedMediaType(_) => Status::UnsupportedMediaType,
             Self::Validation(_) => Status::UnprocessableEntity,
-            Self::RateLimited(_) => Status::TooManyRequests,
+            Self::RateLimited(_) | Self::TooManyStreams(_) => Status::TooManyRequests,
             Self::Unavailable(_) | Self::BackendDown(_) => Status::ServiceUnavailable,
             Self::Internal(_) => Status::InternalServerError,
             Self::Other(status) => *status,
@@ -206,6 +209,9 @@ impl<'r> Responder<'r, 'static> for ApiError {
             }
             Self::RateLimited(wait) => {
                 res.header(Header::new("Retry-After", wait.as_secs().max(1).to_string()));
+            }
+            Self::TooManyStreams(_) => {
+                res.header(Header::new("Retry-After", "5"));
             }
             Self::InFlight => {
                 res.header(Header::new("Retry-After", "1"));

@@ -17,6 +17,7 @@ pub mod error;
 pub mod keys;
 pub mod launch;
 pub mod limits;
+pub mod live;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
@@ -84,8 +85,13 @@ pub async fn build_with(config: Config, figment: Figment) -> Result<Rocket<Build
             None => Err(rocket),
         }
     }));
-    rocket = rocket.attach(AdHoc::on_liftoff("Tasklane: tombstones", |rocket| {
-        Box::pin(async move { app::prune_tombstones(rocket) })
+    rocket = rocket.attach(AdHoc::on_liftoff("Tasklane: tombstones, live events", |rocket| {
+        Box::pin(async move {
+            app::prune_tombstones(rocket);
+            if let Some(app) = rocket.state::<App>() {
+                tokio::spawn(app.live.clone().listen(rocket.shutdown()));
+            }
+        })
     }));
     if let Some(cors) = cors {
         rocket = rocket.attach(cors);

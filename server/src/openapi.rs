@@ -30,6 +30,7 @@ pub const ERROR_STATUSES: &[(&str, &str, &[u16])] = &[
     ("get", "/tasks/", &[401, 422, 503]),
     ("post", "/tasks/", &[400, 401, 408, 409, 413, 415, 422, 503]),
     ("get", "/tasks/changes", &[401, 410, 422, 503]),
+    ("get", "/tasks/events", &[401, 410, 422, 429, 503]),
     ("get", "/tasks/{id}", &[400, 401, 404, 422, 503]),
     ("put", "/tasks/{id}", &[400, 401, 404, 408, 412, 413, 415, 422, 503]),
     ("patch", "/tasks/{id}", &[400, 401, 404, 408, 412, 413, 415, 422, 503]),
@@ -156,6 +157,15 @@ fn refine_operations(doc: &mut Value) {
             }
             if method == "get" && path == "/tasks/changes" {
                 refine_feed_parameters(operation);
+            }
+            if method == "get" && path == "/tasks/events" {
+                refine_feed_parameters(operation);
+                operation["responses"]["200"]["description"] = json!(
+                    "Server-Sent Events: `event: change`, `id:` the feed's cursor after the change, `data:` \
+                     the change object (as in `GET /tasks/changes`); `: keep-alive` comments every 15 s"
+                );
+                operation["responses"]["200"]["content"] =
+                    json!({ "text/event-stream": { "schema": { "type": "string" } } });
             }
             if method == "post" && path == "/tasks/" {
                 if let Some(created) = operation["responses"].get_mut("201") {

@@ -8,6 +8,7 @@ use rocket_okapi::okapi::openapi3::{Object, SecurityRequirement, SecurityScheme,
 use rocket_okapi::request::{OpenApiFromRequest, RequestHeaderInput};
 
 use crate::app::App;
+use crate::auth::jwt::TokenKind;
 use crate::error::ApiError;
 
 /// The authenticated caller, from `Authorization: Bearer <access token>`.
@@ -15,6 +16,8 @@ use crate::error::ApiError;
 pub struct AuthUser {
     /// The caller's user id.
     pub id: i64,
+    /// When the access token expires, in seconds since the epoch (an event stream ends then).
+    pub expires_at: i64,
 }
 
 /// Name of the security scheme in the OpenAPI document.
@@ -43,11 +46,12 @@ impl<'r> FromRequest<'r> for AuthUser {
         };
         let verified = bearer_token(req).and_then(|token| {
             app.keys
-                .verify_access(token)
+                .verify(token, TokenKind::Access)
                 .map_err(|e| ApiError::Unauthorized(format!("{e}; sign in or refresh")))
         });
-        match verified {
-            Ok(id) => Outcome::Success(AuthUser { id }),
+        match verified.map(|claims| (claims.user_id(), claims.exp)) {
+            Ok((Some(id), expires_at)) => Outcome::Success(AuthUser { id, expires_at }),
+            Ok((None, _)) => Outcome::Error(ApiError::Unauthorized("the token is invalid".into()).stash(req)),
             Err(err) => {
                 debug_assert_eq!(err.status(), Status::Unauthorized);
                 Outcome::Error(err.stash(req))

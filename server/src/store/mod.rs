@@ -121,6 +121,8 @@ pub trait Store: Send + Sync {
     /// The user's changes after change `since` (every current task, without it), at most
     /// `limit`, in the order they were made.
     async fn changes(&self, user_id: i64, since: Option<i64>, limit: u32) -> Result<Feed, StoreError>;
+    /// The number of the user's last change: a live event stream starts after it.
+    async fn last_change(&self, user_id: i64) -> Result<i64, StoreError>;
     /// Forgets up to `batch` tombstones of tasks deleted before `before`, raising each user's
     /// feed horizon past them; how many were forgotten.
     async fn prune_tombstones(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, StoreError>;

@@ -293,6 +293,12 @@ impl Store for Sqlite {
         Ok(Feed { changes, counter, horizon: horizon.unwrap_or(0) })
     }
 
+    async fn last_change(&self, user_id: i64) -> Result<i64, StoreError> {
+        let counter: Option<i64> =
+            sqlx::query_scalar(sql::USER_CHANGE_SEQ).bind(user_id).fetch_optional(&self.reads).await?;
+        counter.ok_or(StoreError::UserGone)
+    }
+
     async fn prune_tombstones(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
         // One transaction on the one writer: the same tombstones are counted into the horizons
         // and deleted, and the horizons rise with their deletion.

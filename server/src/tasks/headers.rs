@@ -146,7 +146,7 @@ impl<'r> FromRequest<'r> for IdempotencyKey {
 }
 
 /// A header parameter in the OpenAPI document.
-fn header(name: &str, description: &str, pattern: &str) -> RequestHeaderInput {
+pub(crate) fn header(name: &str, description: &str, pattern: &str) -> RequestHeaderInput {
     let schema =
         serde_json::from_value(serde_json::json!({"type": "string", "pattern": pattern})).unwrap_or_default();
     RequestHeaderInput::Parameter(Parameter {

@@ -1,6 +1,7 @@
 //! `/tasks/*`: a user's tasks. Every query carries the caller's id, so another user's task is
 //! simply not found (404, never 403).
 
+pub mod events;
 pub mod headers;
 
 use chrono::{DateTime, Utc};
@@ -26,7 +27,7 @@ use crate::store::TaskFilter;
 
 /// The routes of this area and their OpenAPI document.
 pub fn routes(settings: &OpenApiSettings) -> (Vec<rocket::Route>, OpenApi) {
-    rocket_okapi::openapi_get_routes_spec![settings: create, list, get_one, update, patch_one, delete_one, changes]
+    rocket_okapi::openapi_get_routes_spec![settings: create, list, get_one, update, patch_one, delete_one, changes, events::events]
 }
 
 impl DocumentedHeaders for Vec<Task> {
@@ -60,6 +61,7 @@ async fn create(
     let task = body.0.validate().map_err(ApiError::Validation)?;
     let Some(key) = key.0 else {
         let task = app.db.create_task(user.id, &task, crate::store::now()).await?;
+        app.live.publish(user.id);
         return Ok(Created::new(format!("/tasks/{}", task.id)).body(TaskAnswer::new(&task)?));
     };
     // The body as received, compared as a JSON value: fields in a fixed order, nothing else.
@@ -74,6 +76,7 @@ async fn create(
         Claim::InFlight { .. } => Err(ApiError::InFlight),
         Claim::New => match app.db.create_task(user.id, &task, crate::store::now()).await {
             Ok(task) => {
+                app.live.publish(user.id);
                 let location = format!("/tasks/{}", task.id);
                 let answer = TaskAnswer::new(&task)?;
                 let kept = Replay {
@@ -278,7 +281,11 @@ async fn apply_update(
         // The list names no version of this task: nothing can match.
         None
     } else {
-        app.db.update_task(user.id, id, &update, crate::store::now(), versions.as_deref()).await?
+        let task = app.db.update_task(user.id, id, &update, crate::store::now(), versions.as_deref()).await?;
+        if task.is_some() {
+            app.live.publish(user.id);
+        }
+        task
     };
     match task {
         Some(task) => TaskAnswer::new(&task),
@@ -330,7 +337,10 @@ async fn delete_one(app: &State<App>, user: AuthUser, id: i64, if_match: IfMatch
         versions => app.db.delete_task(user.id, id, versions.as_deref()).await?,
     };
     match deleted {
-        true => Ok(NoContent),
+        true => {
+            app.live.publish(user.id);
+            Ok(NoContent)
+        }
         false if if_match.0.is_some() => Err(refused(app, user, id, &if_match.0).await),
         false => Err(not_found(id)),
     }
@@ -396,10 +406,10 @@ async fn changes(
 /// A position in a user's change feed: after change number `.0`. Written `c<user>.<change>`, so
 /// that a cursor of another user's is told apart; clients keep it as an opaque string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Cursor(i64);
+pub(crate) struct Cursor(pub(crate) i64);
 
 impl Cursor {
-    fn parse(text: &str, user_id: i64) -> Result<Cursor, FieldError> {
+    pub(crate) fn parse(text: &str, user_id: i64) -> Result<Cursor, FieldError> {
         let bad = || FieldError::new("since", "not a cursor of this feed");
         let (user, change) = text.strip_prefix('c').and_then(|rest| rest.split_once('.')).ok_or_else(bad)?;
         let (user, change): (i64, i64) =
@@ -413,7 +423,7 @@ impl Cursor {
         Ok(Cursor(change))
     }
 
-    fn to_string(self, user_id: i64) -> String {
+    pub(crate) fn to_string(self, user_id: i64) -> String {
         format!("c{user_id}.{}", self.0)
     }
 }
