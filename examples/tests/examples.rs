@@ -470,3 +470,50 @@ fn taskctl_stops_quietly_when_its_reader_goes_away() {
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert_eq!(stderr, "");
 }
+
+/// taskctl keeps a local copy of the tasks: `ls --offline` answers from it (without the
+/// server's newer changes), and `edit` refuses, in one line naming the server's title and
+/// status, a task that another device changed since this one last saw it.
+#[test]
+fn taskctl_keeps_a_local_copy_and_refuses_to_edit_what_changed_elsewhere() {
+    let server = Server::start(Duration::from_secs(900));
+    let (laptop, phone) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let on = |dir: &tempfile::TempDir, args: &[&str]| {
+        server.run(TASKCTL, args, &[("TASKLANE_CONFIG_DIR", dir.path().to_str().unwrap())])
+    };
+    let run = on(&laptop, &["ls", "--offline"]);
+    assert!(run.stderr.contains("no local copy"), "{run:#?}");
+    run.exits(1);
+
+    on(&laptop, &["register", "-u", "two-devices", "--password", "correct horse"]).ok();
+    on(&phone, &["login", "-u", "two-devices", "--password", "correct horse"]).ok();
+    let id = added_id(on(&laptop, &["add", "Buy milk"]).ok());
+    assert!(on(&laptop, &["ls", "--offline"]).ok().contains("Buy milk"));
+
+    // The phone renames it; the laptop has not synced since.
+    on(&phone, &["edit", &id, "--title", "Buy oat milk"]).ok();
+    let offline = on(&laptop, &["ls", "--offline"]).ok().to_owned();
+    assert!(offline.contains("Buy milk") && !offline.contains("oat"), "{offline}");
+
+    let run = on(&laptop, &["edit", &id, "--status", "done"]);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "taskctl: #{id} changed on the server since you last saw it: it is now \"Buy oat milk\" \
+             (pending); nothing was edited, look again and repeat\n"
+        )
+    );
+    run.exits(1);
+    // Nothing was edited, and the laptop's copy is now current.
+    assert!(on(&phone, &["ls", "--status", "pending"]).ok().contains("Buy oat milk"));
+    assert!(on(&laptop, &["ls", "--offline"]).ok().contains("Buy oat milk"));
+    assert_eq!(on(&laptop, &["edit", &id, "--status", "done"]).ok(), format!("edited #{id}: Buy oat milk\n"));
+
+    // A deletion elsewhere reaches the copy at the next command.
+    on(&phone, &["rm", &id]).ok();
+    on(&laptop, &["whoami"]).ok();
+    assert_eq!(on(&laptop, &["ls", "--offline"]).ok(), "no tasks\n");
+    // Logging out forgets the copy with the session.
+    on(&laptop, &["logout"]).ok();
+    on(&laptop, &["ls", "--offline"]).exits(1);
+}

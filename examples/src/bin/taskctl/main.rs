@@ -23,6 +23,12 @@
 //! `ls` shows each task's due date, priority and labels in columns, and marks with `!` a task
 //! that is overdue (due before now and not done).
 //!
+//! Every command also brings a local copy of your tasks up to date (`replica.json`, beside the
+//! session, through the change feed): `ls --offline` answers from it without the server, and
+//! `edit` refuses to change a task that changed on the server since you last saw it, naming
+//! its current title and status (the write itself carries `If-Match`, so an edit made meanwhile
+//! by someone else is never overwritten).
+//!
 //! The session is kept in `session.json` in `~/.config/tasklane` (the platform's config
 //! directory; `TASKLANE_CONFIG_DIR` overrides it), readable only by you, together with the
 //! server's address: `login` once, and later runs resume the session, refreshing its tokens as
@@ -118,6 +124,9 @@ enum Command {
         /// due_at, -due_at, priority or -priority
         #[arg(long, default_value = "created_at", allow_hyphen_values = true)]
         sort: TaskSort,
+        /// Answer from the local copy of the last sync, without the server
+        #[arg(long)]
+        offline: bool,
     },
     /// Mark a task done
     Done {
@@ -271,6 +280,10 @@ async fn run(command: &Command, url: &str) -> Result<(), Failure> {
     let dir = session::config_dir()
         .ok_or_else(|| Failure::Other("no config directory: set TASKLANE_CONFIG_DIR".into()))?;
     let store = session::store(&dir, url);
+    let copy = session::LocalCopy::new(&dir, url);
+    if let Command::Ls { offline: true, .. } = command {
+        return list_offline(command, &copy);
+    }
 
     // Resume the saved session, unless this command starts a new one. A new session replaces
     // the saved one, which is ended on the server once the new one exists (a failed login
@@ -297,12 +310,14 @@ async fn run(command: &Command, url: &str) -> Result<(), Failure> {
         Command::Register(credentials) => {
             let (username, password) = credentials.resolve("register")?;
             client.register(&username, password).await?;
+            copy.forget();
             end_replaced_session(url, replaced.take()).await;
             say(format_args!("registered and logged in as {username}"))?;
         }
         Command::Login(credentials) => {
             let (username, password) = credentials.resolve("login")?;
             client.login(&username, password).await?;
+            copy.forget();
             end_replaced_session(url, replaced.take()).await;
             say(format_args!("logged in as {username}"))?;
         }
@@ -311,7 +326,9 @@ async fn run(command: &Command, url: &str) -> Result<(), Failure> {
                 say(format_args!("not logged in"))?;
             } else {
                 client.logout().await?;
+                copy.forget();
                 say(format_args!("logged out"))?;
+                return Ok(());
             }
         }
         Command::Add { title, description, plan } => {
@@ -356,10 +373,30 @@ async fn run(command: &Command, url: &str) -> Result<(), Failure> {
                     "nothing to change: give at least one option (taskctl help edit)".into(),
                 ));
             }
-            let task = client.tasks().patch(*id, update).await?;
+            // As last seen here, before this run's sync: a task changed on the server since
+            // then is not edited blindly.
+            let seen = copy.load().get(*id).map(|task| task.version);
+            let current = client.tasks().get(*id).await?;
+            if seen.is_some_and(|version| version < current.version) {
+                // The copy catches up, so that what the user looks at next is the server's.
+                sync(&client, &copy).await;
+                return Err(conflict(&current));
+            }
+            let edited = match current.etag() {
+                Some(etag) => client.tasks().patch_if(*id, etag, update).await,
+                None => client.tasks().patch(*id, update).await,
+            };
+            let task = match edited {
+                Ok(task) => task,
+                Err(Error::PreconditionFailed { .. }) => {
+                    sync(&client, &copy).await;
+                    return Err(conflict(&client.tasks().get(*id).await?.into_inner()));
+                }
+                Err(err) => return Err(err.into()),
+            };
             say(format_args!("edited #{}: {}", task.id, task.title))?;
         }
-        Command::Ls { status, priority, label, due_before, due_after, search, overdue, sort } => {
+        Command::Ls { status, priority, label, due_before, due_after, search, overdue, sort, .. } => {
             let now = Utc::now();
             let mut query = client.tasks().list().sort(*sort).limit(100);
             if let Some(status) = status {
@@ -410,6 +447,99 @@ async fn run(command: &Command, url: &str) -> Result<(), Failure> {
             let me = client.me().await?;
             say(format_args!("{} (user #{}) at {url}", me.username, me.id))?;
         }
+    }
+    sync(&client, &copy).await;
+    Ok(())
+}
+
+/// Brings the local copy up to date. The command itself has succeeded: a failure here is a
+/// warning, and the next run tries again.
+async fn sync(client: &Client, copy: &session::LocalCopy) {
+    if client.tokens().is_none() {
+        return;
+    }
+    let mut replica = copy.load();
+    let synced = match replica.sync(client).await {
+        Ok(_) => copy.save(&replica).map_err(|err| err.to_string()),
+        Err(err) => Err(err.to_string()),
+    };
+    if let Err(err) = synced {
+        eprintln!("taskctl: warning: the local copy of your tasks was not updated: {err}");
+    }
+}
+
+/// The one-line refusal of an edit to a task that changed since it was last seen.
+fn conflict(current: &Task) -> Failure {
+    Failure::Other(format!(
+        "#{} changed on the server since you last saw it: it is now {:?} ({}); nothing was edited, look again and repeat",
+        current.id,
+        current.title,
+        current.status.as_str()
+    ))
+}
+
+/// `ls --offline`: the filters and order of `ls`, applied to the local copy.
+fn list_offline(command: &Command, copy: &session::LocalCopy) -> Result<(), Failure> {
+    let Command::Ls { status, priority, label, due_before, due_after, search, overdue, sort, .. } = command
+    else {
+        return Ok(());
+    };
+    let replica = copy.saved().ok_or_else(|| {
+        Failure::Other("no local copy of your tasks yet: run any command online first (`taskctl ls`)".into())
+    })?;
+    let now = Utc::now();
+    let search = search.as_ref().map(|text| text.to_lowercase());
+    let mut tasks: Vec<&Task> = replica
+        .tasks()
+        .values()
+        .filter(|task| status.is_none_or(|status| task.status == status))
+        .filter(|task| priority.is_none_or(|priority| task.priority == priority))
+        .filter(|task| label.iter().all(|l| task.labels.iter().any(|t| t.eq_ignore_ascii_case(l))))
+        .filter(|task| due_before.is_none_or(|before| task.due_at.is_some_and(|due| due < before)))
+        .filter(|task| due_after.is_none_or(|after| task.due_at.is_some_and(|due| due >= after)))
+        .filter(|task| {
+            !*overdue || (task.status != TaskStatus::Done && task.due_at.is_some_and(|due| due < now))
+        })
+        .filter(|task| {
+            search.as_ref().is_none_or(|text| {
+                task.title.to_lowercase().contains(text)
+                    || task.description.as_ref().is_some_and(|d| d.to_lowercase().contains(text))
+            })
+        })
+        .collect();
+    let order = sort.as_str();
+    let descending = order.starts_with('-');
+    tasks.sort_by(|a, b| {
+        use std::cmp::Ordering;
+        let rank = |p: Priority| ["none", "low", "medium", "high"].iter().position(|r| *r == p.as_str());
+        let by = match order.trim_start_matches('-') {
+            "updated_at" => a.updated_at.cmp(&b.updated_at),
+            "title" => a.title.cmp(&b.title),
+            "priority" => rank(a.priority).cmp(&rank(b.priority)),
+            "due_at" => match (a.due_at, b.due_at) {
+                // No due date last, either way.
+                (Some(x), Some(y)) => x.cmp(&y),
+                (Some(_), None) => return Ordering::Less,
+                (None, Some(_)) => return Ordering::Greater,
+                (None, None) => Ordering::Equal,
+            },
+            _ => a.created_at.cmp(&b.created_at),
+        }
+        .then(a.id.cmp(&b.id));
+        if descending {
+            by.reverse()
+        } else {
+            by
+        }
+    });
+    for task in &tasks {
+        say(format_args!("{}", task_line(task, now)))?;
+        if let Some(description) = &task.description {
+            say(format_args!("{:>6}   {description}", ""))?;
+        }
+    }
+    if tasks.is_empty() {
+        say(format_args!("no tasks"))?;
     }
     Ok(())
 }
