@@ -136,6 +136,7 @@ const QUICKSTART: &str = env!("CARGO_BIN_EXE_quickstart");
 const TASKCTL: &str = env!("CARGO_BIN_EXE_taskctl");
 const CONCURRENT: &str = env!("CARGO_BIN_EXE_concurrent");
 const CUSTOM_CLIENT: &str = env!("CARGO_BIN_EXE_custom_client");
+const SYNC: &str = env!("CARGO_BIN_EXE_sync");
 
 #[test]
 fn quickstart_registers_then_logs_in_on_the_next_run() {
@@ -516,4 +517,37 @@ fn taskctl_keeps_a_local_copy_and_refuses_to_edit_what_changed_elsewhere() {
     // Logging out forgets the copy with the session.
     on(&laptop, &["logout"]).ok();
     on(&laptop, &["ls", "--offline"]).exits(1);
+}
+
+/// The sync example keeps a saved copy: a later run fetches only what changed meanwhile, and
+/// prints it, deletions included.
+#[test]
+fn sync_saves_its_copy_and_fetches_only_what_changed() {
+    let server = Server::start(Duration::from_secs(900));
+    let dir = tempfile::tempdir().unwrap();
+    // Not taskctl's own `replica.json`, which lives in the same directory here.
+    let replica = dir.path().join("sync-copy.json");
+    let account = [("TASKLANE_USER", "syncer"), ("TASKLANE_PASSWORD", "correct horse")];
+    let sync = || {
+        let mut env = account.to_vec();
+        env.extend([("TASKLANE_REPLICA", replica.to_str().unwrap()), ("TASKLANE_SYNC_ROUNDS", "1")]);
+        server.run(SYNC, &[], &env).ok().to_owned()
+    };
+    let first = sync();
+    assert!(first.contains("round 1: 0 tasks, 0 changes"), "{first}");
+
+    let env = [("TASKLANE_CONFIG_DIR", dir.path().to_str().unwrap())];
+    server.run(TASKCTL, &["login", "-u", "syncer", "--password", "correct horse"], &env).ok();
+    let id = added_id(server.run(TASKCTL, &["add", "Synced"], &env).ok());
+    let second = sync();
+    assert!(second.contains(&format!("changed  #{id} \"Synced\" (pending, version 1)")), "{second}");
+    assert!(second.contains("round 1: 1 tasks, 1 changes"), "{second}");
+    assert!(sync().contains("round 1: 1 tasks, 0 changes"), "nothing changed since");
+
+    server.run(TASKCTL, &["rm", &id], &env).ok();
+    let last = sync();
+    assert!(
+        last.contains(&format!("deleted  #{id}")) && last.contains("round 1: 0 tasks, 1 changes"),
+        "{last}"
+    );
 }
