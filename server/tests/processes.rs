@@ -459,6 +459,80 @@ async fn two_instances_on_one_postgres_and_redis_behave_as_one() {
     scratch.cleanup().await;
 }
 
+/// Two server processes on one PostgreSQL + Redis: 20 concurrent creates with one
+/// Idempotency-Key, spread over both, make exactly one task (the others replay it, or are told
+/// to retry while it is in flight); and a write on one process reaches an event stream on the
+/// other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_make_one_task_per_key_and_share_live_events() {
+    let Some((config, scratch)) = scratch_config(Backend::PostgresRedis).await else { return };
+    let _turn = TURN.lock().await;
+    let DatabaseUrl::Postgres(database_url) = &config.database_url else { unreachable!() };
+    let redis_url = config.redis_url.clone().unwrap();
+    let secret = secret();
+    let settings = cluster_settings(database_url, &redis_url, &secret, "0");
+    let (a, b) = tokio::join!(ServerProcess::start(&settings), ServerProcess::start(&settings));
+    let instances = [&a, &b];
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let access = field(&register(&http, &a, "keyed").await, "access_token");
+
+    // Opened on B before the writes on A.
+    let mut events = http
+        .get(b.url("/tasks/events"))
+        .bearer_auth(&access)
+        .timeout(Duration::from_secs(300))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+
+    let key = format!("one-{}", uuid::Uuid::new_v4().simple());
+    let creates = (0..20).map(|i| {
+        let (http, access, key) = (&http, &access, &key);
+        let url = instances[i % 2].url("/tasks/");
+        async move {
+            loop {
+                let res = http
+                    .post(&url)
+                    .bearer_auth(access)
+                    .header("Idempotency-Key", key)
+                    .json(&json!({"title": "only one"}))
+                    .send()
+                    .await
+                    .unwrap();
+                if res.status() == 409 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                assert_eq!(res.status(), 201);
+                return res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+            }
+        }
+    });
+    let mut ids = futures::future::join_all(creates).await;
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one task for one key: {ids:?}");
+    let list = http.get(b.url("/tasks/")).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(list.headers()["x-total-count"], "1");
+
+    // The create on A, announced through Redis, arrives on B's stream.
+    let mut seen = String::new();
+    let arrived = tokio::time::timeout(Duration::from_secs(5), async {
+        while !seen.contains("\n\n") {
+            let chunk = events.chunk().await.unwrap().expect("the stream ended");
+            seen.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    })
+    .await;
+    assert!(arrived.is_ok(), "no event on B within 5 s: {seen:?}");
+    assert!(seen.contains("event:change") && seen.contains(&format!("\"id\":{}", ids[0])), "{seen}");
+
+    drop(events);
+    a.stop().await;
+    b.stop().await;
+    scratch.cleanup().await;
+}
+
 /// `rediss://`, as managed Redis services with encryption in transit require: the server
 /// verifies the certificate against the system's roots (here the test CA, named by
 /// `SSL_CERT_FILE` as rustls-native-certs reads it), and keeps its sessions there.
