@@ -89,8 +89,8 @@ pub struct RateLimits {
     backend: Backend,
 }
 
-// GCRA on Redis's own clock, in microseconds (a quota of 100,000 a minute is one attempt per
-// 600 µs; in milliseconds it rounded to 0, and `PX 0` is an error). KEYS[1]: bucket. ARGV:
+// GCRA on Redis's own clock, in microseconds (a high quota's interval between attempts is
+// under a millisecond: in milliseconds it rounded to 0, and `PX 0` is an error). KEYS[1]: bucket. ARGV:
 // emission interval in µs, burst. Returns 0 when allowed, else the microseconds until the next
 // attempt is allowed. Lua's numbers are doubles: µs since 1970 stay exact until 2255.
 const GCRA_LUA: &str = r"
