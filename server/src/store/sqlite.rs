@@ -445,21 +445,33 @@ impl IdempotencyStore for Sqlite {
         in_flight: Duration,
     ) -> Result<Claim, StoreError> {
         let now = super::now();
-        sqlx::query(sql::FORGET_EXPIRED_KEYS).bind(user_id).bind(now).execute(&self.writes).await?;
-        let claimed: Option<String> = sqlx::query_scalar(sql::CLAIM_KEY)
-            .bind(user_id)
-            .bind(key)
-            .bind(fingerprint)
-            .bind(now + in_flight)
-            .fetch_optional(&self.writes)
-            .await?;
-        if claimed.is_some() {
-            return Ok(Claim::New);
-        }
-        let row: Option<KeyRow> =
-            sqlx::query_as(sql::GET_KEY).bind(user_id).bind(key).fetch_optional(&self.writes).await?;
-        // Gone meanwhile (expired, or released by a failed first request): the client retries.
-        Ok(row.map_or(Claim::InFlight { fingerprint: None }, Claim::from))
+        // One turn at the writer for all three statements: each separate turn queues behind
+        // every other writer again.
+        bounded(async {
+            let mut conn = self.writes.acquire().await?;
+            let mut tx = conn.begin().await?;
+            sqlx::query(sql::FORGET_EXPIRED_KEYS).bind(user_id).bind(now).execute(&mut *tx).await?;
+            let claimed: Option<String> = sqlx::query_scalar(sql::CLAIM_KEY)
+                .bind(user_id)
+                .bind(key)
+                .bind(fingerprint)
+                .bind(now + in_flight)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let claim = if claimed.is_some() {
+                Claim::New
+            } else {
+                let row: Option<KeyRow> =
+                    sqlx::query_as(sql::GET_KEY).bind(user_id).bind(key).fetch_optional(&mut *tx).await?;
+                // The insert found the row in this same transaction, so it is there; if it were
+                // not, "in flight" makes the client retry, which is safe.
+                row.map_or(Claim::InFlight { fingerprint: None }, Claim::from)
+            };
+            tx.commit().await?;
+            conn.release();
+            Ok::<_, StoreError>(claim)
+        })
+        .await
     }
 
     async fn complete(
