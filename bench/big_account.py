@@ -26,7 +26,6 @@ import json
 import os
 import random
 import sqlite3
-import subprocess
 import sys
 import tempfile
 from datetime import datetime, timedelta, timezone
@@ -154,20 +153,12 @@ def main():
     harness.run(["cargo", "build", "--release", "-q", "-p", "tasklane-server"], cwd=harness.ROOT)
     work = tempfile.mkdtemp(prefix="tasklane-big-")
     os.chmod(work, 0o755)
-    services = dict(os.environ, TASKLANE_PG_PORT=str(harness.PG_PORT), TASKLANE_REDIS_PORT=str(harness.REDIS_PORT),
-                    TASKLANE_REDIS_TLS_PORT=str(harness.REDIS_PORT + 1),
-                    TASKLANE_SERVICES_DIR=f"{work}/services", TASKLANE_PG_DURABLE="1")
     results = {}
-    try:
-        if "postgres" in BACKENDS:
-            harness.run([str(harness.ROOT / "scripts" / "services.sh"), "start"], env=services, capture_output=True)
+    with harness.services(work, "postgres" in BACKENDS):
         for backend in BACKENDS:
             # The user is the first one registered on a fresh database: id 1 on both.
             tasks, labels = generate(1)
             results[backend] = bench_backend(backend, work, tasks, labels)
-    finally:
-        if "postgres" in BACKENDS:
-            subprocess.run([str(harness.ROOT / "scripts" / "services.sh"), "stop"], env=services, capture_output=True)
     print(f"\none user with {TASKS} tasks; wrk -t{harness.THREADS} -c{CONNECTIONS} -d{harness.DURATION}s per query, "
           f"nproc={os.cpu_count()}")
     print("| backend | query | rps | p50 ms | p99 ms | errors |")

@@ -35,6 +35,7 @@ minutes apart on a machine whose speed drifts. A baseline runs on the schema thi
 migrated, as an older release does during a rolling deploy.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -72,8 +73,8 @@ def run(cmd, **kw):
     return subprocess.run(cmd, check=True, text=True, **kw)
 
 
-def http(method, path, body=None, token=None):
-    req = urllib.request.Request(f"http://127.0.0.1:{SERVER_PORT}{path}", method=method)
+def http(method, path, body=None, token=None, port=SERVER_PORT):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
     req.add_header("Content-Type", "application/json")
     if token:
         req.add_header("Authorization", f"Bearer {token}")
@@ -107,8 +108,25 @@ def wait_until_up(proc, port, seconds, failure):
             time.sleep(0.1)
 
 
+@contextlib.contextmanager
+def services(work, needed=True):
+    """PostgreSQL (with its durable defaults) and Redis on the harness's own ports, with their
+    data under `work`, for the duration of the block; nothing when not `needed`."""
+    env = dict(os.environ, TASKLANE_PG_PORT=str(PG_PORT), TASKLANE_REDIS_PORT=str(REDIS_PORT),
+               TASKLANE_REDIS_TLS_PORT=str(REDIS_PORT + 1), TASKLANE_SERVICES_DIR=f"{work}/services",
+               TASKLANE_PG_DURABLE="1")
+    script = str(ROOT / "scripts" / "services.sh")
+    if needed:
+        run([script, "start"], env=env, capture_output=True)
+    try:
+        yield
+    finally:
+        if needed:
+            subprocess.run([script, "stop"], env=env, capture_output=True)
+
+
 class Server:
-    def __init__(self, env, log_path, binary=BINARY):
+    def __init__(self, env, log_path, binary=BINARY, port=SERVER_PORT):
         self.log = open(log_path, "a")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "ROCKET_", "RUST_LOG", "LOG_"))}
         full_env.update(env)
@@ -119,7 +137,7 @@ class Server:
             stderr=subprocess.STDOUT,
             cwd=env.get("BENCH_CWD", ROOT),
         )
-        wait_until_up(self.proc, SERVER_PORT, 60, f"server did not start; see {log_path}")
+        wait_until_up(self.proc, port, 60, f"server did not start; see {log_path}")
 
     def rss_mb(self, field="VmRSS"):
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -409,19 +427,11 @@ def main():
     run(["cargo", "build", "--release", "-q", "-p", "tasklane-server", "-p", "tasklane-floor-server"], cwd=ROOT)
     work = tempfile.mkdtemp(prefix="tasklane-bench-")
     os.chmod(work, 0o755)  # PostgreSQL runs as its own user and must reach its data dir inside
-    services = dict(os.environ, TASKLANE_PG_PORT=str(PG_PORT), TASKLANE_REDIS_PORT=str(REDIS_PORT),
-                    TASKLANE_REDIS_TLS_PORT=str(REDIS_PORT + 1),
-                    TASKLANE_SERVICES_DIR=f"{work}/services", TASKLANE_PG_DURABLE="1")
     results = {}
-    try:
-        if "postgres" in BACKENDS:
-            run([str(ROOT / "scripts" / "services.sh"), "start"], env=services, capture_output=True)
+    with services(work, "postgres" in BACKENDS):
         for backend in BACKENDS:
             log(f"backend: {backend}")
             results[backend] = bench_backend(backend, work)
-    finally:
-        if "postgres" in BACKENDS:
-            subprocess.run([str(ROOT / "scripts" / "services.sh"), "stop"], env=services, capture_output=True)
     print_table(results)
     shutil.rmtree(work, ignore_errors=True)
 

@@ -20,7 +20,6 @@ and prints each one's median requests/s, p50 and p99, with the ratios the issue'
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -84,19 +83,11 @@ def main():
     harness.run(["cargo", "build", "--release", "-q", "-p", "tasklane-server"], cwd=harness.ROOT)
     work = tempfile.mkdtemp(prefix="tasklane-sync-bench-")
     os.chmod(work, 0o755)
-    services = dict(os.environ, TASKLANE_PG_PORT=str(harness.PG_PORT), TASKLANE_REDIS_PORT=str(harness.REDIS_PORT),
-                    TASKLANE_REDIS_TLS_PORT=str(harness.REDIS_PORT + 1),
-                    TASKLANE_SERVICES_DIR=f"{work}/services", TASKLANE_PG_DURABLE="1")
     results = {}
-    try:
-        if "postgres" in harness.BACKENDS:
-            harness.run([str(harness.ROOT / "scripts" / "services.sh"), "start"], env=services, capture_output=True)
+    with harness.services(work, "postgres" in harness.BACKENDS):
         for backend in harness.BACKENDS:
             harness.log(f"backend: {backend}")
             results[backend] = bench_backend(backend, work)
-    finally:
-        if "postgres" in harness.BACKENDS:
-            subprocess.run([str(harness.ROOT / "scripts" / "services.sh"), "stop"], env=services, capture_output=True)
     print(f"\nwrk -t{harness.THREADS} -c{harness.CONNECTIONS} -d{harness.DURATION}s, medians of {harness.REPEAT} "
           f"alternating runs, nproc={os.cpu_count()}")
     print("| backend | scenario | rps | p50 ms | p99 ms | errors |")
