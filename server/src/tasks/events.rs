@@ -138,13 +138,7 @@ async fn feed_after(
     user_id: i64,
     cursor: i64,
 ) -> Result<Vec<(i64, Change)>, ApiError> {
-    let feed = db.changes(user_id, Some(cursor), PAGE).await?;
-    if cursor < feed.horizon {
-        return Err(ApiError::Gone(
-            "this cursor is older than the deleted tasks remembered; sync again without `since`".into(),
-        ));
-    }
-    Ok(feed.changes)
+    Ok(super::read_feed(db.as_ref(), user_id, Some(cursor), PAGE).await?.changes)
 }
 
 fn change_event(user_id: i64, seq: i64, change: &Change) -> Event {

@@ -346,6 +346,23 @@ async fn delete_one(app: &State<App>, user: AuthUser, id: i64, if_match: IfMatch
     }
 }
 
+/// Up to `limit` of the user's changes after `since` (all current tasks without it); 410 when
+/// `since` is older than the deletions remembered. The feed and the event stream both read here.
+pub(crate) async fn read_feed(
+    db: &dyn crate::store::Database,
+    user_id: i64,
+    since: Option<i64>,
+    limit: u32,
+) -> Result<crate::store::Feed, ApiError> {
+    let feed = db.changes(user_id, since, limit).await?;
+    if since.is_some_and(|since| since < feed.horizon) {
+        return Err(ApiError::Gone(
+            "this cursor is older than the deleted tasks remembered; sync again without `since`".into(),
+        ));
+    }
+    Ok(feed)
+}
+
 /// The caller's changes: tasks created or changed, and tasks deleted, after the change the
 /// cursor `since` marks; without it, every current task. Each task at most once, in its latest
 /// state, in the order of their last change; follow `cursor` while `has_more`. A cursor older
@@ -378,12 +395,7 @@ async fn changes(
     }
     let limit = limit.unwrap_or(limits::CHANGES_LIMIT_DEFAULT);
     // One more than asked: whether more follow.
-    let feed = app.db.changes(user.id, since.map(|c| c.0), limit + 1).await?;
-    if since.is_some_and(|c| c.0 < feed.horizon) {
-        return Err(ApiError::Gone(
-            "this cursor is older than the deleted tasks remembered; sync again without `since`".into(),
-        ));
-    }
+    let feed = read_feed(app.db.as_ref(), user.id, since.map(|c| c.0), limit + 1).await?;
     let has_more = feed.changes.len() > limit as usize;
     let mut changes = feed.changes;
     changes.truncate(limit as usize);
