@@ -633,7 +633,9 @@ impl Watching {
 
     /// Ctrl-C, as a terminal sends it; then as [`exit`](Watching::exit).
     fn interrupt(&mut self) -> (Option<i32>, Vec<String>) {
-        let sent = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status().unwrap();
+        // The shell's own `kill`, which needs no package beyond the shell.
+        let pid = self.child.id().to_string();
+        let sent = Command::new("sh").args(["-c", "kill -INT \"$0\"", &pid]).status().unwrap();
         assert!(sent.success());
         self.exit()
     }
