@@ -14,6 +14,7 @@
 //! | `taskctl` | a command-line tool whose session survives between runs, in a file |
 //! | `concurrent` | 50 tasks sharing one client across an access-token expiry: one refresh |
 //! | `custom_client` | the SDK over a `reqwest::Client` with your own timeouts, proxy and user agent |
+//! | `live` | two clients of one user: one writes, the other's live events show each change as it comes |
 //!
 //! Every example talks to the server at `TASKLANE_URL` (default `http://127.0.0.1:8000`). The
 //! items below are the little they share.

@@ -551,3 +551,217 @@ fn sync_saves_its_copy_and_fetches_only_what_changed() {
         "{last}"
     );
 }
+
+// ---- Live updates: `taskctl watch` and the `live` example ----
+
+const LIVE: &str = env!("CARGO_BIN_EXE_live");
+
+/// The line `taskctl watch` writes on stderr once it is watching.
+const WATCHING: &str = "taskctl: watching your tasks; Ctrl-C stops";
+
+/// A `taskctl watch` running against a server, its output read as it comes, line by line; it
+/// is killed if a test ends without stopping it.
+struct Watching {
+    child: std::process::Child,
+    stdout: std::sync::mpsc::Receiver<String>,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+/// The lines `pipe` carries, as they come, on a channel.
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+impl Watching {
+    /// Starts `taskctl watch ARGS` with the session in `config_dir`; with `read_stdout` false,
+    /// its stdout pipe is left in `child` for the test to do with as it likes.
+    fn start(server_url: &str, config_dir: &Path, args: &[&str], read_stdout: bool) -> Watching {
+        let mut child = Command::new(TASKCTL)
+            .arg("watch")
+            .args(args)
+            .env("TASKLANE_URL", server_url)
+            .env("NO_PROXY", "127.0.0.1")
+            .env("TASKLANE_CONFIG_DIR", config_dir)
+            .env_remove("TASKLANE_USER")
+            .env_remove("TASKLANE_PASSWORD")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout =
+            if read_stdout { lines_of(child.stdout.take().unwrap()) } else { std::sync::mpsc::channel().1 };
+        let stderr = lines_of(child.stderr.take().unwrap());
+        let watching = Watching { child, stdout, stderr };
+        let first = watching.stderr.recv_timeout(Duration::from_secs(20)).expect("taskctl watch started");
+        assert_eq!(first, WATCHING);
+        watching
+    }
+
+    /// The next line on stdout, within 10 s.
+    #[track_caller]
+    fn line(&self) -> String {
+        self.stdout.recv_timeout(Duration::from_secs(10)).expect("a line from taskctl watch within 10 s")
+    }
+
+    /// Its exit code once it has exited (within 10 s), and what else it wrote on stderr.
+    fn exit(&mut self) -> (Option<i32>, Vec<String>) {
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "taskctl watch is still running");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = Vec::new();
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(5)) {
+            stderr.push(line);
+        }
+        (status.code(), stderr)
+    }
+
+    /// Ctrl-C, as a terminal sends it; then as [`exit`](Watching::exit).
+    fn interrupt(&mut self) -> (Option<i32>, Vec<String>) {
+        // The shell's own `kill`, which needs no package beyond the shell.
+        let pid = self.child.id().to_string();
+        let sent = Command::new("sh").args(["-c", "kill -INT \"$0\"", &pid]).status().unwrap();
+        assert!(sent.success());
+        self.exit()
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `taskctl watch` prints each change made elsewhere as it happens, one line each in the columns
+/// of `ls` after what happened, and keeps the local copy current as it goes; Ctrl-C stops it
+/// cleanly, naming the cursor it got to, from which `--since` later shows what changed meanwhile.
+#[test]
+fn taskctl_watch_prints_changes_as_they_happen() {
+    let server = Server::start(Duration::from_secs(900));
+    let (laptop, phone) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let on = |dir: &tempfile::TempDir, args: &[&str]| {
+        server.run(TASKCTL, args, &[("TASKLANE_CONFIG_DIR", dir.path().to_str().unwrap())])
+    };
+    on(&laptop, &["register", "-u", "watcher", "--password", "correct horse"]).ok();
+    on(&phone, &["login", "-u", "watcher", "--password", "correct horse"]).ok();
+    // Made before the watch: in the laptop's copy once it starts, not shown as a change.
+    let milk = added_id(on(&phone, &["add", "Buy milk"]).ok());
+
+    let mut watching = Watching::start(&server.url, laptop.path(), &[], true);
+    let id = added_id(on(&phone, &["add", "Water the plants", "--priority", "high"]).ok());
+    let created = watching.line();
+    assert!(created.starts_with("created ") && created.contains(&format!("#{id} ")), "{created}");
+    assert!(
+        created.contains(" pending ") && created.contains(" high ") && created.ends_with("Water the plants")
+    );
+    // The copy has it already, for `ls --offline`.
+    assert!(on(&laptop, &["ls", "--offline"]).ok().contains("Water the plants"));
+
+    on(&phone, &["edit", &id, "--title", "Water the balcony"]).ok();
+    let renamed = watching.line();
+    assert!(renamed.starts_with("updated ") && renamed.ends_with("Water the balcony"), "{renamed}");
+    on(&phone, &["done", &id]).ok();
+    let done = watching.line();
+    assert!(done.starts_with("updated ") && done.contains(" done "), "{done}");
+    on(&phone, &["rm", &id]).ok();
+    let deleted = watching.line();
+    assert!(deleted.starts_with(&format!("deleted {:>6}", format!("#{id}"))), "{deleted}");
+    assert!(
+        deleted.contains(" done ") && deleted.ends_with("Water the balcony"),
+        "as it last was: {deleted}"
+    );
+    // The columns of `ls`, one after the word: every title starts at the same place.
+    let titles: Vec<_> =
+        [&created, &renamed, &done, &deleted].iter().map(|l| l.find("Water").unwrap()).collect();
+    assert!(titles.iter().all(|at| *at == titles[0]), "{titles:?}");
+
+    let (code, stderr) = watching.interrupt();
+    assert_eq!(code, Some(0), "{stderr:?}");
+    let [stopped] = &stderr[..] else { panic!("{stderr:?}") };
+    let resume = stopped
+        .strip_prefix("taskctl: stopped; `taskctl watch --since ")
+        .and_then(|rest| rest.strip_suffix("` picks up from here"))
+        .unwrap_or_else(|| panic!("{stopped}"));
+    let offline = on(&laptop, &["ls", "--offline"]).ok().to_owned();
+    assert!(offline.contains("Buy milk") && !offline.contains("Water"), "{offline}");
+
+    // Later, on the phone; the laptop picks up from where it stopped.
+    on(&phone, &["done", &milk]).ok();
+    let mut again = Watching::start(&server.url, laptop.path(), &["--since", resume], true);
+    let line = again.line();
+    assert!(line.starts_with("updated ") && line.contains(" done ") && line.ends_with("Buy milk"), "{line}");
+    assert_eq!(again.interrupt().0, Some(0));
+}
+
+/// `taskctl watch | head -0`: once nobody reads its output, the watch stops by itself, quietly,
+/// though it has nothing to write.
+#[test]
+fn taskctl_watch_stops_when_its_reader_goes_away() {
+    let server = Server::start(Duration::from_secs(900));
+    let config = tempfile::tempdir().unwrap();
+    let env = [("TASKLANE_CONFIG_DIR", config.path().to_str().unwrap())];
+    server.run(TASKCTL, &["register", "-u", "reader", "--password", "correct horse"], &env).ok();
+
+    let mut watching = Watching::start(&server.url, config.path(), &[], false);
+    drop(watching.child.stdout.take());
+    let (code, stderr) = watching.exit();
+    assert_eq!((code, stderr), (Some(0), vec![]));
+}
+
+/// An error the watch cannot mend ends taskctl with one line and status 1.
+#[test]
+fn taskctl_watch_ends_on_an_error_in_one_line() {
+    let server = Server::start(Duration::from_secs(900));
+    let config = tempfile::tempdir().unwrap();
+    let env = [("TASKLANE_CONFIG_DIR", config.path().to_str().unwrap())];
+    let run = server.run(TASKCTL, &["watch"], &env);
+    run.exits(1);
+    assert_eq!(run.stderr, "taskctl: not logged in: run `taskctl login`\n");
+
+    server.run(TASKCTL, &["register", "-u", "erring", "--password", "correct horse"], &env).ok();
+    let run = server.run(TASKCTL, &["watch", "--since", "nonsense"], &env);
+    run.exits(1);
+    assert_eq!(
+        run.stderr,
+        format!("{WATCHING}\ntaskctl: \"nonsense\" is not a cursor of your tasks' change feed\n")
+    );
+}
+
+/// The live example: the watcher sees every write of the writer, in order, and stops by itself.
+#[test]
+fn live_the_watcher_sees_every_write() {
+    let server = Server::start(Duration::from_secs(900));
+    let run = server.run(LIVE, &[], &[]);
+    let out = run.ok();
+    let watcher: Vec<&str> = out.lines().filter(|line| line.starts_with("watcher: ")).collect();
+    assert_eq!(watcher.first(), Some(&"watcher: live-demo has 0 tasks; watching for changes"), "{run:#?}");
+    assert!(
+        watcher[1].starts_with("watcher: created #")
+            && watcher[1].ends_with("\"Water the plants\" (pending, version 1)")
+    );
+    let last = watcher.last().unwrap();
+    assert!(
+        last.starts_with("watcher: deleted #") && last.ends_with("\"Water the plants on the balcony\""),
+        "{run:#?}"
+    );
+    assert!(
+        out.ends_with("the watcher saw all 4 writes; its copy has 0 tasks, as the server does\n"),
+        "{run:#?}"
+    );
+}

@@ -82,6 +82,7 @@ pub(crate) mod route {
     pub(crate) const TASKS: &str = "/tasks/";
     pub(crate) const TASK: &str = "/tasks/{id}";
     pub(crate) const CHANGES: &str = "/tasks/changes";
+    pub(crate) const EVENTS: &str = "/tasks/events";
 }
 
 /// A request ready to be sent, and the route it is an instance of.
@@ -127,6 +128,11 @@ impl Client {
     /// [`ClientBuilder::call_timeout`].
     pub fn call_timeout(&self) -> Option<Duration> {
         self.call_timeout
+    }
+
+    /// How this client retries, and how long a watch waits before it reconnects.
+    pub(crate) fn retry_policy(&self) -> &RetryPolicy {
+        &self.inner.retry
     }
 
     /// This client with another call timeout (`None` for none), for the calls made through
@@ -435,6 +441,15 @@ impl Client {
     /// becomes the matching [`Error`]. A 304 is an answer, not an error, to a request that
     /// asked for one with `If-None-Match`.
     async fn transmit(&self, request: &Request, tokens: Option<&Tokens>) -> Result<Answer> {
+        let sent_id = request_id(request.headers());
+        let response = self.dispatch(request, tokens).await?;
+        Answer::read(response).await.map_err(|err| Error::unanswered(err, sent_id))
+    }
+
+    /// Sends `request` once, with the access token of `tokens` if given; the response, its body
+    /// unread, when its status is a success (or the 304 that `If-None-Match` asked for), else
+    /// the error the status means.
+    async fn dispatch(&self, request: &Request, tokens: Option<&Tokens>) -> Result<Response> {
         // Bodies are in-memory bytes, which `try_clone` always copies.
         let mut request = request.try_clone().expect("requests with in-memory bodies clone");
         if let Some(tokens) = tokens {
@@ -444,13 +459,46 @@ impl Client {
         observe::inject_trace_context(request.headers_mut());
         let sent_id = request_id(request.headers());
         let conditional = request.headers().contains_key(IF_NONE_MATCH);
-        let unanswered = |err| Error::unanswered(err, sent_id.clone());
-        let response = self.inner.http.execute(request).await.map_err(unanswered)?;
+        let response =
+            self.inner.http.execute(request).await.map_err(|err| Error::unanswered(err, sent_id.clone()))?;
         let status = response.status();
         if status.is_success() || (conditional && status == StatusCode::NOT_MODIFIED) {
-            Answer::read(response).await.map_err(unanswered)
+            Ok(response)
         } else {
             Err(Error::from_response(response, sent_id).await)
+        }
+    }
+
+    /// One attempt to open a stream (the live events): the response whose body is the stream,
+    /// once its headers have come. As for any other call's attempt, the access token is
+    /// refreshed first if it is about to expire, and once more if the server answers 401, after
+    /// which the request is sent again; everything up to the headers is bounded by `deadline`.
+    ///
+    /// `session` is the session the stream belongs to: recorded at its first attempt, and a
+    /// later one made after another session began (a logout, a login perhaps as someone else)
+    /// is not sent: [`Error::SessionExpired`]. A stream's position means nothing to another
+    /// user.
+    ///
+    /// Unlike a call, it does not wait for a refresh it went ahead of: that refresh finishes on
+    /// its own task, and a stream is not over when its headers come.
+    pub(crate) async fn open_stream(
+        &self,
+        request: &Request,
+        session: &mut Option<u64>,
+        deadline: Deadline,
+    ) -> Result<Response> {
+        let sessions = &self.inner.session;
+        let bearer = deadline.bound(sessions.bearer(self.exchange())).await?;
+        if *session.get_or_insert(bearer.stamp.session) != bearer.stamp.session {
+            return Err(Error::SessionExpired { response: None });
+        }
+        match deadline.bound(self.dispatch(request, Some(&bearer.tokens))).await {
+            Err(Error::Unauthorized { .. }) => {
+                let refresh = sessions.refresh(bearer.stamp, RefreshCause::Refused, self.exchange());
+                let fresh = deadline.bound(refresh).await?;
+                deadline.bound(self.dispatch(request, Some(&fresh.tokens))).await
+            }
+            outcome => outcome,
         }
     }
 

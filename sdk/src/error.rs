@@ -161,9 +161,10 @@ pub enum Error {
         response: ErrorResponse,
     },
 
-    /// 410: what was asked for is no longer there. The change feed answers it for a cursor
-    /// older than the server keeps deleted tasks for: start again without a cursor
-    /// ([`Replica::sync`](crate::Replica::sync) does so by itself).
+    /// 410: what was asked for is no longer there. The change feed and the live events answer
+    /// it for a cursor older than the server keeps deleted tasks for: start again without a
+    /// cursor ([`Replica::sync`](crate::Replica::sync) does so by itself), then watch from the
+    /// new one.
     #[error("gone: {response}")]
     Gone {
         /// The server's answer.

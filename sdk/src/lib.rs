@@ -172,6 +172,47 @@
 //! # }
 //! ```
 //!
+//! ## Live updates
+//!
+//! [`Tasks::watch`] follows the changes as they happen (the server's live events, Server-Sent
+//! Events): a [`Watch`], a stream of [`LiveChange`]s, each a [`Change`] with the feed's
+//! cursor after it. It reconnects by itself whenever its connection ends, resuming right after
+//! the last change it yielded (nothing skipped, nothing repeated); the server ends a stream
+//! when its access token expires, and the watch refreshes the token (once, with every other
+//! call that needs it) and goes on. It ends only on an error that reconnecting cannot mend,
+//! yielded as its last item. A [`Replica`] started from a sync and fed each change with
+//! [`apply_change`](Replica::apply_change) stays equal to the server:
+//!
+//! ```no_run
+//! use tasklane::futures::StreamExt as _;
+//! use tasklane::{Error, Replica};
+//!
+//! # async fn demo(client: tasklane::Client) -> tasklane::Result<()> {
+//! let mut replica = Replica::new();
+//! replica.sync(&client).await?;
+//! let mut changes = client.tasks().watch(replica.cursor());
+//! while let Some(change) = changes.next().await {
+//!     match change {
+//!         Ok(change) => {
+//!             replica.apply_change(change);
+//!         }
+//!         // Away for longer than the server remembers deletions: start again from every task.
+//!         Err(Error::Gone { .. }) => {
+//!             replica.sync(&client).await?;
+//!             changes = client.tasks().watch(replica.cursor());
+//!         }
+//!         Err(err) => return Err(err), // the session is over, say
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Between connections it waits by the client's [`RetryPolicy`] (backoff with jitter,
+//! `Retry-After` honoured), for as long as it is polled; the [call timeout](#deadlines)
+//! bounds each attempt to connect, not the stream; a connection silent for 45 s (three of the
+//! server's keep-alive intervals) is replaced. [`Watch`] has the details.
+//!
 //! ## Errors and retries
 //!
 //! Every call returns [`Result`]; an [`Error`] tells what went wrong in a typed variant, with the
@@ -257,8 +298,17 @@
 //!   `requested`), and its `outcome` (`refreshed`, `session_expired` at INFO; `failed` at
 //!   WARN, with its `error` and `status`).
 //!
+//! - A span `tasklane.watch` (level INFO) per [`Watch`], open as long as the watch is, with
+//!   `route` (`/tasks/events`), `resumed` (whether it started after a cursor), and as it goes
+//!   `connections` (attempts to connect), `changes` (changes yielded) and `error` (the kind
+//!   of error that ended it). Each attempt to connect is a `tasklane.request` span inside it.
+//!   Its events: `watch connected` (DEBUG, with the `connection` number), `reconnecting`
+//!   (INFO) with the `connection` lost, its `reason` (`closed` by the server, `idle`, or the
+//!   kind of error, with the `status`) and the `wait_ms` before the next, and `watch ended`
+//!   (INFO, with the `error` and `status`).
+//!
 //! No token, password, URL (so no query string), header, body or error text is ever
-//! recorded: only the fields above.
+//! recorded, nor a cursor: only the fields above.
 //!
 //! With the `opentelemetry` feature, and a `tracing-opentelemetry` layer in the application's
 //! subscriber, every request also carries the W3C `traceparent` (and `tracestate`) of its
@@ -323,6 +373,8 @@ mod replica;
 mod retry;
 #[cfg(feature = "client")]
 mod tasks;
+#[cfg(feature = "client")]
+mod watch;
 
 #[cfg(feature = "client")]
 pub use auth::{MemoryTokenStore, RefreshOutcome, TokenStore, Tokens};
@@ -356,6 +408,8 @@ pub use tasks::{ListChanges, ListTasks, Page, Tasks};
 /// The URL type of [`Client::base_url`] and [`Page::next`].
 #[cfg(feature = "client")]
 pub use url::Url;
+#[cfg(feature = "client")]
+pub use watch::{LiveChange, Watch};
 
 pub use types::{
     Change, ChangePage, FieldError, HealthStatus, ListQuery, NewTask, Priority, Secret, Task, TaskSort,

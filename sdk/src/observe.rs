@@ -130,6 +130,103 @@ impl CallSpan {
     pub(crate) fn finish(&self, _: u32, _: Result<Option<StatusCode>, &Error>) {}
 }
 
+/// The span of a watch (`tasklane.watch`, INFO): open for as long as the stream is, with the
+/// spans of its connections (`tasklane.request`, route `/tasks/events`) and its reconnections
+/// inside it.
+#[derive(Clone, Debug)]
+pub(crate) struct WatchSpan {
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
+}
+
+#[cfg(feature = "tracing")]
+impl WatchSpan {
+    /// The span of a watch that starts after a cursor (`resumed`) or from now.
+    pub(crate) fn new(resumed: bool) -> Self {
+        let span = tracing::info_span!(
+            target: "tasklane",
+            "tasklane.watch",
+            route = crate::client::route::EVENTS,
+            resumed,
+            connections = tracing::field::Empty,
+            changes = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        Self { span }
+    }
+
+    /// Runs `future` in this span.
+    pub(crate) fn instrument<F: Future>(&self, future: F) -> impl Future<Output = F::Output> {
+        tracing::Instrument::instrument(future, self.span.clone())
+    }
+
+    /// Records how far the watch has got: connections opened, changes delivered.
+    pub(crate) fn progress(&self, connections: u32, changes: u64) {
+        self.span.record("connections", connections);
+        self.span.record("changes", changes);
+    }
+
+    /// Records the error that ended the watch.
+    pub(crate) fn end(&self, err: &Error) {
+        self.span.record("error", err.kind());
+        self.span.in_scope(
+            || tracing::info!(target: "tasklane", error = err.kind(), status = err.status(), "watch ended"),
+        );
+    }
+}
+
+#[cfg(not(feature = "tracing"))]
+impl WatchSpan {
+    pub(crate) fn new(_: bool) -> Self {
+        Self {}
+    }
+
+    pub(crate) fn instrument<F: Future>(&self, future: F) -> F {
+        future
+    }
+
+    pub(crate) fn progress(&self, _: u32, _: u64) {}
+
+    pub(crate) fn end(&self, _: &Error) {}
+}
+
+/// Connection number `connection` of a watch is open; `resumed` when it was opened after a
+/// cursor (`Last-Event-ID` or `since`).
+pub(crate) fn watch_connected(connection: u32, resumed: bool) {
+    #[cfg(feature = "tracing")]
+    tracing::debug!(target: "tasklane", connection, resumed, "watch connected");
+    #[cfg(not(feature = "tracing"))]
+    let _ = (connection, resumed);
+}
+
+/// A watch's connection number `connection` was `lost`, or failed to open; the next attempt
+/// comes after `wait`. Its `reason`: `closed` (the server ended the stream), `idle` (nothing
+/// came for too long), or the kind of error, with the answer's `status` if one came.
+pub(crate) fn watch_reconnecting(connection: u32, lost: &Lost, wait: Duration) {
+    #[cfg(feature = "tracing")]
+    {
+        let (reason, status) = match lost {
+            Lost::Closed => ("closed", None),
+            Lost::Idle => ("idle", None),
+            Lost::Failed(err) => (err.kind(), err.status()),
+        };
+        tracing::info!(target: "tasklane", connection, reason, status, wait_ms = millis(wait), "reconnecting");
+    }
+    #[cfg(not(feature = "tracing"))]
+    let _ = (connection, lost, wait);
+}
+
+/// Why a watch reconnects.
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))] // only the trace reads the error
+pub(crate) enum Lost {
+    /// The server ended the stream.
+    Closed,
+    /// Nothing came, not even a keep-alive, for the watch's idle timeout.
+    Idle,
+    /// The connection broke, or could not be opened.
+    Failed(Error),
+}
+
 /// Attempt `attempt` failed with `err`, and the next comes after `wait`.
 pub(crate) fn retrying(attempt: u32, wait: Duration, err: &Error) {
     #[cfg(feature = "tracing")]

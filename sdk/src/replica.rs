@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::Client;
 use crate::types::{Change, ChangePage, Task};
+use crate::watch::LiveChange;
 use crate::{Error, Result};
 
 /// A local copy of the logged-in user's tasks, kept current through the change feed
@@ -92,9 +93,61 @@ impl Replica {
     /// ```
     pub fn apply(&mut self, page: &ChangePage) {
         for change in &page.changes {
-            self.apply_change(change.clone());
+            self.apply_one(change.clone());
         }
         self.cursor = Some(page.cursor.clone());
+    }
+
+    /// Applies one change of a [`Watch`](crate::Watch) (an upsert replaces or adds the task, a
+    /// delete removes it), and takes its cursor as the replica's; what the replica held for
+    /// that task before, if anything (the title of a task just deleted, say).
+    ///
+    /// So a watch started from the replica's cursor keeps it equal to the server, change by
+    /// change. When the watch ends with [`Error::Gone`] (it was away for longer than the server
+    /// remembers deletions), [`sync`](Replica::sync) rebuilds the replica, and a new watch goes
+    /// on from its cursor:
+    ///
+    /// ```no_run
+    /// use tasklane::futures::StreamExt as _;
+    /// use tasklane::{Client, Error, Replica};
+    ///
+    /// # async fn demo(client: Client) -> tasklane::Result<()> {
+    /// let mut replica = Replica::new();
+    /// replica.sync(&client).await?; // first every task, and a cursor
+    /// let mut changes = client.tasks().watch(replica.cursor());
+    /// while let Some(change) = changes.next().await {
+    ///     match change {
+    ///         Ok(change) => {
+    ///             replica.apply_change(change);
+    ///             println!("{} tasks", replica.len());
+    ///         }
+    ///         Err(Error::Gone { .. }) => {
+    ///             replica.sync(&client).await?; // starts again from every task
+    ///             changes = client.tasks().watch(replica.cursor());
+    ///         }
+    ///         Err(err) => return Err(err),
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Only changes of a watch started from this replica's cursor (or from an earlier one)
+    /// belong here. A change from a watch that started later, or without a cursor, would move
+    /// the replica's cursor past changes it never saw, and no later sync would fetch them:
+    /// sync a new replica before it applies live changes.
+    ///
+    /// ```
+    /// use tasklane::{Change, LiveChange, Replica};
+    ///
+    /// let mut replica = Replica::new();
+    /// assert_eq!(replica.apply_change(LiveChange::new(Change::Delete { id: 3 }, "c1.7")), None);
+    /// assert_eq!(replica.cursor(), Some("c1.7"));
+    /// ```
+    pub fn apply_change(&mut self, change: LiveChange) -> Option<Task> {
+        let (_, before) = self.apply_one(change.change);
+        self.cursor = Some(change.cursor);
+        before
     }
 
     /// Brings the replica up to date: fetches the changes since its cursor, page after page
@@ -148,7 +201,7 @@ impl Replica {
         let report_pages = pages.len();
         for page in pages {
             for change in page.changes {
-                let (id, old) = self.apply_change(change);
+                let (id, old) = self.apply_one(change);
                 before.entry(id).or_insert(old);
             }
             self.cursor = Some(page.cursor);
@@ -165,7 +218,7 @@ impl Replica {
     }
 
     /// Applies one change; the task's id, and what the replica held for it before.
-    fn apply_change(&mut self, change: Change) -> (i64, Option<Task>) {
+    fn apply_one(&mut self, change: Change) -> (i64, Option<Task>) {
         match change {
             Change::Upsert { task } => (task.id, self.tasks.insert(task.id, task)),
             Change::Delete { id } => (id, self.tasks.remove(&id)),

@@ -206,8 +206,9 @@ impl RetryPolicy {
         }
     }
 
-    /// Full jitter: uniform in `[0, min(max_delay, base_delay × 2^(retry - 1))]`.
-    fn backoff(&self, retry: u32) -> Duration {
+    /// Full jitter: uniform in `[0, min(max_delay, base_delay × 2^(retry - 1))]`. Also the
+    /// wait of a [`Watch`](crate::Watch) before it reconnects.
+    pub(crate) fn backoff(&self, retry: u32) -> Duration {
         let exponent = retry.saturating_sub(1).min(31);
         let cap = self.base_delay.saturating_mul(1 << exponent).min(self.max_delay);
         let cap_nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);

@@ -16,6 +16,7 @@ use crate::types::{
     limits, validate_idempotency_key, ChangePage, FieldError, ListQuery, NewTask, Priority, Task, TaskSort,
     TaskStatus, TaskUpdate,
 };
+use crate::watch::Watch;
 use crate::{Error, Result};
 
 /// The header with the number of tasks that match a listing, across all pages.
@@ -327,6 +328,44 @@ impl<'c> Tasks<'c> {
     /// cursor the server does not recognise.
     pub fn changes(self, since: Option<&str>) -> ListChanges<'c> {
         ListChanges { client: self.client, since: since.map(str::to_owned), limit: None }
+    }
+
+    /// The changes to the user's tasks as they happen (`GET /tasks/events`): a [`Watch`], a
+    /// stream of [`LiveChange`](crate::LiveChange)s, each a [`Change`](crate::Change) of the
+    /// change feed with the feed's cursor after it. With `since` (a cursor of the feed), the
+    /// changes made after it come first; without, the watch starts when it is first polled.
+    ///
+    /// The watch reconnects by itself whenever its connection ends (the server ends it when
+    /// the access token expires; the watch refreshes the token and goes on), resuming right
+    /// after the last change it yielded: nothing is skipped or repeated. It ends only with an
+    /// error that reconnecting cannot mend, as its last item: [`Error::SessionExpired`],
+    /// [`Error::Gone`] for a cursor too old (resync, then watch again), [`Error::Validation`]
+    /// for a cursor that is not this user's, or another refusal. The client's call timeout
+    /// bounds each attempt to connect, not the stream. [`Watch`] tells the details.
+    ///
+    /// ```no_run
+    /// use tasklane::futures::StreamExt as _;
+    /// use tasklane::{Change, Client, Error};
+    ///
+    /// # async fn demo(client: Client) -> tasklane::Result<()> {
+    /// // From the state of a first read of the feed: nothing made after it is missed.
+    /// let start = client.tasks().changes(None).await?;
+    /// let mut changes = client.tasks().watch(Some(&start.cursor));
+    /// while let Some(live) = changes.next().await {
+    ///     match live {
+    ///         Ok(live) => match &*live {
+    ///             Change::Upsert { task } => println!("#{} {} ({})", task.id, task.title, live.cursor),
+    ///             Change::Delete { id } => println!("#{id} deleted ({})", live.cursor),
+    ///         },
+    ///         Err(Error::SessionExpired { .. }) => println!("signed out: log in again"),
+    ///         Err(err) => return Err(err),
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn watch(self, since: Option<&str>) -> Watch {
+        Watch::new(self.client.clone(), since.map(str::to_owned))
     }
 
     fn url(&self, id: i64) -> Url {

@@ -511,3 +511,90 @@ async fn nothing_recorded_holds_a_secret() {
         }
     }
 }
+
+/// A watch is a span (`tasklane.watch`) for as long as it lasts, with a `tasklane.request`
+/// span under it for each connection, an event for each connection and each reconnection
+/// (why, and after how long), and the error that ended it.
+#[tokio::test]
+async fn a_watch_is_a_span_with_its_connections_and_reconnections() {
+    let server = MockServer::start().await;
+    let answers = std::sync::atomic::AtomicUsize::new(0);
+    let change = |cursor: &str, id| {
+        let data = json!({"type": "upsert", "task": task(id, "t")});
+        format!("id:{cursor}\nevent:change\ndata:{data}\n\n")
+    };
+    let (first, second) = (change("c1.1", 1), change("c1.2", 2));
+    Mock::given(path("/tasks/events"))
+        .respond_with(move |_: &wiremock::Request| {
+            let events =
+                |body: &str| ResponseTemplate::new(200).set_body_raw(body.to_owned(), "text/event-stream");
+            match answers.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 => events(&first),
+                1 => problem(503, "live events are unavailable").insert_header("retry-after", "0"),
+                2 => events(&second),
+                _ => problem(410, "too old"),
+            }
+        })
+        .mount(&server)
+        .await;
+    let client = builder(&server).tokens(fresh("a0", "r0")).build().unwrap();
+    let (capture, _guard) = Capture::start();
+
+    let mut watch = client.tasks().watch(None);
+    use tasklane::futures::StreamExt as _;
+    assert_eq!(watch.next().await.unwrap().unwrap().cursor, "c1.1");
+    assert_eq!(watch.next().await.unwrap().unwrap().cursor, "c1.2");
+    assert!(matches!(watch.next().await, Some(Err(Error::Gone { .. }))));
+    drop(watch);
+
+    let (index, span) = capture.only_span("tasklane.watch");
+    assert_eq!(
+        fields(&span.fields, &["route", "resumed", "connections", "changes", "error"]),
+        [
+            ("route", Some("/tasks/events")),
+            ("resumed", Some("false")),
+            ("connections", Some("4")),
+            ("changes", Some("2")),
+            ("error", Some("gone")),
+        ]
+    );
+    let requests = capture.spans("tasklane.request");
+    let ids = sent_ids(&server, "/tasks/events").await;
+    assert_eq!(requests.len(), 4);
+    for ((_, request), (id, status)) in requests.iter().zip(ids.iter().zip(["200", "503", "200", "410"])) {
+        assert_eq!(request.parent, Some(index));
+        assert_eq!(
+            fields(&request.fields, &["method", "route", "status", "request_id"]),
+            [
+                ("method", Some("GET")),
+                ("route", Some("/tasks/events")),
+                ("status", Some(status)),
+                ("request_id", Some(id.as_str()))
+            ]
+        );
+    }
+    let events = capture.events_in(index);
+    let summary: Vec<_> = events
+        .iter()
+        .map(|e| {
+            let field = |name: &str| e.fields.get(name).map(String::as_str).unwrap_or("-");
+            (e.level, e.message.as_str(), field("connection"), field("reason"), field("status"))
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (Level::DEBUG, "watch connected", "1", "-", "-"),
+            (Level::INFO, "reconnecting", "1", "closed", "-"),
+            (Level::INFO, "reconnecting", "2", "server", "503"),
+            (Level::DEBUG, "watch connected", "3", "-", "-"),
+            (Level::INFO, "reconnecting", "3", "closed", "-"),
+            (Level::INFO, "watch ended", "-", "-", "410"),
+        ]
+    );
+    // A connection that brought a change is replaced at once; a refusal waits (its
+    // Retry-After, 0 here, plus the test policy's jitter of 20 ms at most; 50 ms at least).
+    assert_eq!(events[1].fields["wait_ms"], "0");
+    assert_eq!(events[2].fields["wait_ms"], "50");
+    assert_eq!(events[5].fields["error"], "gone");
+}

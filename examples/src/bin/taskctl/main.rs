@@ -14,7 +14,7 @@
 //! or install it with `cargo install --path examples --bin taskctl` and run `taskctl --help`.
 //!
 //! Commands: `register`, `login`, `logout`, `add TITLE`, `edit ID`, `ls`, `done ID`, `rm ID`,
-//! `whoami` (`taskctl help COMMAND` for each one's options). `register` and `login` take
+//! `watch`, `whoami` (`taskctl help COMMAND` for each one's options). `register` and `login` take
 //! `--username` and `--password` (or `TASKLANE_USER` and `TASKLANE_PASSWORD`) and, in a
 //! terminal, ask for what is missing, the password without echo.
 //!
@@ -22,6 +22,13 @@
 //! `2026-12-24T17:00`, `today` or `tomorrow` (the end of the day), or a full RFC 3339 time.
 //! `ls` shows each task's due date, priority and labels in columns, and marks with `!` a task
 //! that is overdue (due before now and not done).
+//!
+//! `watch` prints each change to your tasks as it happens, made anywhere (another device,
+//! another terminal), one line per change in the columns of `ls`, after `created`, `updated`
+//! or `deleted`, and keeps the local copy up to date as it goes; `--since CURSOR` first prints
+//! what changed after that cursor of the change feed (the one `watch` names when it stops). It
+//! runs until Ctrl-C, or until whoever reads its output stops (`taskctl watch | head -3`),
+//! reconnecting by itself meanwhile (when the server restarts, when the access token expires).
 //!
 //! Every command also brings a local copy of your tasks up to date (`replica.json`, beside the
 //! session, through the change feed): `ls --offline` answers from it without the server, and
@@ -44,8 +51,11 @@ use std::process::ExitCode;
 
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use tasklane::chrono::{DateTime, Local, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Utc};
-use tasklane::futures::TryStreamExt as _;
-use tasklane::{Client, Error, NewTask, Priority, Task, TaskSort, TaskStatus, TaskUpdate, Tokens};
+use tasklane::futures::{FutureExt as _, StreamExt as _, TryStreamExt as _};
+use tasklane::{
+    Change, Client, Error, LiveChange, NewTask, Priority, Replica, Task, TaskSort, TaskStatus, TaskUpdate,
+    Tokens,
+};
 
 /// Manage your Tasklane tasks from the command line.
 #[derive(Debug, Parser)]
@@ -137,6 +147,13 @@ enum Command {
     Rm {
         /// The task's number, as `ls` shows it
         id: i64,
+    },
+    /// Print each change to your tasks as it happens, until Ctrl-C
+    Watch {
+        /// First print what changed after this cursor of the change feed (as `watch` names it
+        /// when it stops), then go on live
+        #[arg(long, value_name = "CURSOR")]
+        since: Option<String>,
     },
     /// Show who you are logged in as
     Whoami,
@@ -447,6 +464,8 @@ async fn run(command: &Command, url: &str) -> Result<(), Failure> {
             let me = client.me().await?;
             say(format_args!("{} (user #{}) at {url}", me.username, me.id))?;
         }
+        // Keeps the local copy current itself, change by change.
+        Command::Watch { since } => return watch(&client, &copy, since.as_deref()).await,
     }
     sync(&client, &copy).await;
     Ok(())
@@ -466,6 +485,140 @@ async fn sync(client: &Client, copy: &session::LocalCopy) {
     if let Err(err) = synced {
         eprintln!("taskctl: warning: the local copy of your tasks was not updated: {err}");
     }
+}
+
+/// `watch`: brings the local copy up to date, then prints each change as it comes (those
+/// after `since` first, if given) and applies it to the copy, until Ctrl-C, until whoever
+/// reads the output has gone, or until an error the watch cannot mend.
+async fn watch(client: &Client, copy: &session::LocalCopy, since: Option<&str>) -> Result<(), Failure> {
+    let mut replica = copy.load();
+    replica.sync(client).await?;
+    let mut saved = Saved::default();
+    saved.save(copy, &replica);
+    // The changes after the copy's cursor (or after `since`, which the synced copy is past:
+    // replaying them gives each task its state now, so the copy stays current).
+    let mut position = since.map(str::to_owned).or_else(|| replica.cursor().map(str::to_owned));
+    let mut changes = client.tasks().watch(position.as_deref());
+    let stop = tokio::signal::ctrl_c();
+    let reader_gone = reader_gone();
+    tokio::pin!(stop, reader_gone);
+    // Its handler is installed when it is first asked: before the user is told to press it.
+    if stop.as_mut().now_or_never().is_some() {
+        return Ok(());
+    }
+    eprintln!("taskctl: watching your tasks; Ctrl-C stops");
+    loop {
+        let next = tokio::select! {
+            next = changes.next() => next,
+            _ = &mut stop => {
+                if let Some(position) = &position {
+                    eprintln!("taskctl: stopped; `taskctl watch --since {position}` picks up from here");
+                }
+                return Ok(());
+            }
+            _ = &mut reader_gone => return Err(Failure::Unread),
+        };
+        match next {
+            Some(Ok(change)) => {
+                let line = change_line(&change, replica.get(change.task_id()), Utc::now());
+                position = Some(change.cursor.clone());
+                // Kept before it is shown: a reader gone now does not cost the copy a change.
+                replica.apply_change(change);
+                saved.save(copy, &replica);
+                say(format_args!("{line}"))?;
+            }
+            // Away for longer than the server remembers deletions (or `since` is that old):
+            // the copy starts again from every task, what that changed is shown, and the watch
+            // goes on from there.
+            Some(Err(Error::Gone { .. })) => {
+                eprintln!("taskctl: that cursor is too old for the server; showing what changed since the local copy instead");
+                let before = replica.clone();
+                let report = replica.sync(client).await?;
+                saved.save(copy, &replica);
+                let now = Utc::now();
+                for id in report.upserted.iter().chain(&report.deleted) {
+                    let change = match replica.get(*id) {
+                        Some(task) => Change::Upsert { task: task.clone() },
+                        None => Change::Delete { id: *id },
+                    };
+                    let change = LiveChange::new(change, replica.cursor().unwrap_or_default());
+                    say(format_args!("{}", change_line(&change, before.get(*id), now)))?;
+                }
+                position = replica.cursor().map(str::to_owned);
+                changes = client.tasks().watch(position.as_deref());
+            }
+            Some(Err(err)) => return Err(err.into()),
+            // A watch ends only after an error.
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Saves the local copy, warning once if it cannot (the watch goes on: the server has it all).
+#[derive(Default)]
+struct Saved {
+    warned: bool,
+}
+
+impl Saved {
+    fn save(&mut self, copy: &session::LocalCopy, replica: &Replica) {
+        if let Err(err) = copy.save(replica) {
+            if !std::mem::replace(&mut self.warned, true) {
+                eprintln!("taskctl: warning: the local copy of your tasks is not being updated: {err}");
+            }
+        }
+    }
+}
+
+/// The line `watch` prints for a change: `created`, `updated` or `deleted`, then the task as
+/// `ls` shows it (as it was, for a deleted one, when the local copy knew it). `before` is what
+/// the local copy held for the task.
+fn change_line(change: &LiveChange, before: Option<&Task>, now: DateTime<Utc>) -> String {
+    match &change.change {
+        // New to the copy, or still at its first version (replayed after `--since`).
+        Change::Upsert { task } if before.is_none() || task.version == 1 => {
+            format!("created {}", task_line(task, now))
+        }
+        Change::Upsert { task } => format!("updated {}", task_line(task, now)),
+        Change::Delete { .. } => match before {
+            Some(task) => format!("deleted {}", task_line(task, now)),
+            None => format!("deleted {:>6}", format!("#{}", change.task_id())),
+        },
+    }
+}
+
+/// Resolves once whoever reads taskctl's output has gone (`taskctl watch | head -3`, once
+/// `head` has its lines), so that a watch with nothing to print stops then too, rather than
+/// at its next line. Only a pipe can tell: for a terminal or a file it never resolves.
+#[cfg(unix)]
+async fn reader_gone() {
+    use std::os::fd::AsFd as _;
+    use std::os::unix::fs::FileTypeExt as _;
+    use tokio::io::unix::AsyncFd;
+    use tokio::io::Interest;
+
+    // A duplicate of the descriptor, for the runtime to watch: the same pipe.
+    let pipe = io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .ok()
+        .filter(|out| out.metadata().is_ok_and(|meta| meta.file_type().is_fifo()));
+    // The write end of a pipe reports an error once the last reader has closed the other.
+    // SAFETY: the `File` owns its descriptor, which stays open, and the same, for as long as
+    // the `AsyncFd` that owns the `File` lives.
+    let watched = pipe.map(|pipe| unsafe { AsyncFd::register_with_interest(pipe, Interest::ERROR) });
+    if let Some(Ok(pipe)) = watched {
+        if pipe.ready(Interest::ERROR).await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
+}
+
+#[cfg(not(unix))]
+async fn reader_gone() {
+    std::future::pending().await
 }
 
 /// The one-line refusal of an edit to a task that changed since it was last seen.
@@ -558,6 +711,9 @@ fn describe(failure: Failure, command: &Command, url: &str) -> String {
         }
         (Error::NotFound { .. }, Command::Done { id } | Command::Rm { id } | Command::Edit { id, .. }) => {
             format!("no task #{id}")
+        }
+        (Error::Validation { .. }, Command::Watch { since: Some(since) }) => {
+            format!("{since:?} is not a cursor of your tasks' change feed")
         }
         // No saved session, or one the server no longer accepts (logged out elsewhere, or
         // unused for longer than the refresh token lives).
