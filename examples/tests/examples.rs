@@ -709,8 +709,8 @@ fn taskctl_watch_prints_changes_as_they_happen() {
     assert_eq!(again.interrupt().0, Some(0));
 }
 
-/// `taskctl watch | head -0`: once nobody reads its output, the watch stops by itself, quietly,
-/// though it has nothing to write.
+/// `taskctl watch | head -0`: once nobody reads its output, the watch stops quietly at the next
+/// change it has to show, as `tail -f` does.
 #[test]
 fn taskctl_watch_stops_when_its_reader_goes_away() {
     let server = Server::start(Duration::from_secs(900));
@@ -720,6 +720,7 @@ fn taskctl_watch_stops_when_its_reader_goes_away() {
 
     let mut watching = Watching::start(&server.url, config.path(), &[], false);
     drop(watching.child.stdout.take());
+    server.run(TASKCTL, &["add", "Nobody reads this"], &env).ok();
     let (code, stderr) = watching.exit();
     assert_eq!((code, stderr), (Some(0), vec![]));
 }

@@ -488,8 +488,9 @@ async fn sync(client: &Client, copy: &session::LocalCopy) {
 }
 
 /// `watch`: brings the local copy up to date, then prints each change as it comes (those
-/// after `since` first, if given) and applies it to the copy, until Ctrl-C, until whoever
-/// reads the output has gone, or until an error the watch cannot mend.
+/// after `since` first, if given) and applies it to the copy, until Ctrl-C, until a line finds
+/// nobody reading the output (`taskctl watch | head -3`), or until an error the watch cannot
+/// mend.
 async fn watch(client: &Client, copy: &session::LocalCopy, since: Option<&str>) -> Result<(), Failure> {
     let mut replica = copy.load();
     replica.sync(client).await?;
@@ -500,8 +501,7 @@ async fn watch(client: &Client, copy: &session::LocalCopy, since: Option<&str>) 
     let mut position = since.map(str::to_owned).or_else(|| replica.cursor().map(str::to_owned));
     let mut changes = client.tasks().watch(position.as_deref());
     let stop = tokio::signal::ctrl_c();
-    let reader_gone = reader_gone();
-    tokio::pin!(stop, reader_gone);
+    tokio::pin!(stop);
     // Its handler is installed when it is first asked: before the user is told to press it.
     if stop.as_mut().now_or_never().is_some() {
         return Ok(());
@@ -516,7 +516,6 @@ async fn watch(client: &Client, copy: &session::LocalCopy, since: Option<&str>) 
                 }
                 return Ok(());
             }
-            _ = &mut reader_gone => return Err(Failure::Unread),
         };
         match next {
             Some(Ok(change)) => {
@@ -585,40 +584,6 @@ fn change_line(change: &LiveChange, before: Option<&Task>, now: DateTime<Utc>) -
             None => format!("deleted {:>6}", format!("#{}", change.task_id())),
         },
     }
-}
-
-/// Resolves once whoever reads taskctl's output has gone (`taskctl watch | head -3`, once
-/// `head` has its lines), so that a watch with nothing to print stops then too, rather than
-/// at its next line. Only a pipe can tell: for a terminal or a file it never resolves.
-#[cfg(unix)]
-async fn reader_gone() {
-    use std::os::fd::AsFd as _;
-    use std::os::unix::fs::FileTypeExt as _;
-    use tokio::io::unix::AsyncFd;
-    use tokio::io::Interest;
-
-    // A duplicate of the descriptor, for the runtime to watch: the same pipe.
-    let pipe = io::stdout()
-        .as_fd()
-        .try_clone_to_owned()
-        .map(std::fs::File::from)
-        .ok()
-        .filter(|out| out.metadata().is_ok_and(|meta| meta.file_type().is_fifo()));
-    // The write end of a pipe reports an error once the last reader has closed the other.
-    // SAFETY: the `File` owns its descriptor, which stays open, and the same, for as long as
-    // the `AsyncFd` that owns the `File` lives.
-    let watched = pipe.map(|pipe| unsafe { AsyncFd::register_with_interest(pipe, Interest::ERROR) });
-    if let Some(Ok(pipe)) = watched {
-        if pipe.ready(Interest::ERROR).await.is_ok() {
-            return;
-        }
-    }
-    std::future::pending().await
-}
-
-#[cfg(not(unix))]
-async fn reader_gone() {
-    std::future::pending().await
 }
 
 /// The one-line refusal of an edit to a task that changed since it was last seen.
