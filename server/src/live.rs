@@ -190,7 +190,9 @@ impl Hub {
                     None => return StoreError::Unavailable("the connection closed".into()),
                 },
                 _ = ping.tick() => {
-                    if let Err(err) = bounded(async { Ok(sink.ping::<String>().await?) }).await {
+                    // Subscribed, Redis answers a ping with an array (`pong` and an empty
+                    // message), not the usual string: any answer will do.
+                    if let Err(err) = bounded(async { Ok(sink.ping::<redis::Value>().await?) }).await {
                         return err;
                     }
                 }

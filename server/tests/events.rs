@@ -330,6 +330,22 @@ async fn an_idle_stream_gets_keep_alive_comments() {
     server.stop().await;
 }
 
+/// Each instance pings its Redis subscription every 15 s, and a subscribed connection answers
+/// a ping with an array, not a string: a stream open across the ping stays open and gets changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_outlives_the_redis_subscriptions_ping() {
+    let Some(server) = postgres_redis().await else { return };
+    let token = register(&server, "patient").await;
+    let mut events = stream(&server, &token, &[], "").await;
+    assert!(
+        !events.ends_within(Duration::from_secs(17)).await,
+        "the stream ended at the subscription's ping"
+    );
+    let task = create(&server, &token, "after the ping").await;
+    assert_eq!(events.change().await.json()["task"]["id"], task["id"]);
+    server.stop().await;
+}
+
 /// Graceful shutdown ends every open stream within the grace period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_the_streams() {
