@@ -87,7 +87,7 @@ pub struct TestServer {
     addr: SocketAddr,
     url: String,
     shutdown: rocket::Shutdown,
-    /// The thread of the server's runtime; it ends once the server and its tasks have.
+    /// The thread of the server's runtime; it ends once the server has stopped.
     thread: Option<std::thread::JoinHandle<()>>,
     /// Removed once that thread has ended.
     dir: Option<tempfile::TempDir>,
@@ -136,7 +136,9 @@ impl TestServer {
         self.dir.as_ref().map_or(Path::new(""), |dir| dir.path())
     }
 
-    /// Rocket's handle to end the server gracefully. Dropping the `TestServer` notifies it.
+    /// Rocket's handle to stop the server before the `TestServer` is dropped (which notifies
+    /// it too): to see what an app does when the server goes away. Requests in flight are cut
+    /// off, and new connections refused.
     pub fn shutdown_handle(&self) -> rocket::Shutdown {
         self.shutdown.clone()
     }
