@@ -1,5 +1,7 @@
 //! `testing::TestServer` (feature `testing`): it serves, takes its settings from the builder
-//! alone, and once dropped has stopped and removed its directory.
+//! alone, and once dropped has stopped and removed its directory. `cargo test --workspace` runs
+//! it (the SDK's tests turn the feature on); alone: `cargo test -p tasklane-server --features
+//! testing --test test_server`.
 #![cfg(feature = "testing")]
 
 use std::io::{Read as _, Write as _};
