@@ -5,11 +5,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rocket::fairing::AdHoc;
-use tasklane_server::Config;
+use tasklane_server::rocket::fairing::AdHoc;
+use tasklane_server::testing::TestServer;
 
 /// The server on 127.0.0.1:<random port>, served by a runtime on its own thread, and what it
 /// saw: successful refreshes and the `User-Agent` of every request.
@@ -17,64 +16,32 @@ struct Server {
     url: String,
     refreshes: Arc<AtomicUsize>,
     user_agents: Arc<Mutex<Vec<String>>>,
-    shutdown: rocket::Shutdown,
-    thread: Option<JoinHandle<()>>,
-    _dir: tempfile::TempDir,
+    _server: TestServer,
 }
 
 impl Server {
     fn start(access_token_ttl: Duration) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::sqlite(dir.path().join("tasklane.db"));
-        config.access_token_expire_minutes = access_token_ttl;
-        // Every example logs in from the same address, again and again.
-        config.rate_limit_account_per_minute = 0;
-        config.rate_limit_address_per_minute = 0;
-        let figment = tasklane_server::rocket_figment()
-            .merge(("address", "127.0.0.1"))
-            .merge(("port", 0))
-            .merge(("log_level", "off"))
-            .merge(("shutdown.grace", 1))
-            .merge(("shutdown.mercy", 1));
-
         let refreshes = Arc::new(AtomicUsize::new(0));
         let user_agents = Arc::new(Mutex::new(Vec::new()));
         let (counted, seen) = (refreshes.clone(), user_agents.clone());
-        let (started, liftoff) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Runtime::new().unwrap();
-            runtime.block_on(async move {
-                let rocket = tasklane_server::build_with(config, figment)
-                    .await
-                    .unwrap()
-                    .attach(AdHoc::on_request("user agents", move |req, _| {
-                        if let Some(agent) = req.headers().get_one("User-Agent") {
-                            seen.lock().unwrap().push(agent.to_owned());
-                        }
-                        Box::pin(async {})
-                    }))
-                    .attach(AdHoc::on_response("refreshes", move |req, res| {
-                        if req.uri().path() == "/auth/refresh" && res.status().code == 200 {
-                            counted.fetch_add(1, Ordering::SeqCst);
-                        }
-                        Box::pin(async {})
-                    }))
-                    .attach(AdHoc::on_liftoff("port", move |rocket| {
-                        let _ = started.send((rocket.config().port, rocket.shutdown()));
-                        Box::pin(async {})
-                    }));
-                let _ = rocket.launch().await;
-            });
-        });
-        let (port, shutdown) = liftoff.recv_timeout(Duration::from_secs(60)).expect("the server starts");
-        Server {
-            url: format!("http://127.0.0.1:{port}"),
-            refreshes,
-            user_agents,
-            shutdown,
-            thread: Some(thread),
-            _dir: dir,
-        }
+        // Rate limits are off (a test server's default): every example logs in from the same
+        // address, again and again.
+        let server = TestServer::builder()
+            .access_token_ttl(access_token_ttl)
+            .attach(AdHoc::on_request("user agents", move |req, _| {
+                if let Some(agent) = req.headers().get_one("User-Agent") {
+                    seen.lock().unwrap().push(agent.to_owned());
+                }
+                Box::pin(async {})
+            }))
+            .attach(AdHoc::on_response("refreshes", move |req, res| {
+                if req.uri().path() == "/auth/refresh" && res.status().code == 200 {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+                Box::pin(async {})
+            }))
+            .start_blocking();
+        Server { url: server.url().to_owned(), refreshes, user_agents, _server: server }
     }
 
     fn refreshes(&self) -> usize {
@@ -96,15 +63,6 @@ impl Server {
             code: output.status.code(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.clone().notify();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
         }
     }
 }

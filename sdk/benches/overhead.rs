@@ -34,13 +34,8 @@ where
 
 #[tokio::main]
 async fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = tasklane_server::Config::sqlite(dir.path().join("bench.db"));
-    config.rate_limit_account_per_minute = 0;
-    config.rate_limit_address_per_minute = 0;
-    let figment = tasklane_server::rocket_figment().merge(("port", 0)).merge(("log_level", "off"));
-    let rocket = tasklane_server::build_with(config, figment).await.unwrap();
-    let base = tasklane_server::spawn(rocket).await.unwrap().url();
+    let server = tasklane_server::testing::TestServer::start().await;
+    let base = server.url().to_owned();
 
     let sdk = Client::new(&base).unwrap();
     let tokens = sdk.register("bench", "correct horse").await.unwrap();

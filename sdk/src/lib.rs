@@ -335,6 +335,13 @@
 //! # }
 //! ```
 //!
+//! ## Testing an application against the real server
+//!
+//! The `tasklane-server` crate, with its `testing` feature, starts the reference server
+//! in-process for an application's tests, on `127.0.0.1` and a fresh SQLite database:
+//! `let server = TestServer::start().await;` then `Client::new(server.url())`. The README's
+//! "Testing your app against the real server" shows a whole test.
+//!
 //! ## Features
 //!
 //! - `client` (default): the HTTP client. Without it the crate is only the wire types in
@@ -346,6 +353,7 @@
 //!   context; implies `tracing`.
 //! - `schema`: `schemars::JsonSchema` for every wire type.
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // The docs link to the items of the default features (the client, `FileTokenStore`), which a
 // build without them lacks; its docs keep the links' text.
 #![cfg_attr(not(all(feature = "client", feature = "file-store")), allow(rustdoc::broken_intra_doc_links))]

@@ -9,30 +9,27 @@ use std::time::{Duration, Instant};
 use chrono::{TimeDelta, Utc};
 use futures::TryStreamExt as _;
 use tasklane::{Client, Error, MemoryTokenStore, NewTask, Secret, TaskSort, TaskStatus, TaskUpdate, Tokens};
+use tasklane_server::rocket::fairing::AdHoc;
+use tasklane_server::testing::TestServer;
+use tasklane_server::Config;
 
-/// A server on 127.0.0.1:<random port>, with the number of `/auth/refresh` calls it served and
-/// of the task requests it refused with 401.
+/// The server on 127.0.0.1:<random port> (a `TestServer`), with the number of `/auth/refresh`
+/// calls it served and of the task requests it refused with 401.
 struct Server {
     url: String,
     refreshes: Arc<AtomicUsize>,
     refused: Arc<AtomicUsize>,
-    shutdown: rocket::Shutdown,
-    _dir: tempfile::TempDir,
+    _server: TestServer,
 }
 
 impl Server {
-    async fn start(access_ttl: Duration, configure: impl FnOnce(&mut tasklane_server::Config)) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = tasklane_server::Config::sqlite(dir.path().join("tasklane.db"));
-        config.access_token_expire_minutes = access_ttl;
-        config.rate_limit_account_per_minute = 0;
-        config.rate_limit_address_per_minute = 0;
-        configure(&mut config);
-        let figment = tasklane_server::rocket_figment().merge(("port", 0)).merge(("log_level", "off"));
+    async fn start(access_ttl: Duration, configure: impl FnOnce(&mut Config) + Send + 'static) -> Server {
         let (refreshes, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let counters = (refreshes.clone(), refused.clone());
-        let rocket = tasklane_server::build_with(config, figment).await.unwrap().attach(
-            rocket::fairing::AdHoc::on_response("count refreshes and refusals", move |req, res| {
+        let server = TestServer::builder()
+            .access_token_ttl(access_ttl)
+            .config(configure)
+            .attach(AdHoc::on_response("count refreshes and refusals", move |req, res| {
                 let (refreshes, refused) = counters.clone();
                 Box::pin(async move {
                     let path = req.uri().path();
@@ -43,10 +40,10 @@ impl Server {
                         refused.fetch_add(1, Ordering::SeqCst);
                     }
                 })
-            }),
-        );
-        let running = tasklane_server::spawn(rocket).await.unwrap();
-        Server { url: running.url(), refreshes, refused, shutdown: running.shutdown, _dir: dir }
+            }))
+            .start()
+            .await;
+        Server { url: server.url().to_owned(), refreshes, refused, _server: server }
     }
 
     fn refreshes(&self) -> usize {
@@ -77,12 +74,6 @@ impl Server {
             assert!(Instant::now() < deadline, "the server still accepts the access token after 20 s");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.clone().notify();
     }
 }
 

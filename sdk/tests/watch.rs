@@ -19,6 +19,8 @@ use serde_json::json;
 use tasklane::{
     Change, Client, Error, LiveChange, MemoryTokenStore, NewTask, Replica, TaskStatus, TaskUpdate, Watch,
 };
+use tasklane_server::rocket::fairing::AdHoc;
+use tasklane_server::testing::TestServer;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -498,42 +500,31 @@ async fn a_watch_moves_to_a_task_of_its_own() {
 
 // ---- Against the real server ----
 
-/// The server on 127.0.0.1:<random port>, on SQLite, counting the streams it opened.
+/// The real server (on a temporary SQLite database), counting the streams it opened.
 struct Server {
+    /// Stops the server when the test drops it.
+    _server: TestServer,
     url: String,
     streams: Arc<AtomicUsize>,
-    shutdown: rocket::Shutdown,
-    _dir: tempfile::TempDir,
 }
 
 impl Server {
     async fn start(access_ttl: Duration) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = tasklane_server::Config::sqlite(dir.path().join("tasklane.db"));
-        config.access_token_expire_minutes = access_ttl;
-        config.rate_limit_account_per_minute = 0;
-        config.rate_limit_address_per_minute = 0;
-        let figment = tasklane_server::rocket_figment().merge(("port", 0)).merge(("log_level", "off"));
         let streams = Arc::new(AtomicUsize::new(0));
         let counted = streams.clone();
-        let rocket = tasklane_server::build_with(config, figment).await.unwrap().attach(
-            rocket::fairing::AdHoc::on_response("count streams", move |req, res| {
+        let server = TestServer::builder()
+            .access_token_ttl(access_ttl)
+            .attach(AdHoc::on_response("count streams", move |req, res| {
                 let counted = counted.clone();
                 Box::pin(async move {
                     if req.uri().path() == "/tasks/events" && res.status().code == 200 {
                         counted.fetch_add(1, Ordering::SeqCst);
                     }
                 })
-            }),
-        );
-        let running = tasklane_server::spawn(rocket).await.unwrap();
-        Server { url: running.url(), streams, shutdown: running.shutdown, _dir: dir }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.clone().notify();
+            }))
+            .start()
+            .await;
+        Server { url: server.url().to_owned(), _server: server, streams }
     }
 }
 

@@ -77,8 +77,11 @@ pub struct Running {
     /// Ends it gracefully.
     pub shutdown: rocket::Shutdown,
     /// Resolves when it has stopped.
-    pub task: tokio::task::JoinHandle<Result<Rocket<rocket::Ignite>, rocket::Error>>,
+    pub task: LaunchTask,
 }
+
+/// The task of a server launched by [`spawn`]: Rocket's `launch`, resolving when it has stopped.
+pub type LaunchTask = tokio::task::JoinHandle<Result<Rocket<rocket::Ignite>, rocket::Error>>;
 
 impl Running {
     /// `http://<addr>`, the base URL for clients.

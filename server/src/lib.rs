@@ -6,6 +6,10 @@
 //! fairing. `main.rs` only reads the settings and launches.
 //!
 //! The request path reads straight down: route → guard (who is calling) → store trait → SQL.
+//!
+//! With the `testing` feature, `testing::TestServer` runs the server in-process on a temporary
+//! SQLite database, for the tests of an application that uses the API.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod app;
 pub mod auth;
@@ -26,6 +30,12 @@ pub mod responders;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+/// The Rocket the server is built on: for fairings of one's own on the very same version (as
+/// the `testing` feature's `TestServerBuilder::attach` takes), and the types of [`build`].
+pub use rocket;
 
 use rocket::fairing::AdHoc;
 use rocket::figment::providers::Serialized;
@@ -119,3 +129,8 @@ pub async fn build_with(config: Config, figment: Figment) -> Result<Rocket<Build
         // them first and differently.
         .attach(rocket::shield::Shield::new()))
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(all(doctest, feature = "testing"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

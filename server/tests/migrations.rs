@@ -16,7 +16,7 @@ use tasklane_server::config::DatabaseUrl;
 async fn first_release(backend: &str) -> (tempfile::TempDir, Migrator) {
     let dir = tempfile::tempdir().unwrap();
     let source: PathBuf =
-        [env!("CARGO_MANIFEST_DIR"), "..", "migrations", backend, "20261126000001_init.sql"].iter().collect();
+        [env!("CARGO_MANIFEST_DIR"), "migrations", backend, "20261126000001_init.sql"].iter().collect();
     std::fs::copy(&source, dir.path().join("20261126000001_init.sql")).unwrap();
     let migrator = Migrator::new(Path::new(dir.path())).await.unwrap();
     (dir, migrator)

@@ -36,7 +36,7 @@ impl Postgres {
     }
 }
 
-/// Applies `migrations/postgres`, waiting up to `wait` for a database that is unreachable or
+/// Applies `server/migrations/postgres`, waiting up to `wait` for a database that is unreachable or
 /// starting up (each failure logged with its cause), not at all for one that refuses the
 /// credentials or does not have the database named.
 pub async fn migrate(url: &str, wait: Duration) -> Result<(), StoreError> {
@@ -61,7 +61,7 @@ pub async fn migrate(url: &str, wait: Duration) -> Result<(), StoreError> {
         tracing::warn!(error = %err, "the database does not accept connections yet; trying again");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    sql::migrate::<sqlx::Postgres>(options, sqlx::migrate!("../migrations/postgres")).await
+    sql::migrate::<sqlx::Postgres>(options, sqlx::migrate!("migrations/postgres")).await
 }
 
 #[async_trait]

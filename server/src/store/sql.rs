@@ -1,7 +1,7 @@
 //! What both SQL backends share: the statements' text, the row types, and the migration run.
 //!
 //! Both databases accept `$N` placeholders, `RETURNING` and scalar subqueries, and the schema
-//! differs only in column types (`migrations/<backend>`), so each statement is written once.
+//! differs only in column types (`server/migrations/<backend>`), so each statement is written once.
 //! Runtime `query_as` is used rather than the `query!` macros, which would tie the build to one
 //! database. Values are always bound, never formatted into SQL.
 

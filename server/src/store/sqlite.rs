@@ -48,7 +48,7 @@ fn in_memory(url: &str) -> bool {
     crate::config::DatabaseUrl::Sqlite(url.to_owned()).sqlite_file().is_none()
 }
 
-/// Creates the file if missing and applies `migrations/sqlite`.
+/// Creates the file if missing and applies `server/migrations/sqlite`.
 ///
 /// The file is made here rather than by SQLite, readable by its owner only, as it holds the
 /// password hashes and the sessions (SQLite gives its `-wal` and `-shm` files the same mode);
@@ -63,7 +63,7 @@ pub async fn migrate(url: &str) -> Result<(), StoreError> {
         // The file as sqlx reads the URL (percent-decoded), not as written.
         super::create_owner_only(options.get_filename()).map_err(StoreError::Internal)?;
     }
-    sql::migrate::<sqlx::Sqlite>(options, sqlx::migrate!("../migrations/sqlite")).await
+    sql::migrate::<sqlx::Sqlite>(options, sqlx::migrate!("migrations/sqlite")).await
 }
 
 impl Sqlite {
@@ -74,7 +74,7 @@ impl Sqlite {
             // `sqlite::memory:` is one database shared by the connections of these options
             // (sqlx names it), which exists from this connection on, and starts empty.
             let connection = options.connect().await?;
-            sql::migrate::<sqlx::Sqlite>(options.clone(), sqlx::migrate!("../migrations/sqlite")).await?;
+            sql::migrate::<sqlx::Sqlite>(options.clone(), sqlx::migrate!("migrations/sqlite")).await?;
             Some(tokio::sync::Mutex::new(connection))
         } else {
             None
