@@ -11,7 +11,9 @@ use crate::auth::password::PasswordHasher;
 use crate::config::Config;
 use crate::limits::{LimitSettings, RateLimits};
 use crate::live::Hub;
-use crate::store::{self, IdempotencyStore, RedisIdempotency, RedisPool, RedisSessions, SessionStore};
+use crate::store::{
+    self, IdempotencyStore, RedisIdempotency, RedisPool, RedisSessions, SessionStore, Traced,
+};
 
 /// The SQL database (`DATABASE_URL`), opened by rocket_db_pools at ignite.
 #[derive(Database)]
@@ -75,9 +77,10 @@ impl App {
         // Not `Redis::fetch`, which reports a pool that is not attached as an error.
         let redis = rocket.state::<Redis>().map(|redis| RedisPool::clone(redis));
         let (sessions, idempotency): (Arc<dyn SessionStore>, Arc<dyn IdempotencyStore>) = match &redis {
-            Some(pool) => {
-                (Arc::new(RedisSessions::new(pool.clone())), Arc::new(RedisIdempotency::new(pool.clone())))
-            }
+            Some(pool) => (
+                Arc::new(Traced::new(RedisSessions::new(pool.clone()), "redis")),
+                Arc::new(Traced::new(RedisIdempotency::new(pool.clone()), "redis")),
+            ),
             None => (db.clone(), db.clone()),
         };
         let limit_settings = LimitSettings::per_minute(

@@ -114,14 +114,15 @@ pub async fn build_with(config: Config, figment: Figment) -> Result<Rocket<Build
         ("/tasks", tasks::routes(&settings)),
         ("/", ops::routes(&settings)),
     ] {
-        rocket = rocket.mount(base, routes);
+        rocket = rocket.mount(base, middleware::traced(routes));
         specs.push((base, spec));
     }
     let document = openapi::document(&specs).map_err(StartError::Internal)?;
+    // Every route runs in its request's trace span (middleware::Traced).
     Ok(rocket
-        .mount("/", vec![document])
-        .mount("/docs", openapi::swagger_ui())
-        .mount("/", rocket::routes![openapi::docs_index, ops::scrape])
+        .mount("/", middleware::traced(vec![document]))
+        .mount("/docs", middleware::traced(openapi::swagger_ui()))
+        .mount("/", middleware::traced(rocket::routes![openapi::docs_index, ops::scrape]))
         .register("/", catchers::catchers())
         .attach(middleware::RequestFairing)
         // `middleware::finish` sets the security headers (for requests Rocket could not parse

@@ -181,7 +181,10 @@ impl RateLimits {
                 // v2: the bucket holds microseconds (v1's held milliseconds).
                 invocation.key(format!("tasklane:limit:v2:{bucket}")).arg(interval_us).arg(quota.get());
                 let wait_us: u64 =
-                    pool.run(|mut conn| async move { invocation.invoke_async(&mut conn).await }).await?;
+                    pool.run("redis.rate_limit", |mut conn| async move {
+                        invocation.invoke_async(&mut conn).await
+                    })
+                    .await?;
                 Ok(Duration::from_micros(wait_us))
             }
         }

@@ -19,6 +19,7 @@ use deadpool_redis::redis;
 use futures::StreamExt;
 use rocket::Shutdown;
 use tokio::sync::{broadcast, watch};
+use tracing::Instrument as _;
 
 use crate::error::ApiError;
 use crate::store::{bounded, RedisPool, StoreError};
@@ -118,14 +119,16 @@ impl Hub {
         let pool = link.pool.clone();
         tokio::spawn(async move {
             let published = pool
-                .run(|mut conn| async move {
+                .run("redis.publish", |mut conn| async move {
                     redis::cmd("PUBLISH").arg(CHANNEL).arg(user_id).query_async::<i64>(&mut conn).await
                 })
                 .await;
             if let Err(err) = published {
                 tracing::warn!(user_id, error = %err, "could not publish a change to the other instances");
             }
-        });
+        }
+        // In the request's trace, though it may end after the answer.
+        .in_current_span());
     }
 
     /// Wakes this instance's streams of `user_id`.

@@ -33,9 +33,10 @@ fn main() -> ExitCode {
             return fail(format!(".env: {e}"));
         }
     }
-    if let Err(e) = tasklane_server::telemetry::init_logging() {
-        return fail(e);
-    }
+    let telemetry = match tasklane_server::telemetry::init_logging() {
+        Ok(telemetry) => telemetry,
+        Err(e) => return fail(e),
+    };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let command = match args.as_slice() {
         [] => None,
@@ -65,7 +66,10 @@ fn main() -> ExitCode {
         Ok(rocket) if rocket.max_blocking == 0 => return fail("ROCKET_MAX_BLOCKING: must be at least 1"),
         Ok(rocket) => rocket,
     };
-    rocket::execute(run(command, rocket))
+    let code = rocket::execute(run(command, rocket));
+    // After the runtime is gone: the exporter's client blocks while it sends the last spans.
+    telemetry.shutdown();
+    code
 }
 
 /// `command` (none: serve) with Rocket's settings, `rocket`, already read and checked.

@@ -1,18 +1,23 @@
-//! What every request gets: its id (`X-Request-Id`), its span, the headers every response
-//! carries (caching, security), its access line and its metrics.
+//! What every request gets: its id (`X-Request-Id`), its spans (for the log, and for traces),
+//! the headers every response carries (caching, security), its access line and its metrics.
 
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use rocket::fairing::{Fairing, Info, Kind};
-use rocket::http::Header;
+use rocket::http::{Header, HeaderMap};
+use rocket::route::{Handler, Outcome, Route};
 use rocket::{Data, Request, Response};
+use tracing::field::Empty;
+use tracing::Instrument as _;
 
-/// Per-request bookkeeping: the request id, the start time and, once something logs in it, the
-/// request's span.
+/// Per-request bookkeeping: the request id, the start time, once something logs in it the
+/// request's log span, and once a route handles it its trace span.
 struct RequestMeta {
     id: String,
     started: Instant,
-    span: std::sync::OnceLock<tracing::Span>,
+    span: OnceLock<tracing::Span>,
+    trace: OnceLock<tracing::Span>,
 }
 
 /// The id of the request being served: the client's `X-Request-Id` when it is 1–128 characters
@@ -33,7 +38,7 @@ fn meta<'r>(req: &'r Request<'_>) -> &'r RequestMeta {
             || uuid::Builder::from_random_bytes(rand::random()).into_uuid().simple().to_string(),
             str::to_owned,
         );
-        RequestMeta { id, started: Instant::now(), span: std::sync::OnceLock::new() }
+        RequestMeta { id, started: Instant::now(), span: OnceLock::new(), trace: OnceLock::new() }
     })
 }
 
@@ -44,7 +49,10 @@ pub fn span(req: &Request<'_>) -> tracing::Span {
     let meta = meta(req);
     meta.span
         .get_or_init(|| {
+            // Inside the trace span when there is one, even when made outside the handler (by
+            // a catcher), so that it does not start a trace of its own.
             tracing::info_span!(
+                parent: meta.trace.get().and_then(tracing::Span::id),
                 "request",
                 request_id = %meta.id,
                 method = %req.method(),
@@ -52,6 +60,83 @@ pub fn span(req: &Request<'_>) -> tracing::Span {
             )
         })
         .clone()
+}
+
+/// Wraps each route's handler so that what it awaits (guards, body, store and Redis calls) runs
+/// in the request's trace span: see [`Traced`].
+pub fn traced(routes: Vec<Route>) -> Vec<Route> {
+    routes
+        .into_iter()
+        .map(|mut route| {
+            route.handler = Box::new(Traced(route.handler));
+            route
+        })
+        .collect()
+}
+
+/// A route's handler, run in the request's trace span: a `debug` span that continues the
+/// trace of an incoming W3C `traceparent` (a new trace without one), with the method, the
+/// route template, the request id and (set by [`finish`]) the status. It is exported when
+/// traces are (see `telemetry.rs`); otherwise nothing enables it and it costs nothing. It
+/// lives as long as the request, so it covers the catcher and the response too.
+#[derive(Clone)]
+pub struct Traced(Box<dyn Handler>);
+
+#[rocket::async_trait]
+impl Handler for Traced {
+    async fn handle<'r>(&self, req: &'r Request<'_>, data: Data<'r>) -> Outcome<'r> {
+        let meta = meta(req);
+        let span = meta.trace.get_or_init(|| trace_span(req, &meta.id)).clone();
+        // Set here rather than when the span is made, so that a request forwarded to another
+        // route names the route that handled it.
+        if let (false, Some(route)) = (span.is_disabled(), req.route()) {
+            let template = route.uri.path();
+            span.record("http.route", template);
+            span.record("otel.name", format!("{} {template}", req.method()).as_str());
+        }
+        self.0.handle(req, data).instrument(span).await
+    }
+}
+
+fn trace_span(req: &Request<'_>, id: &str) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let span = tracing::debug_span!(
+        parent: None,
+        "http.request",
+        otel.name = %req.method(),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = %req.method(),
+        http.route = Empty,
+        http.response.status_code = Empty,
+        request_id = id,
+    );
+    if !span.is_disabled() && req.headers().contains("traceparent") {
+        use opentelemetry::propagation::TextMapPropagator as _;
+        let parent =
+            opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&Headers(req.headers()));
+        // Fails only without an OpenTelemetry layer (spans enabled by `RUST_LOG=debug` alone).
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
+/// The request's headers, as OpenTelemetry's propagators read them.
+struct Headers<'a>(&'a HeaderMap<'a>);
+
+impl<'a> opentelemetry::propagation::Extractor for Headers<'a> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get_one(key)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        // Each header `iter` yields borrows its name from the map.
+        let borrowed = |header: Header<'a>| match header.name.into_cow() {
+            std::borrow::Cow::Borrowed(name) => Some(name),
+            std::borrow::Cow::Owned(_) => None,
+        };
+        self.0.iter().filter_map(borrowed).collect()
+    }
 }
 
 /// The request's span, as a request guard.
@@ -141,6 +226,12 @@ pub fn finish(req: &Request<'_>, res: &mut Response<'_>) {
         res.set_header(Header::new("Connection", "close"));
     }
     let status = res.status().code;
+    if let Some(span) = meta.trace.get() {
+        span.record("http.response.status_code", status);
+        if status >= 500 {
+            span.record("otel.status_code", "error");
+        }
+    }
     let route = req.route().map_or("unmatched", |r| r.uri.path());
     crate::metrics::record_request(req.method().as_str(), route, status, latency);
     // The access line: one event with every field, outside the span (which, if a handler

@@ -57,10 +57,20 @@ fn compose_has_db_redis_and_server_with_health_checks() {
 fn env_example_documents_every_variable() {
     let example = repo_file(".env.example");
     let readme = repo_file("README.md");
-    // Every setting the server reads, and Rocket's and the log's that operators set most.
+    // Every setting the server reads, and Rocket's, the log's and the traces' that operators set
+    // most.
     let mut variables = tasklane_server::Config::variables();
     variables.extend(
-        ["ROCKET_ADDRESS", "ROCKET_PORT", "ROCKET_IP_HEADER", "RUST_LOG", "LOG_FORMAT"].map(str::to_owned),
+        [
+            "ROCKET_ADDRESS",
+            "ROCKET_PORT",
+            "ROCKET_IP_HEADER",
+            "RUST_LOG",
+            "LOG_FORMAT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_SERVICE_NAME",
+        ]
+        .map(str::to_owned),
     );
     for var in variables {
         assert!(example.contains(&format!("{var}=")), ".env.example lacks {var}");

@@ -1,6 +1,7 @@
 //! The real `tasklane-server` binary, run as operators run it: child processes configured by
 //! environment variables alone. SIGTERM under load (in-flight requests finish, new connections
-//! are refused, exit code 0), and two instances on one PostgreSQL + Redis behaving as one.
+//! are refused, exit code 0), two instances on one PostgreSQL + Redis behaving as one, and the
+//! traces exported to a fake OpenTelemetry collector.
 
 mod common;
 
@@ -11,6 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{free_port, post, scratch_config, Backend, SECRET};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::Span as OtlpSpan;
 use serde_json::{json, Value};
 use sqlx::Connection;
 use tasklane_server::config::DatabaseUrl;
@@ -956,5 +961,259 @@ async fn rocket_toml_settings_hold_for_the_healthcheck_and_the_client_address() 
     assert_eq!(login("192.0.2.2").await.unwrap().status(), 401, "another address, another budget");
     assert_eq!(login("192.0.2.1").await.unwrap().status(), 429);
 
+    server.stop().await;
+}
+
+/// A fake OpenTelemetry collector on 127.0.0.1: what it is sent on `POST /v1/traces` (OTLP over
+/// HTTP, protobuf), decoded.
+struct Collector {
+    running: tasklane_server::Running,
+    received: Received,
+}
+
+type Received = Arc<std::sync::Mutex<Vec<ExportTraceServiceRequest>>>;
+
+#[rocket::post("/v1/traces", format = "application/x-protobuf", data = "<body>")]
+async fn collect(
+    body: rocket::Data<'_>,
+    received: &rocket::State<Received>,
+) -> Result<(rocket::http::ContentType, Vec<u8>), rocket::http::Status> {
+    use prost::Message;
+    use rocket::data::ToByteUnit;
+    let bytes = body.open(16.mebibytes()).into_bytes().await.map_err(|_| rocket::http::Status::BadRequest)?;
+    let request =
+        ExportTraceServiceRequest::decode(bytes.as_slice()).map_err(|_| rocket::http::Status::BadRequest)?;
+    received.lock().unwrap().push(request);
+    // An empty `ExportTraceServiceResponse`: everything accepted.
+    Ok((rocket::http::ContentType::new("application", "x-protobuf"), Vec::new()))
+}
+
+impl Collector {
+    async fn start() -> Collector {
+        let received = Received::default();
+        let config = rocket::Config {
+            address: std::net::Ipv4Addr::LOCALHOST.into(),
+            port: 0,
+            log_level: rocket::config::LogLevel::Off,
+            ..rocket::Config::debug_default()
+        };
+        let rocket = rocket::custom(config).manage(received.clone()).mount("/", rocket::routes![collect]);
+        let running = tasklane_server::spawn(rocket).await.unwrap();
+        Collector { running, received }
+    }
+
+    fn endpoint(&self) -> String {
+        self.running.url()
+    }
+
+    /// Every span received, with the `service.name` of its resource.
+    fn spans(&self) -> Vec<(String, OtlpSpan)> {
+        let mut spans = Vec::new();
+        for request in self.received.lock().unwrap().iter() {
+            for resource_spans in &request.resource_spans {
+                let service = resource_spans
+                    .resource
+                    .as_ref()
+                    .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+                    .and_then(|kv| text(kv.value.as_ref()?.value.as_ref()?))
+                    .unwrap_or_default();
+                for scope in &resource_spans.scope_spans {
+                    spans.extend(scope.spans.iter().map(|span| (service.clone(), span.clone())));
+                }
+            }
+        }
+        spans
+    }
+}
+
+fn text(value: &any_value::Value) -> Option<String> {
+    match value {
+        any_value::Value::StringValue(s) => Some(s.clone()),
+        any_value::Value::IntValue(i) => Some(i.to_string()),
+        any_value::Value::BoolValue(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A span's attribute, as text.
+fn attribute(span: &OtlpSpan, key: &str) -> Option<String> {
+    span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| text(kv.value.as_ref()?.value.as_ref()?))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether the process runs OpenTelemetry's batch span processor (its thread's name, cut to
+/// the 15 bytes Linux keeps).
+fn runs_span_exporter(pid: u32) -> bool {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks.filter_map(Result::ok).any(|task| {
+        std::fs::read_to_string(task.path().join("comm"))
+            .is_ok_and(|name| name.starts_with("OpenTelemetry.T"))
+    })
+}
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, a request's span continues the caller's W3C
+/// `traceparent` (same trace, the caller's span as parent) and carries the method, route
+/// template, status and request id; the store and Redis calls are its children, named by
+/// operation, with no value of the request in any attribute. With a batch delay of ten
+/// minutes, the spans reach the collector only because shutdown flushes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn traces_continue_the_callers_trace_and_are_flushed_at_shutdown() {
+    let Some((config, scratch)) = scratch_config(Backend::PostgresRedis).await else { return };
+    let _turn = TURN.lock().await;
+    let DatabaseUrl::Postgres(database_url) = &config.database_url else { unreachable!() };
+    let redis_url = config.redis_url.clone().unwrap();
+    let collector = Collector::start().await;
+    let (secret, endpoint) = (secret(), collector.endpoint());
+    let mut settings = cluster_settings(database_url, &redis_url, &secret, "5");
+    settings.extend([
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_SERVICE_NAME", "tasklane-under-test"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+    ]);
+    let server = ServerProcess::start(&settings).await;
+    assert!(runs_span_exporter(server.child.id()), "{}", server.log());
+    let http = reqwest::Client::new();
+
+    let register_trace = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    let password = "traced horse battery";
+    let res = http
+        .post(server.url("/auth/register"))
+        .header("traceparent", format!("00-{}-{}-01", register_trace.0, register_trace.1))
+        .json(&json!({"username": "traced", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let access = field(&res.json().await.unwrap(), "access_token");
+    let list_trace = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let res = http
+        .get(server.url("/tasks/?q=secret-words&limit=5"))
+        .bearer_auth(&access)
+        .header("traceparent", format!("00-{}-{}-01", list_trace.0, list_trace.1))
+        .header("X-Request-Id", "traced-list")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // Without a `traceparent`: a trace of its own.
+    let res = http.get(server.url("/auth/me")).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(collector.spans().is_empty(), "nothing is sent before the batch delay or the shutdown");
+
+    server.stop().await;
+    let spans = collector.spans();
+    let names: Vec<&str> = spans.iter().map(|(_, s)| s.name.as_str()).collect();
+    assert!(spans.iter().all(|(service, _)| service == "tasklane-under-test"), "{spans:?}");
+    let request_span = |trace: &str| {
+        let found: Vec<&OtlpSpan> = spans
+            .iter()
+            .map(|(_, s)| s)
+            .filter(|s| hex(&s.trace_id) == trace && s.kind == SpanKind::Server as i32)
+            .collect();
+        assert_eq!(found.len(), 1, "one request span in trace {trace}: {names:?}");
+        found[0]
+    };
+    let child = |parent: &OtlpSpan, name: &str| {
+        spans
+            .iter()
+            .map(|(_, s)| s)
+            .find(|s| s.name == name && s.parent_span_id == parent.span_id && s.trace_id == parent.trace_id)
+            .unwrap_or_else(|| panic!("no {name} under {}: {names:?}", parent.name))
+            .clone()
+    };
+
+    let list = request_span(list_trace.0);
+    assert_eq!(hex(&list.parent_span_id), list_trace.1, "the caller's span is the parent");
+    assert_eq!(list.name, "GET /tasks");
+    for (key, value) in [
+        ("http.request.method", "GET"),
+        ("http.route", "/tasks"),
+        ("http.response.status_code", "200"),
+        ("request_id", "traced-list"),
+    ] {
+        assert_eq!(attribute(list, key).as_deref(), Some(value), "{key}: {list:?}");
+    }
+    let store = child(list, "store.list_tasks");
+    assert_eq!(attribute(&store, "db.system.name").as_deref(), Some("postgresql"));
+
+    let register = request_span(register_trace.0);
+    assert_eq!(hex(&register.parent_span_id), register_trace.1);
+    assert_eq!(attribute(register, "http.response.status_code").as_deref(), Some("201"));
+    child(register, "redis.rate_limit");
+    child(register, "store.create_user");
+    let family = child(register, "store.start_family");
+    assert_eq!(attribute(&family, "db.system.name").as_deref(), Some("redis"));
+    child(&family, "redis.start_family");
+
+    let me = spans
+        .iter()
+        .map(|(_, s)| s)
+        .find(|s| {
+            s.kind == SpanKind::Server as i32 && attribute(s, "http.route").as_deref() == Some("/auth/me")
+        })
+        .unwrap_or_else(|| panic!("no span for /auth/me: {names:?}"));
+    assert!(me.parent_span_id.is_empty(), "without a traceparent, a new trace");
+    assert!(![register_trace.0, list_trace.0].contains(&hex(&me.trace_id).as_str()));
+
+    // Names and routes, never what was sent: no password, token or query in any attribute.
+    let everything = format!("{spans:?}");
+    for secret in [password, access.as_str(), "secret-words"] {
+        assert!(!everything.contains(secret), "{secret} exported");
+    }
+    collector.running.shutdown.notify();
+    scratch.cleanup().await;
+}
+
+/// Without an endpoint (unset, or empty as compose passes an unset variable) there is no
+/// exporter at all, whatever other `OTEL_*` variables say; an endpoint that is not a URL is a
+/// warning, and the server serves without traces.
+#[tokio::test]
+async fn no_endpoint_no_exporter_and_a_bad_one_is_a_warning() {
+    let _turn = TURN.lock().await;
+    let secret = secret();
+    let base = [("SECRET_KEY", secret.as_str()), ("RUST_LOG", "info")];
+    for endpoint in [None, Some(""), Some("http://not a host:4318")] {
+        let mut settings = base.to_vec();
+        settings.extend([("OTEL_SERVICE_NAME", "tasklane-under-test"), ("OTEL_BSP_SCHEDULE_DELAY", "10")]);
+        settings.extend(endpoint.map(|url| ("OTEL_EXPORTER_OTLP_ENDPOINT", url)));
+        let server = ServerProcess::start(&settings).await;
+        let res = reqwest::Client::new()
+            .get(server.url("/health"))
+            .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{endpoint:?}");
+        assert!(!runs_span_exporter(server.child.id()), "{endpoint:?}: {}", server.log());
+        let log = server.log();
+        assert!(!log.contains("exporting traces"), "{endpoint:?}: {log}");
+        let warned = log.contains("cannot export traces; serving without them");
+        assert_eq!(warned, endpoint.is_some_and(|url| !url.is_empty()), "{endpoint:?}: {log}");
+        server.stop().await;
+    }
+}
+
+/// A collector that does not answer costs the server nothing but a warning: it serves, and it
+/// stops on SIGTERM with status 0.
+#[tokio::test]
+async fn an_unreachable_collector_does_not_stop_the_server() {
+    let _turn = TURN.lock().await;
+    let secret = secret();
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let settings = [
+        ("SECRET_KEY", secret.as_str()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "10"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000"),
+    ];
+    let server = ServerProcess::start(&settings).await;
+    assert!(runs_span_exporter(server.child.id()), "{}", server.log());
+    let http = reqwest::Client::new();
+    for _ in 0..3 {
+        assert_eq!(http.get(server.url("/health")).send().await.unwrap().status(), 200);
+    }
     server.stop().await;
 }

@@ -6,6 +6,8 @@
 //! - With `REDIS_URL` set, sessions live in Redis instead ([`RedisSessions`], `redis.rs`).
 //! - [`SqlDatabase`] and [`RedisPool`] are what rocket_db_pools opens at ignite and closes at
 //!   shutdown.
+//! - Each store is wrapped in [`Traced`] (`traced.rs`), a span per call; each Redis call has
+//!   one too ([`RedisPool::run`]).
 //!
 //! Stores hold no HTTP; routes hold no SQL.
 
@@ -15,6 +17,7 @@ mod postgres;
 mod redis;
 mod sql;
 mod sqlite;
+mod traced;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,6 +35,7 @@ pub use self::error::StoreError;
 pub use self::postgres::Postgres;
 pub use self::redis::{RedisIdempotency, RedisPool, RedisSessions};
 pub use self::sqlite::Sqlite;
+pub use self::traced::Traced;
 
 /// How long any call to a backend may take (waiting for a connection included) before the
 /// request is answered with 503: long enough to ride out a pool that is briefly saturated,
@@ -285,8 +289,12 @@ impl rocket_db_pools::Pool for SqlDatabase {
     async fn init(figment: &Figment) -> Result<Self, StoreError> {
         let settings: Settings = figment.extract().map_err(|e| StoreError::Internal(e.to_string()))?;
         let database: Arc<dyn Database> = match &settings.url {
-            DatabaseUrl::Postgres(url) => Arc::new(Postgres::open(url, settings.max_connections)?),
-            DatabaseUrl::Sqlite(url) => Arc::new(Sqlite::open(url, settings.max_connections).await?),
+            DatabaseUrl::Postgres(url) => {
+                Arc::new(Traced::new(Postgres::open(url, settings.max_connections)?, "postgresql"))
+            }
+            DatabaseUrl::Sqlite(url) => {
+                Arc::new(Traced::new(Sqlite::open(url, settings.max_connections).await?, "sqlite"))
+            }
         };
         Ok(Self { database, shutdown_grace_seconds: settings.shutdown_grace_seconds })
     }

@@ -42,28 +42,38 @@ impl RedisPool {
         Ok(Self { pool, shutdown_grace_seconds: 0 })
     }
 
-    /// Runs `op` on a pooled connection, within the backend timeout in all.
-    pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    /// Runs `op` on a pooled connection, within the backend timeout in all, in a `debug` span
+    /// named `operation` (`redis.rotate`): what it does, never the keys or values.
+    pub async fn run<T, F, Fut>(&self, operation: &'static str, op: F) -> Result<T, StoreError>
     where
         F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        bounded(async {
+        let span = tracing::debug_span!(
+            "redis",
+            otel.name = operation,
+            db.system.name = "redis",
+            otel.status_code = tracing::field::Empty,
+        );
+        let call = bounded(async {
             let conn = self.pool.get().await.map_err(|e| match e {
                 // The pool's own error for a connection it could not open hides why.
                 deadpool_redis::PoolError::Backend(e) => StoreError::from(e),
                 e => StoreError::Unavailable(format!("redis pool: {e}")),
             })?;
             Ok(op(conn).await?)
-        })
-        .await
+        });
+        super::traced::in_span(span, call).await
     }
 
     /// Whether Redis answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.run(|mut conn| async move { redis::cmd("PING").query_async::<String>(&mut conn).await })
-            .await
-            .map(drop)
+        self.run(
+            "redis.ping",
+            |mut conn| async move { redis::cmd("PING").query_async::<String>(&mut conn).await },
+        )
+        .await
+        .map(drop)
     }
 
     /// At start: one `PING`. Redis not answering (down, starting, behind a network still coming
@@ -162,7 +172,7 @@ impl SessionStore for RedisSessions {
         let ttl = ttl_ms(expires_at);
         let (fk, tk, family) = (family_key(family), token_key(family, jti), family.to_owned());
         self.pool
-            .run(|mut conn| async move {
+            .run("redis.start_family", |mut conn| async move {
                 redis::pipe()
                     .atomic()
                     .cmd("SET")
@@ -197,8 +207,10 @@ impl SessionStore for RedisSessions {
             .key(token_key(family, new_jti))
             .arg(family)
             .arg(ttl_ms(expires_at));
-        let outcome: i64 =
-            self.pool.run(|mut conn| async move { invocation.invoke_async(&mut conn).await }).await?;
+        let outcome: i64 = self
+            .pool
+            .run("redis.rotate", |mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await?;
         Ok(match outcome {
             1 => Rotation::Rotated,
             0 => Rotation::Reused,
@@ -210,14 +222,16 @@ impl SessionStore for RedisSessions {
         let (fk, tk) = (family_key(family), token_key(family, jti));
         let (owner, live): (Option<String>, bool) = self
             .pool
-            .run(|mut conn| async move { redis::pipe().get(&tk).exists(&fk).query_async(&mut conn).await })
+            .run("redis.is_active", |mut conn| async move {
+                redis::pipe().get(&tk).exists(&fk).query_async(&mut conn).await
+            })
             .await?;
         Ok(live && owner.as_deref() == Some(family))
     }
 
     async fn revoke_family(&self, family: &str) -> Result<(), StoreError> {
         let fk = family_key(family);
-        self.pool.run(|mut conn| async move { conn.del::<_, ()>(&fk).await }).await
+        self.pool.run("redis.revoke_family", |mut conn| async move { conn.del::<_, ()>(&fk).await }).await
     }
 }
 
@@ -266,7 +280,7 @@ impl IdempotencyStore for RedisIdempotency {
         let ttl = millis(in_flight);
         let (claimed, kept): (Option<String>, Option<String>) = self
             .pool
-            .run(|mut conn| async move {
+            .run("redis.claim_idempotency_key", |mut conn| async move {
                 redis::pipe()
                     .cmd("SET")
                     .arg(&name)
@@ -306,7 +320,7 @@ impl IdempotencyStore for RedisIdempotency {
         .map_err(|e| StoreError::Internal(e.to_string()))?;
         let ttl = millis(keep);
         self.pool
-            .run(|mut conn| async move {
+            .run("redis.complete_idempotency_key", |mut conn| async move {
                 redis::cmd("SET").arg(&name).arg(&kept).arg("PX").arg(ttl).query_async::<()>(&mut conn).await
             })
             .await
@@ -314,6 +328,8 @@ impl IdempotencyStore for RedisIdempotency {
 
     async fn release(&self, user_id: i64, key: &str) -> Result<(), StoreError> {
         let name = idempotency_key(user_id, key);
-        self.pool.run(|mut conn| async move { conn.del::<_, ()>(&name).await }).await
+        self.pool
+            .run("redis.release_idempotency_key", |mut conn| async move { conn.del::<_, ()>(&name).await })
+            .await
     }
 }
