@@ -374,6 +374,12 @@ async fn sigterm_under_load_finishes_accepted_requests_refuses_new_ones_and_exit
     server.stop().await;
 }
 
+/// The PostgreSQL database and the Redis of a `Backend::PostgresRedis` scratch config.
+fn postgres_and_redis(config: &tasklane_server::Config) -> (&str, &str) {
+    let DatabaseUrl::Postgres(database_url) = &config.database_url else { unreachable!() };
+    (database_url, config.redis_url.as_deref().expect("a PostgresRedis config has Redis"))
+}
+
 /// The settings of an instance on the test's PostgreSQL database and the shared Redis.
 fn cluster_settings<'a>(
     database_url: &'a str,
@@ -396,10 +402,9 @@ fn cluster_settings<'a>(
 async fn two_instances_on_one_postgres_and_redis_behave_as_one() {
     let Some((config, scratch)) = scratch_config(Backend::PostgresRedis).await else { return };
     let _turn = TURN.lock().await;
-    let DatabaseUrl::Postgres(database_url) = &config.database_url else { unreachable!() };
-    let redis_url = config.redis_url.clone().unwrap();
+    let (database_url, redis_url) = postgres_and_redis(&config);
     let secret = secret();
-    let settings = cluster_settings(database_url, &redis_url, &secret, "0");
+    let settings = cluster_settings(database_url, redis_url, &secret, "0");
     // Started together, as replicas are: both apply migrations to the new database at once.
     let (a, b) = tokio::join!(ServerProcess::start(&settings), ServerProcess::start(&settings));
     let instances = [&a, &b];
@@ -472,10 +477,9 @@ async fn two_instances_on_one_postgres_and_redis_behave_as_one() {
 async fn two_processes_make_one_task_per_key_and_share_live_events() {
     let Some((config, scratch)) = scratch_config(Backend::PostgresRedis).await else { return };
     let _turn = TURN.lock().await;
-    let DatabaseUrl::Postgres(database_url) = &config.database_url else { unreachable!() };
-    let redis_url = config.redis_url.clone().unwrap();
+    let (database_url, redis_url) = postgres_and_redis(&config);
     let secret = secret();
-    let settings = cluster_settings(database_url, &redis_url, &secret, "0");
+    let settings = cluster_settings(database_url, redis_url, &secret, "0");
     let (a, b) = tokio::join!(ServerProcess::start(&settings), ServerProcess::start(&settings));
     let instances = [&a, &b];
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
@@ -596,10 +600,9 @@ async fn redis_over_tls_verifies_the_certificate_and_keeps_sessions() {
 async fn two_instances_share_one_rate_limit() {
     let Some((config, scratch)) = scratch_config(Backend::PostgresRedis).await else { return };
     let _turn = TURN.lock().await;
-    let DatabaseUrl::Postgres(database_url) = &config.database_url else { unreachable!() };
-    let redis_url = config.redis_url.clone().unwrap();
+    let (database_url, redis_url) = postgres_and_redis(&config);
     let secret = secret();
-    let settings = cluster_settings(database_url, &redis_url, &secret, "5");
+    let settings = cluster_settings(database_url, redis_url, &secret, "5");
     let (a, b) = tokio::join!(ServerProcess::start(&settings), ServerProcess::start(&settings));
     let instances = [&a, &b];
     let http = reqwest::Client::new();
@@ -1063,11 +1066,10 @@ fn runs_span_exporter(pid: u32) -> bool {
 async fn traces_continue_the_callers_trace_and_are_flushed_at_shutdown() {
     let Some((config, scratch)) = scratch_config(Backend::PostgresRedis).await else { return };
     let _turn = TURN.lock().await;
-    let DatabaseUrl::Postgres(database_url) = &config.database_url else { unreachable!() };
-    let redis_url = config.redis_url.clone().unwrap();
+    let (database_url, redis_url) = postgres_and_redis(&config);
     let collector = Collector::start().await;
     let (secret, endpoint) = (secret(), collector.endpoint());
-    let mut settings = cluster_settings(database_url, &redis_url, &secret, "5");
+    let mut settings = cluster_settings(database_url, redis_url, &secret, "5");
     settings.extend([
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_SERVICE_NAME", "tasklane-under-test"),
