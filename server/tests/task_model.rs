@@ -249,8 +249,24 @@ async fn each_filter_alone_and_combined(app: &TestApp) {
     let link = res.header("link").unwrap().to_owned();
     assert!(link.contains("label=home") && link.contains("priority=high"), "{link}");
     let next = link.split(['<', '>']).nth(1).unwrap();
-    let (titles, total) = titles(app, &t, next.trim_start_matches("/tasks/?")).await;
-    assert_eq!((titles, total), (vec!["b".to_owned()], 2));
+    let page = titles(app, &t, next.trim_start_matches("/tasks/?")).await;
+    assert_eq!(page, (vec!["b".to_owned()], 2));
+
+    // Labels alone are counted from the label rows: a page inside, a page past the end (the
+    // count alone), and after a labelled task is deleted.
+    for (query, expected, total) in [
+        ("label=home&sort=-title&limit=2&offset=1", vec!["b", "a"], 3),
+        ("label=home&label=work&offset=5", vec![], 1),
+        ("label=home&offset=3", vec![], 3),
+        ("label=home&q=a&offset=1", vec![], 1),
+    ] {
+        let expected = expected.into_iter().map(str::to_owned).collect();
+        assert_eq!(titles(app, &t, query).await, (expected, total), "{query}");
+    }
+    let b = app.get("/tasks/?sort=title&offset=1&limit=1", &t).await.json()[0].clone();
+    assert_eq!(b["title"], "b");
+    assert_eq!(app.send("DELETE", &format!("/tasks/{}", b["id"]), Some(&t), None).await.status, 204);
+    assert_eq!(titles(app, &t, "label=home&sort=title").await, (vec!["a".to_owned(), "d".to_owned()], 2));
 }
 
 async fn search_is_a_literal_substring_ignoring_case(app: &TestApp) {

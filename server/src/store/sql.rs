@@ -192,6 +192,10 @@ pub struct Listing {
     /// The number of matching tasks, for a page past the end (which has no rows to carry it).
     pub count: String,
     pub values: Vec<Value>,
+    conditions: String,
+    order: &'static str,
+    limit: String,
+    offset: String,
 }
 
 impl Listing {
@@ -245,14 +249,47 @@ impl Listing {
             TaskSort::Priority => "priority ASC, id ASC",
             TaskSort::PriorityDesc => "priority DESC, id DESC",
         };
-        let count = format!("SELECT COUNT(*) FROM tasks WHERE {conditions}");
+        let only_labels = filter.status.is_none()
+            && filter.priority.is_none()
+            && filter.due_before.is_none()
+            && filter.due_after.is_none()
+            && filter.q.is_none();
+        let count = match filter.labels.len() {
+            // Labels alone are counted in the label index, without reading the tasks (which
+            // both databases otherwise scan whole to join with a common label's rows).
+            n if n > 0 && only_labels => {
+                let mut count =
+                    "SELECT COUNT(*) FROM task_labels WHERE user_id = $1 AND label = $2".to_owned();
+                for i in 1..n {
+                    count += &format!(
+                        " AND task_id IN (SELECT task_id FROM task_labels WHERE user_id = $1 AND label = ${})",
+                        i + 2
+                    );
+                }
+                count
+            }
+            _ => format!("SELECT COUNT(*) FROM tasks WHERE {conditions}"),
+        };
         let limit = next(Value::Int(filter.limit.into()), &mut values);
         let offset = next(Value::Int(i64::try_from(filter.offset).unwrap_or(i64::MAX)), &mut values);
         let page = format!(
             "SELECT {}, ({count}) AS total FROM tasks WHERE {conditions} ORDER BY {order} LIMIT {limit} OFFSET {offset}",
             task_columns!()
         );
-        Self { page, count, values }
+        Self { page, count, values, conditions, order, limit, offset }
+    }
+
+    /// The page as [`Listing::page`] has it, but sorting the matching ids before reading the
+    /// page's rows. SQLite sorts whole rows otherwise: thousands of them for a common label or
+    /// word, where only a page is kept.
+    pub fn page_ids_first(&self) -> String {
+        let Self { count, conditions, order, limit, offset, .. } = self;
+        format!(
+            "SELECT {}, ({count}) AS total FROM tasks WHERE id IN \
+             (SELECT id FROM tasks WHERE {conditions} ORDER BY {order} LIMIT {limit} OFFSET {offset}) \
+             ORDER BY {order}",
+            task_columns!()
+        )
     }
 
     /// The values the count binds.

@@ -179,7 +179,15 @@ impl Store for Sqlite {
             }
         };
         let listing = Listing::new(user_id, filter, search);
-        let mut page = sqlx::query_as::<_, ListRow>(&listing.page);
+        let ids_first;
+        let text = if filter.labels.is_empty() && filter.q.is_none() {
+            &listing.page
+        } else {
+            // Filters answered from a side index can match thousands of rows.
+            ids_first = listing.page_ids_first();
+            &ids_first
+        };
+        let mut page = sqlx::query_as::<_, ListRow>(text);
         for value in &listing.values {
             page = bind!(page, value);
         }
