@@ -8,7 +8,8 @@ bench/run.py does, registers a user, and loads TASKS tasks for that user straigh
 database, as the server would have written them: random titles and descriptions from a
 vocabulary of 2,000 words, 0 to 3 of 20 labels, a due date spread over a year (none on a tenth
 of them) and a random priority. Two words are planted: a rare one in 10 tasks, a common one in a
-fifth of them. Then wrk, at CONNECTIONS connections for DURATION seconds each, asks:
+fifth of them. Then wrk, at each of CONNECTIONS (default 1 and 4: one client of the user, then
+four at once on the two cores) for DURATION seconds, asks:
 
   q=<rare word>          a search that finds few tasks
   q=<common word>        a search that finds many (a page of 50, and their count)
@@ -35,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as harness  # noqa: E402  (the load harness: server, wrk and services helpers)
 
 TASKS = int(os.environ.get("TASKS", "100000"))
-CONNECTIONS = int(os.environ.get("CONNECTIONS", "4"))
+CONNECTIONS = [int(c) for c in os.environ.get("CONNECTIONS", "1,4").split(",")]
 BACKENDS = os.environ.get("BACKENDS", "postgres,sqlite").split(",")
 RARE, COMMON = "quixotic", "budget"
 LABELS = [f"label{i:02d}" for i in range(20)]
@@ -139,10 +140,11 @@ def bench_backend(backend, work, tasks, labels):
     try:
         token = harness.http("POST", "/auth/login", {"username": "big", "password": harness.PASSWORD})["access_token"]
         for name, path in QUERIES:
-            result = harness.wrk("get.lua", {"BENCH_TOKEN": token, "BENCH_PATH": path}, connections=CONNECTIONS)
-            harness.log(f"{backend} {name}: {result['rps']:.0f} rps, p50 {result['p50']} ms, p99 {result['p99']} ms, "
-                        f"{result['errors']} errors")
-            rows[name] = result
+            for connections in CONNECTIONS:
+                result = harness.wrk("get.lua", {"BENCH_TOKEN": token, "BENCH_PATH": path}, connections=connections)
+                harness.log(f"{backend} {name} c{connections}: {result['rps']:.0f} rps, p50 {result['p50']} ms, "
+                            f"p99 {result['p99']} ms, {result['errors']} errors")
+                rows[(name, connections)] = result
     finally:
         server.stop()
     return rows
@@ -159,14 +161,15 @@ def main():
             # The user is the first one registered on a fresh database: id 1 on both.
             tasks, labels = generate(1)
             results[backend] = bench_backend(backend, work, tasks, labels)
-    print(f"\none user with {TASKS} tasks; wrk -t{harness.THREADS} -c{CONNECTIONS} -d{harness.DURATION}s per query, "
-          f"nproc={os.cpu_count()}")
-    print("| backend | query | rps | p50 ms | p99 ms | errors |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    print(f"\none user with {TASKS} tasks; wrk -t{harness.THREADS} -d{harness.DURATION}s per query and connection "
+          f"count, nproc={os.cpu_count()}")
+    print("| backend | query | connections | rps | p50 ms | p99 ms | errors |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for backend, rows in results.items():
         name = "PostgreSQL" if backend == "postgres" else "SQLite"
-        for query, r in rows.items():
-            print(f"| {name} | {query} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} |")
+        for (query, connections), r in rows.items():
+            print(f"| {name} | {query} | {connections} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
+                  f"{r['errors']} |")
 
 
 if __name__ == "__main__":

@@ -181,7 +181,7 @@ def parse_wrk(out):
 
 
 def wrk(script, env, connections=CONNECTIONS, background=False, port=SERVER_PORT):
-    cmd = ["wrk", f"-t{THREADS}", f"-c{connections}", f"-d{DURATION}s", "--latency", "-s", str(LUA / script),
+    cmd = ["wrk", f"-t{min(THREADS, connections)}", f"-c{connections}", f"-d{DURATION}s", "--latency", "-s", str(LUA / script),
            f"http://127.0.0.1:{port}"]
     full_env = dict(os.environ, BENCH_LUA_DIR=str(LUA), **env)
     if background:
