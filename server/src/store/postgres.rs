@@ -11,7 +11,9 @@ use tasklane::types::{NewTask, Task, TaskStatus, TaskUpdate, User};
 
 use super::error::passing_code;
 use super::pool::SqlPool;
-use super::sql::{self, bind, CredentialsRow, FeedRow, KeyRow, ListRow, Listing, TaskRow, UserRow, Value};
+use super::sql::{
+    self, bind, CredentialsRow, FeedRow, KeyRow, ListRow, Listing, Search, TaskRow, UserRow, Value,
+};
 use super::{
     bounded, Claim, Feed, IdempotencyStore, Replay, Rotation, SessionStore, Store, StoreError, TaskFilter,
     UserCredentials, BACKEND_TIMEOUT,
@@ -146,9 +148,9 @@ impl Store for Postgres {
             let condition = format!(
                 r#"(lower(title COLLATE "und-x-icu") LIKE {n} ESCAPE '\' OR lower(description COLLATE "und-x-icu") LIKE {n} ESCAPE '\')"#
             );
-            (condition, Value::Text(format!("%{}%", sql::like_literal(&q.to_lowercase()))))
+            (Search::Condition(condition), Value::Text(format!("%{}%", sql::like_literal(&q.to_lowercase()))))
         };
-        let listing = Listing::new(user_id, filter, search);
+        let listing = Listing::new(user_id, filter, "id", search);
         let mut page = sqlx::query_as::<_, ListRow>(&listing.page);
         for value in &listing.values {
             page = bind!(page, value);

@@ -184,6 +184,13 @@ pub enum Value {
     Time(DateTime<Utc>),
 }
 
+/// What a backend makes of `q=`: a condition on the task's columns, or a statement selecting
+/// the ids of the matching tasks (from a search index).
+pub enum Search {
+    Condition(String),
+    Ids(String),
+}
+
 /// A listing's statements and what they bind, in order: the page binds all of `values`, the
 /// count all but the last two (limit and offset).
 pub struct Listing {
@@ -192,18 +199,25 @@ pub struct Listing {
     /// The number of matching tasks, for a page past the end (which has no rows to carry it).
     pub count: String,
     pub values: Vec<Value>,
-    conditions: String,
-    order: &'static str,
-    limit: String,
-    offset: String,
 }
 
 impl Listing {
     /// The statements for `filter`. Listing is one statement: the total rides along with the
     /// page as an uncorrelated scalar subquery, which both databases evaluate once from the
     /// `(user_id, ...)` indexes (DESIGN.md says why not two statements). The backend words the
-    /// search condition: `search(q, next placeholder)` gives the SQL and the value it binds.
-    pub fn new(user_id: i64, filter: &TaskFilter, search: impl Fn(&str, &str) -> (String, Value)) -> Self {
+    /// search: `search(q, next placeholder)` gives the SQL and the value it binds.
+    ///
+    /// A label or a search selects a set of ids, which the page tests as `page_id IN (...)`.
+    /// With `id`, the planner may instead fetch every task of the set and sort them: what
+    /// PostgreSQL weighs with its statistics. SQLite does it for any set, thousands of rows for a
+    /// common label or word, so it passes `+id` (the same value, no index on it): the page then
+    /// walks the sort's index and keeps the tasks in the set, reading at most the user's index.
+    pub fn new(
+        user_id: i64,
+        filter: &TaskFilter,
+        page_id: &str,
+        search: impl Fn(&str, &str) -> (Search, Value),
+    ) -> Self {
         let mut values = vec![Value::Int(user_id)];
         // Binds `value` next; its placeholder.
         fn next(value: Value, values: &mut Vec<Value>) -> String {
@@ -211,6 +225,7 @@ impl Listing {
             format!("${}", values.len())
         }
         let mut conditions = "user_id = $1".to_owned();
+        let mut sets = Vec::new();
         if let Some(status) = filter.status {
             conditions +=
                 &format!(" AND status = {}", next(Value::Text(status.as_str().to_owned()), &mut values));
@@ -221,9 +236,7 @@ impl Listing {
         }
         for label in &filter.labels {
             let label = next(Value::Text(label.to_lowercase()), &mut values);
-            conditions += &format!(
-                " AND id IN (SELECT task_id FROM task_labels WHERE user_id = $1 AND label = {label})"
-            );
+            sets.push(format!("SELECT task_id FROM task_labels WHERE user_id = $1 AND label = {label}"));
         }
         if let Some(at) = filter.due_before {
             conditions += &format!(" AND due_at < {}", next(Value::Time(at), &mut values));
@@ -232,10 +245,15 @@ impl Listing {
             conditions += &format!(" AND due_at >= {}", next(Value::Time(at), &mut values));
         }
         if let Some(q) = &filter.q {
-            let (condition, value) = search(q, &format!("${}", values.len() + 1));
+            let (search, value) = search(q, &format!("${}", values.len() + 1));
             values.push(value);
-            conditions += &format!(" AND {condition}");
+            match search {
+                Search::Condition(condition) => conditions += &format!(" AND {condition}"),
+                Search::Ids(ids) => sets.push(ids),
+            }
         }
+        let matching =
+            |id: &str| sets.iter().fold(conditions.clone(), |all, set| format!("{all} AND {id} IN ({set})"));
         let order = match filter.sort {
             TaskSort::CreatedAt => "created_at ASC, id ASC",
             TaskSort::CreatedAtDesc => "created_at DESC, id DESC",
@@ -249,47 +267,23 @@ impl Listing {
             TaskSort::Priority => "priority ASC, id ASC",
             TaskSort::PriorityDesc => "priority DESC, id DESC",
         };
-        let only_labels = filter.status.is_none()
-            && filter.priority.is_none()
-            && filter.due_before.is_none()
-            && filter.due_after.is_none()
-            && filter.q.is_none();
-        let count = match filter.labels.len() {
+        let count = if conditions == "user_id = $1" && !filter.labels.is_empty() && filter.q.is_none() {
             // Labels alone are counted in the label index, without reading the tasks (which
             // both databases otherwise scan whole to join with a common label's rows).
-            n if n > 0 && only_labels => {
-                let mut count =
-                    "SELECT COUNT(*) FROM task_labels WHERE user_id = $1 AND label = $2".to_owned();
-                for i in 1..n {
-                    count += &format!(
-                        " AND task_id IN (SELECT task_id FROM task_labels WHERE user_id = $1 AND label = ${})",
-                        i + 2
-                    );
-                }
-                count
-            }
-            _ => format!("SELECT COUNT(*) FROM tasks WHERE {conditions}"),
+            // With no status or priority, the first label is bound right after the user.
+            let count = "SELECT COUNT(*) FROM task_labels WHERE user_id = $1 AND label = $2".to_owned();
+            sets[1..].iter().fold(count, |all, set| format!("{all} AND task_id IN ({set})"))
+        } else {
+            format!("SELECT COUNT(*) FROM tasks WHERE {}", matching("id"))
         };
         let limit = next(Value::Int(filter.limit.into()), &mut values);
         let offset = next(Value::Int(i64::try_from(filter.offset).unwrap_or(i64::MAX)), &mut values);
         let page = format!(
-            "SELECT {}, ({count}) AS total FROM tasks WHERE {conditions} ORDER BY {order} LIMIT {limit} OFFSET {offset}",
-            task_columns!()
+            "SELECT {}, ({count}) AS total FROM tasks WHERE {} ORDER BY {order} LIMIT {limit} OFFSET {offset}",
+            task_columns!(),
+            matching(page_id)
         );
-        Self { page, count, values, conditions, order, limit, offset }
-    }
-
-    /// The page as [`Listing::page`] has it, but sorting the matching ids before reading the
-    /// page's rows. SQLite sorts whole rows otherwise: thousands of them for a common label or
-    /// word, where only a page is kept.
-    pub fn page_ids_first(&self) -> String {
-        let Self { count, conditions, order, limit, offset, .. } = self;
-        format!(
-            "SELECT {}, ({count}) AS total FROM tasks WHERE id IN \
-             (SELECT id FROM tasks WHERE {conditions} ORDER BY {order} LIMIT {limit} OFFSET {offset}) \
-             ORDER BY {order}",
-            task_columns!()
-        )
+        Self { page, count, values }
     }
 
     /// The values the count binds.

@@ -16,7 +16,9 @@ use sqlx::{ConnectOptions, Connection, SqliteConnection};
 use tasklane::types::{NewTask, Task, TaskStatus, TaskUpdate, User};
 
 use super::pool::SqlPool;
-use super::sql::{self, bind, CredentialsRow, FeedRow, KeyRow, ListRow, Listing, TaskRow, UserRow, Value};
+use super::sql::{
+    self, bind, CredentialsRow, FeedRow, KeyRow, ListRow, Listing, Search, TaskRow, UserRow, Value,
+};
 use super::{
     bounded, Claim, Feed, IdempotencyStore, Replay, Rotation, SessionStore, Store, StoreError, TaskFilter,
     UserCredentials, BACKEND_TIMEOUT,
@@ -170,24 +172,16 @@ impl Store for Sqlite {
             if q.chars().count() >= 3 {
                 let phrase = format!("\"{}\"", q.replace('"', "\"\""));
                 (
-                    format!("id IN (SELECT rowid FROM tasks_search WHERE tasks_search MATCH {n})"),
+                    Search::Ids(format!("SELECT rowid FROM tasks_search WHERE tasks_search MATCH {n}")),
                     Value::Text(phrase),
                 )
             } else {
                 let condition = format!(r"(title LIKE {n} ESCAPE '\' OR description LIKE {n} ESCAPE '\')");
-                (condition, Value::Text(format!("%{}%", sql::like_literal(q))))
+                (Search::Condition(condition), Value::Text(format!("%{}%", sql::like_literal(q))))
             }
         };
-        let listing = Listing::new(user_id, filter, search);
-        let ids_first;
-        let text = if filter.labels.is_empty() && filter.q.is_none() {
-            &listing.page
-        } else {
-            // Filters answered from a side index can match thousands of rows.
-            ids_first = listing.page_ids_first();
-            &ids_first
-        };
-        let mut page = sqlx::query_as::<_, ListRow>(text);
+        let listing = Listing::new(user_id, filter, "+id", search);
+        let mut page = sqlx::query_as::<_, ListRow>(&listing.page);
         for value in &listing.values {
             page = bind!(page, value);
         }
