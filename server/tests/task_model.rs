@@ -17,6 +17,7 @@ backend_tests![
     read_only_and_null_fields_are_refused,
     each_filter_alone_and_combined,
     search_is_a_literal_substring_ignoring_case,
+    a_large_match_pages_like_a_small_one,
     sorts_by_due_date_and_priority_with_ties,
     bad_list_parameters_are_422_naming_them,
 ];
@@ -267,6 +268,32 @@ async fn each_filter_alone_and_combined(app: &TestApp) {
     assert_eq!(b["title"], "b");
     assert_eq!(app.send("DELETE", &format!("/tasks/{}", b["id"]), Some(&t), None).await.status, 204);
     assert_eq!(titles(app, &t, "label=home&sort=title").await, (vec!["a".to_owned(), "d".to_owned()], 2));
+}
+
+/// Hundreds of tasks matching a label and a word: SQLite finds a page of so many by walking
+/// the sort's index rather than reading them all, which must page and count alike.
+async fn a_large_match_pages_like_a_small_one(app: &TestApp) {
+    let t = user(app, "bulk").await;
+    let n = 600;
+    for i in 0..n {
+        let labels = if i % 3 == 0 { json!(["bulk", "third"]) } else { json!(["bulk"]) };
+        let title = format!("task {i:04}");
+        app.create_task(&t, json!({"title": title, "description": "common words", "labels": labels})).await;
+    }
+    app.create_task(&t, json!({"title": "unlabelled"})).await;
+    let expect = |from: usize, step: usize, count: usize| -> Vec<String> {
+        (0..n).filter(|i| i % step == 0).skip(from).take(count).map(|i| format!("task {i:04}")).collect()
+    };
+    for (query, expected, total) in [
+        ("label=bulk&sort=title&limit=3&offset=550", expect(550, 1, 3), n),
+        ("q=common&sort=title&limit=3&offset=550", expect(550, 1, 3), n),
+        ("label=bulk&q=common&sort=title&limit=2", expect(0, 1, 2), n),
+        ("label=bulk&label=third&sort=title&limit=3&offset=100", expect(100, 3, 3), n / 3),
+        ("label=bulk&sort=-title&limit=2", vec!["task 0599".to_owned(), "task 0598".to_owned()], n),
+        ("label=bulk&offset=600", vec![], n),
+    ] {
+        assert_eq!(titles(app, &t, query).await, (expected, total as u64), "{query}");
+    }
 }
 
 async fn search_is_a_literal_substring_ignoring_case(app: &TestApp) {

@@ -150,8 +150,9 @@ impl Store for Postgres {
             );
             (Search::Condition(condition), Value::Text(format!("%{}%", sql::like_literal(&q.to_lowercase()))))
         };
-        let listing = Listing::new(user_id, filter, "id", search);
-        let mut page = sqlx::query_as::<_, ListRow>(&listing.page);
+        let listing = Listing::new(user_id, filter, search);
+        let text = listing.page_with_total();
+        let mut page = sqlx::query_as::<_, ListRow>(&text);
         for value in &listing.values {
             page = bind!(page, value);
         }

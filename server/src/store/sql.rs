@@ -194,30 +194,22 @@ pub enum Search {
 /// A listing's statements and what they bind, in order: the page binds all of `values`, the
 /// count all but the last two (limit and offset).
 pub struct Listing {
-    /// The page, with the number of matching tasks in every row's `total`.
-    pub page: String,
-    /// The number of matching tasks, for a page past the end (which has no rows to carry it).
+    /// The number of matching tasks.
     pub count: String,
     pub values: Vec<Value>,
+    /// Conditions on the task's own columns.
+    conditions: String,
+    /// Statements selecting the ids of matching tasks from a side index (labels, search).
+    sets: Vec<String>,
+    order: &'static str,
+    limit: String,
+    offset: String,
 }
 
 impl Listing {
-    /// The statements for `filter`. Listing is one statement: the total rides along with the
-    /// page as an uncorrelated scalar subquery, which both databases evaluate once from the
-    /// `(user_id, ...)` indexes (DESIGN.md says why not two statements). The backend words the
-    /// search: `search(q, next placeholder)` gives the SQL and the value it binds.
-    ///
-    /// A label or a search selects a set of ids, which the page tests as `page_id IN (...)`.
-    /// With `id`, the planner may instead fetch every task of the set and sort them: what
-    /// PostgreSQL weighs with its statistics. SQLite does it for any set, thousands of rows for a
-    /// common label or word, so it passes `+id` (the same value, no index on it): the page then
-    /// walks the sort's index and keeps the tasks in the set, reading at most the user's index.
-    pub fn new(
-        user_id: i64,
-        filter: &TaskFilter,
-        page_id: &str,
-        search: impl Fn(&str, &str) -> (Search, Value),
-    ) -> Self {
+    /// The statements for `filter`. The backend words the search: `search(q, next
+    /// placeholder)` gives the SQL and the value it binds.
+    pub fn new(user_id: i64, filter: &TaskFilter, search: impl Fn(&str, &str) -> (Search, Value)) -> Self {
         let mut values = vec![Value::Int(user_id)];
         // Binds `value` next; its placeholder.
         fn next(value: Value, values: &mut Vec<Value>) -> String {
@@ -252,8 +244,6 @@ impl Listing {
                 Search::Ids(ids) => sets.push(ids),
             }
         }
-        let matching =
-            |id: &str| sets.iter().fold(conditions.clone(), |all, set| format!("{all} AND {id} IN ({set})"));
         let order = match filter.sort {
             TaskSort::CreatedAt => "created_at ASC, id ASC",
             TaskSort::CreatedAtDesc => "created_at DESC, id DESC",
@@ -269,27 +259,57 @@ impl Listing {
         };
         let count = if conditions == "user_id = $1" && !filter.labels.is_empty() && filter.q.is_none() {
             // Labels alone are counted in the label index, without reading the tasks (which
-            // both databases otherwise scan whole to join with a common label's rows).
-            // With no status or priority, the first label is bound right after the user.
+            // both databases otherwise scan whole to join with a common label's rows). With
+            // no status or priority, the first label is bound right after the user.
             let count = "SELECT COUNT(*) FROM task_labels WHERE user_id = $1 AND label = $2".to_owned();
             sets[1..].iter().fold(count, |all, set| format!("{all} AND task_id IN ({set})"))
         } else {
-            format!("SELECT COUNT(*) FROM tasks WHERE {}", matching("id"))
+            format!("SELECT COUNT(*) FROM tasks WHERE {}", matching(&conditions, &sets, "id"))
         };
         let limit = next(Value::Int(filter.limit.into()), &mut values);
         let offset = next(Value::Int(i64::try_from(filter.offset).unwrap_or(i64::MAX)), &mut values);
-        let page = format!(
+        Self { count, values, conditions, sets, order, limit, offset }
+    }
+
+    /// The page, with the number of matching tasks in every row's `total`: listing in one
+    /// statement, the total an uncorrelated scalar subquery that the database evaluates once
+    /// (DESIGN.md says why not two statements).
+    pub fn page_with_total(&self) -> String {
+        let Self { count, conditions, sets, order, limit, offset, .. } = self;
+        format!(
             "SELECT {}, ({count}) AS total FROM tasks WHERE {} ORDER BY {order} LIMIT {limit} OFFSET {offset}",
             task_columns!(),
-            matching(page_id)
-        );
-        Self { page, count, values }
+            matching(conditions, sets, "id")
+        )
+    }
+
+    /// Whether the filter selects from a side index (a label, or a search index).
+    pub fn has_sets(&self) -> bool {
+        !self.sets.is_empty()
+    }
+
+    /// The page alone, testing each set as `id IN (...)` or as `+id IN (...)`. With `+id` (the
+    /// same value, but no index on it) the page walks the sort's index and keeps the tasks in
+    /// the sets, stopping after a page: for a set of thousands, rather than reading and
+    /// sorting them all.
+    pub fn page_alone(&self, id: &str) -> String {
+        let Self { conditions, sets, order, limit, offset, .. } = self;
+        format!(
+            "SELECT {} FROM tasks WHERE {} ORDER BY {order} LIMIT {limit} OFFSET {offset}",
+            task_columns!(),
+            matching(conditions, sets, id)
+        )
     }
 
     /// The values the count binds.
     pub fn count_values(&self) -> &[Value] {
         &self.values[..self.values.len() - 2]
     }
+}
+
+/// `conditions`, and each set tested as `id IN (set)`.
+fn matching(conditions: &str, sets: &[String], id: &str) -> String {
+    sets.iter().fold(conditions.to_owned(), |all, set| format!("{all} AND {id} IN ({set})"))
 }
 
 /// Binds one listing [`Value`] to a page or a count query (two types with the same `bind`).

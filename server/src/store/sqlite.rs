@@ -33,6 +33,11 @@ pub struct Sqlite {
     _keep_alive: Option<tokio::sync::Mutex<SqliteConnection>>,
 }
 
+/// The most matches of a label or search filter that are read and sorted whole; past it, a page
+/// is found by walking the sort's index. Near this size, on a large account, the two cost about
+/// the same.
+const SORTED_SET_MAX: i64 = 500;
+
 fn options(url: &str) -> Result<SqliteConnectOptions, StoreError> {
     Ok(SqliteConnectOptions::from_str(url)
         .map_err(|e| StoreError::Internal(e.to_string()))?
@@ -180,20 +185,46 @@ impl Store for Sqlite {
                 (Search::Condition(condition), Value::Text(format!("%{}%", sql::like_literal(q))))
             }
         };
-        let listing = Listing::new(user_id, filter, "+id", search);
-        let mut page = sqlx::query_as::<_, ListRow>(&listing.page);
-        for value in &listing.values {
-            page = bind!(page, value);
+        let listing = Listing::new(user_id, filter, search);
+        let mut count = sqlx::query_scalar::<_, i64>(&listing.count);
+        for value in listing.count_values() {
+            count = bind!(count, value);
         }
-        let rows = page.fetch_all(&self.reads).await?;
-        sql::page(rows, filter, async {
-            let mut count = sqlx::query_scalar::<_, i64>(&listing.count);
-            for value in listing.count_values() {
-                count = bind!(count, value);
+        if !listing.has_sets() {
+            let text = listing.page_with_total();
+            let mut page = sqlx::query_as::<_, ListRow>(&text);
+            for value in &listing.values {
+                page = bind!(page, value);
             }
-            Ok(count.fetch_one(&self.reads).await?)
+            let rows = page.fetch_all(&self.reads).await?;
+            return sql::page(rows, filter, async { Ok(count.fetch_one(&self.reads).await?) }).await;
+        }
+        // A label or search selects a set of ids, which SQLite would read and sort whole. Counted
+        // first, the set's size chooses: a small set is read and sorted, a larger one is found
+        // by walking the sort's index, where a page of it comes soon. One read transaction, so
+        // that the total and the page are of one snapshot.
+        let (total, rows) = bounded(async {
+            let mut conn = self.reads.acquire().await?;
+            let mut tx = conn.begin().await?;
+            let total = count.fetch_one(&mut *tx).await?;
+            let rows: Vec<TaskRow> = if u64::try_from(total).unwrap_or(0) > filter.offset {
+                let id = if total <= SORTED_SET_MAX { "id" } else { "+id" };
+                let text = listing.page_alone(id);
+                let mut page = sqlx::query_as(&text);
+                for value in &listing.values {
+                    page = bind!(page, value);
+                }
+                page.fetch_all(&mut *tx).await?
+            } else {
+                Vec::new()
+            };
+            tx.commit().await?;
+            conn.release();
+            Ok::<_, StoreError>((total, rows))
         })
-        .await
+        .await?;
+        let tasks = rows.into_iter().map(Task::try_from).collect::<Result<_, _>>()?;
+        Ok((tasks, total.max(0) as u64))
     }
 
     async fn get_task(&self, user_id: i64, id: i64) -> Result<Option<Task>, StoreError> {
