@@ -3,6 +3,7 @@
 //! hashes (and hold more memory) than there are threads.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -41,8 +42,10 @@ const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$b6XXczbRoXzzY2gMlhUvcw$GRBLkzT2WODz8id53IwFjez4FuxsVXGN0fBZfErnmjE";
 
 thread_local! {
-    /// Each hashing thread's argon2 memory, kept from one job to the next. Allocating it per
-    /// hash made the allocator hold several freed 19 MiB buffers at once under a login storm.
+    /// Each hashing thread's argon2 memory, kept from one job to the next while jobs are
+    /// waiting, and given back when none is. Allocating it per hash made the allocator hold
+    /// several freed 19 MiB buffers at once under a login storm; keeping it for good held it
+    /// for the process's life after the first login.
     static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -104,6 +107,8 @@ type Job = Box<dyn FnOnce() + Send>;
 #[derive(Clone)]
 pub struct PasswordHasher {
     jobs: mpsc::Sender<Job>,
+    /// Jobs sent and not yet taken by a thread.
+    waiting: Arc<AtomicUsize>,
 }
 
 impl PasswordHasher {
@@ -111,8 +116,9 @@ impl PasswordHasher {
     pub fn new(concurrency: usize) -> Self {
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
+        let waiting = Arc::new(AtomicUsize::new(0));
         for i in 0..concurrency.max(1) {
-            let queue = queue.clone();
+            let (queue, waiting) = (queue.clone(), waiting.clone());
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
                 .spawn(move || {
@@ -120,19 +126,22 @@ impl PasswordHasher {
                     loop {
                         // The lock is held only while waiting for the next job, not while it runs.
                         let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                        match next {
-                            Ok(job) => job(),
-                            Err(mpsc::RecvError) => return,
+                        let Ok(job) = next else { return };
+                        waiting.fetch_sub(1, Ordering::AcqRel);
+                        job();
+                        if waiting.load(Ordering::Acquire) == 0 {
+                            MEMORY.take();
                         }
                     }
                 })
                 .expect("spawn an argon2 thread");
         }
-        Self { jobs }
+        Self { jobs, waiting }
     }
 
     async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
         let (tx, rx) = oneshot::channel();
+        self.waiting.fetch_add(1, Ordering::AcqRel);
         self.jobs
             .send(Box::new(move || {
                 let _ = tx.send(job());
@@ -192,6 +201,19 @@ mod tests {
         assert!(!hasher.verify("wrong horse".into(), Some(phc)).await.unwrap());
         assert!(!hasher.verify("correct horse".into(), None).await.unwrap());
         assert!(!hasher.verify("x".into(), Some("not a phc string".into())).await.unwrap());
+    }
+
+    /// A hashing thread keeps its argon2 memory while jobs wait for it, and gives it back when
+    /// none does.
+    #[tokio::test]
+    async fn argon2_memory_is_kept_only_while_jobs_wait() {
+        let hasher = PasswordHasher::new(1);
+        let memory = || MEMORY.with_borrow(Vec::len);
+        // Both jobs are queued before the thread finishes the hash, so the probe waited for it.
+        let (hashed, kept) = tokio::join!(hasher.hash("correct horse".into()), hasher.run(memory));
+        hashed.unwrap();
+        assert_eq!(kept.unwrap(), argon2().params().block_count());
+        assert_eq!(hasher.run(memory).await.unwrap(), 0, "nothing waited after the probe");
     }
 
     #[test]
