@@ -226,9 +226,11 @@ impl Listing {
             conditions +=
                 &format!(" AND priority = {}", next(Value::Int(priority.rank().into()), &mut values));
         }
+        let mut first_label = None;
         for label in &filter.labels {
             let label = next(Value::Text(label.to_lowercase()), &mut values);
             sets.push(format!("SELECT task_id FROM task_labels WHERE user_id = $1 AND label = {label}"));
+            first_label.get_or_insert(label);
         }
         if let Some(at) = filter.due_before {
             conditions += &format!(" AND due_at < {}", next(Value::Time(at), &mut values));
@@ -257,14 +259,15 @@ impl Listing {
             TaskSort::Priority => "priority ASC, id ASC",
             TaskSort::PriorityDesc => "priority DESC, id DESC",
         };
-        let count = if conditions == "user_id = $1" && !filter.labels.is_empty() && filter.q.is_none() {
+        let count = match first_label {
             // Labels alone are counted in the label index, without reading the tasks (which
-            // both databases otherwise scan whole to join with a common label's rows). With
-            // no status or priority, the first label is bound right after the user.
-            let count = "SELECT COUNT(*) FROM task_labels WHERE user_id = $1 AND label = $2".to_owned();
-            sets[1..].iter().fold(count, |all, set| format!("{all} AND task_id IN ({set})"))
-        } else {
-            format!("SELECT COUNT(*) FROM tasks WHERE {}", matching(&conditions, &sets, "id"))
+            // both databases otherwise scan whole to join with a common label's rows).
+            Some(first) if conditions == "user_id = $1" && filter.q.is_none() => {
+                let count =
+                    format!("SELECT COUNT(*) FROM task_labels WHERE user_id = $1 AND label = {first}");
+                sets[1..].iter().fold(count, |all, set| format!("{all} AND task_id IN ({set})"))
+            }
+            _ => format!("SELECT COUNT(*) FROM tasks WHERE {}", matching(&conditions, &sets, "id")),
         };
         let limit = next(Value::Int(filter.limit.into()), &mut values);
         let offset = next(Value::Int(i64::try_from(filter.offset).unwrap_or(i64::MAX)), &mut values);
@@ -275,12 +278,7 @@ impl Listing {
     /// statement, the total an uncorrelated scalar subquery that the database evaluates once
     /// (DESIGN.md says why not two statements).
     pub fn page_with_total(&self) -> String {
-        let Self { count, conditions, sets, order, limit, offset, .. } = self;
-        format!(
-            "SELECT {}, ({count}) AS total FROM tasks WHERE {} ORDER BY {order} LIMIT {limit} OFFSET {offset}",
-            task_columns!(),
-            matching(conditions, sets, "id")
-        )
+        self.page(&format!(", ({}) AS total", self.count), "id")
     }
 
     /// Whether the filter selects from a side index (a label, or a search index).
@@ -293,9 +291,14 @@ impl Listing {
     /// the sets, stopping after a page: for a set of thousands, rather than reading and
     /// sorting them all.
     pub fn page_alone(&self, id: &str) -> String {
+        self.page("", id)
+    }
+
+    /// A page of the task columns and `more` columns, each set tested as `id IN (...)`.
+    fn page(&self, more: &str, id: &str) -> String {
         let Self { conditions, sets, order, limit, offset, .. } = self;
         format!(
-            "SELECT {} FROM tasks WHERE {} ORDER BY {order} LIMIT {limit} OFFSET {offset}",
+            "SELECT {}{more} FROM tasks WHERE {} ORDER BY {order} LIMIT {limit} OFFSET {offset}",
             task_columns!(),
             matching(conditions, sets, id)
         )
