@@ -186,10 +186,13 @@ impl Store for Sqlite {
             }
         };
         let listing = Listing::new(user_id, filter, search);
-        let mut count = sqlx::query_scalar::<_, i64>(&listing.count);
-        for value in listing.count_values() {
-            count = bind!(count, value);
-        }
+        let count = || {
+            let mut count = sqlx::query_scalar::<_, i64>(&listing.count);
+            for value in listing.count_values() {
+                count = bind!(count, value);
+            }
+            count
+        };
         if !listing.has_sets() {
             let text = listing.page_with_total();
             let mut page = sqlx::query_as::<_, ListRow>(&text);
@@ -197,7 +200,7 @@ impl Store for Sqlite {
                 page = bind!(page, value);
             }
             let rows = page.fetch_all(&self.reads).await?;
-            return sql::page(rows, filter, async { Ok(count.fetch_one(&self.reads).await?) }).await;
+            return sql::page(rows, filter, async { Ok(count().fetch_one(&self.reads).await?) }).await;
         }
         // A label or search selects a set of ids, which SQLite would read and sort whole. Counted
         // first, the set's size chooses: a small set is read and sorted, a larger one is found
@@ -206,7 +209,7 @@ impl Store for Sqlite {
         let (total, rows) = bounded(async {
             let mut conn = self.reads.acquire().await?;
             let mut tx = conn.begin().await?;
-            let total = count.fetch_one(&mut *tx).await?;
+            let total = count().fetch_one(&mut *tx).await?;
             let rows: Vec<TaskRow> = if u64::try_from(total).unwrap_or(0) > filter.offset {
                 let id = if total <= SORTED_SET_MAX { "id" } else { "+id" };
                 let text = listing.page_alone(id);
