@@ -123,6 +123,24 @@ impl<C: Connection + 'static> SqlPool<C> {
     pub fn close(&self) {
         self.pool.close();
     }
+
+    /// A handle that does not keep the pool alive, for a background task that ends with it.
+    pub fn downgrade(&self) -> WeakSqlPool<C> {
+        WeakSqlPool { pool: self.pool.weak(), losses: self.losses.clone() }
+    }
+}
+
+/// See [`SqlPool::downgrade`].
+pub struct WeakSqlPool<C: Connection> {
+    pool: managed::WeakPool<Manager<C>>,
+    losses: Arc<AtomicU64>,
+}
+
+impl<C: Connection> WeakSqlPool<C> {
+    /// The pool, unless it has been dropped.
+    pub fn upgrade(&self) -> Option<SqlPool<C>> {
+        Some(SqlPool { pool: self.pool.upgrade()?, losses: self.losses.clone() })
+    }
 }
 
 fn pool_error(err: PoolError<sqlx::Error>) -> sqlx::Error {

@@ -6,6 +6,7 @@
 //! of its own, which writers wait for in arrival order (the pool's queue is fair); readers,
 //! which WAL lets run beside the writer, use the other pool and do not wait.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, SqliteConnection};
 use tasklane::types::{NewTask, Task, TaskStatus, TaskUpdate, User};
 
-use super::pool::SqlPool;
+use super::pool::{SqlPool, WeakSqlPool};
 use super::sql::{
     self, bind, CredentialsRow, FeedRow, KeyRow, ListRow, Listing, Search, TaskRow, UserRow, Value,
 };
@@ -37,6 +38,12 @@ pub struct Sqlite {
 /// is found by walking the sort's index. Near this size, on a large account, the two cost about
 /// the same.
 const SORTED_SET_MAX: i64 = 500;
+
+/// How large the WAL file may grow before [`trim_wal`] empties it (twice the size at which
+/// SQLite's own checkpoints start), and how often it looks. The shorter the wait, the shorter
+/// the pause of the writes while it runs.
+const WAL_LIMIT: u64 = 8 * 1024 * 1024;
+const WAL_CHECK_EVERY: Duration = Duration::from_millis(100);
 
 fn options(url: &str) -> Result<SqliteConnectOptions, StoreError> {
     Ok(SqliteConnectOptions::from_str(url)
@@ -86,11 +93,40 @@ impl Sqlite {
         } else {
             None
         };
-        Ok(Self {
-            reads: SqlPool::new(options.clone(), max_connections)?,
-            writes: SqlPool::new(options, 1)?,
-            _keep_alive: keep_alive,
-        })
+        let writes = SqlPool::new(options.clone(), 1)?;
+        if keep_alive.is_none() {
+            let mut wal = options.get_filename().as_os_str().to_owned();
+            wal.push("-wal");
+            tokio::spawn(trim_wal(PathBuf::from(wal), writes.downgrade()));
+        }
+        Ok(Self { reads: SqlPool::new(options, max_connections)?, writes, _keep_alive: keep_alive })
+    }
+}
+
+/// Empties the WAL file whenever it has outgrown [`WAL_LIMIT`], until the store is dropped.
+///
+/// SQLite's own checkpoints copy the WAL into the database, but start it over only at a moment
+/// when no reader is using it. Under a steady mix of reads and writes that moment never comes,
+/// and the file grows without bound (gigabytes a minute under the write benchmarks), as does
+/// its index, which every connection maps into memory. Nor does SQLite ever shrink the file.
+/// A `TRUNCATE` checkpoint waits for the readers instead, and cuts the file to nothing. It runs
+/// on the writer's own connection, so no write competes with it; writes wait while it runs.
+async fn trim_wal(wal: PathBuf, writes: WeakSqlPool<SqliteConnection>) {
+    loop {
+        tokio::time::sleep(WAL_CHECK_EVERY).await;
+        let Some(writes) = writes.upgrade() else { return };
+        if tokio::fs::metadata(&wal).await.map_or(true, |file| file.len() <= WAL_LIMIT) {
+            continue;
+        }
+        // The row is (blocked by a reader, frames left, frames copied).
+        let checkpoint: Result<(i64, i64, i64), _> =
+            sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&writes).await;
+        match checkpoint {
+            Ok((0, _, _)) => {}
+            Ok(_) => tracing::warn!("a reader kept the SQLite WAL from being emptied; trying again"),
+            Err(sqlx::Error::PoolClosed) => return,
+            Err(err) => tracing::warn!(error = %err, "could not empty the SQLite WAL; trying again"),
+        }
     }
 }
 
@@ -562,5 +598,49 @@ mod tests {
         drop(second.await.unwrap());
         store.create_task(user, &NewTask::new("after"), Utc::now()).await.unwrap();
         assert_eq!(store.pool_status(), (2, 2), "the reader's connection and the writer's, both counted");
+    }
+
+    /// A WAL that outgrew its limit while a reader kept SQLite from starting it over is emptied
+    /// once the reader is done, and what was written stays.
+    #[tokio::test]
+    async fn an_outgrown_wal_is_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("store.db");
+        let url = format!("sqlite:{}", file.display());
+        migrate(&url).await.unwrap();
+        let store = Sqlite::open(&url, 4).await.unwrap();
+        let user = store.create_user("someone", "x", Utc::now()).await.unwrap().id;
+        let wal_size = || std::fs::metadata(dir.path().join("store.db-wal")).map_or(0, |wal| wal.len());
+
+        let mut reader = store.reads.acquire().await.unwrap();
+        let mut read = reader.begin().await.unwrap();
+        sqlx::query("SELECT count(*) FROM tasks").fetch_one(&mut *read).await.unwrap();
+        // Twelve MiB of tasks in one statement, so the check cannot run between them.
+        let mut writer = store.writes.acquire().await.unwrap();
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1500)
+             INSERT INTO tasks (user_id, title, description, created_at, updated_at)
+             SELECT $1, 'filler', hex(randomblob(4096)), $2, $2 FROM n",
+        )
+        .bind(user)
+        .bind(Utc::now())
+        .execute(&mut *writer)
+        .await
+        .unwrap();
+        writer.release();
+        assert!(wal_size() > WAL_LIMIT, "the WAL holds the new pages: {} bytes", wal_size());
+
+        tokio::time::sleep(WAL_CHECK_EVERY * 3).await;
+        assert!(wal_size() > WAL_LIMIT, "the reader still uses it");
+        read.commit().await.unwrap();
+        reader.release();
+        let mut waited = Duration::ZERO;
+        while wal_size() > WAL_LIMIT && waited < Duration::from_secs(10) {
+            tokio::time::sleep(WAL_CHECK_EVERY).await;
+            waited += WAL_CHECK_EVERY;
+        }
+        assert_eq!(wal_size(), 0, "emptied after {waited:?}");
+        let filter = TaskFilter { limit: 1, ..Default::default() };
+        assert_eq!(store.list_tasks(user, &filter).await.unwrap().1, 1500);
     }
 }
