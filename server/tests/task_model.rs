@@ -254,12 +254,15 @@ async fn each_filter_alone_and_combined(app: &TestApp) {
     assert_eq!(page, (vec!["b".to_owned()], 2));
 
     // Labels alone are counted from the label rows: a page inside, a page past the end (the
-    // count alone), and after a labelled task is deleted.
+    // count alone), several labels, and after a labelled task is deleted.
     for (query, expected, total) in [
         ("label=home&sort=-title&limit=2&offset=1", vec!["b", "a"], 3),
         ("label=home&label=work&offset=5", vec![], 1),
         ("label=home&offset=3", vec![], 3),
         ("label=home&q=a&offset=1", vec![], 1),
+        // Three labels, and one of them twice (as cases of one label).
+        ("label=home&label=urgent&label=work", vec![], 0),
+        ("label=urgent&label=home&label=Home", vec!["a"], 1),
     ] {
         let expected = expected.into_iter().map(str::to_owned).collect();
         assert_eq!(titles(app, &t, query).await, (expected, total), "{query}");

@@ -226,11 +226,11 @@ impl Listing {
             conditions +=
                 &format!(" AND priority = {}", next(Value::Int(priority.rank().into()), &mut values));
         }
-        let mut first_label = None;
+        let mut labels = Vec::new();
         for label in &filter.labels {
             let label = next(Value::Text(label.to_lowercase()), &mut values);
             sets.push(format!("SELECT task_id FROM task_labels WHERE user_id = $1 AND label = {label}"));
-            first_label.get_or_insert(label);
+            labels.push(label);
         }
         if let Some(at) = filter.due_before {
             conditions += &format!(" AND due_at < {}", next(Value::Time(at), &mut values));
@@ -259,13 +259,23 @@ impl Listing {
             TaskSort::Priority => "priority ASC, id ASC",
             TaskSort::PriorityDesc => "priority DESC, id DESC",
         };
-        let count = match first_label {
+        let count = match labels.split_first() {
             // Labels alone are counted in the label index, without reading the tasks (which
-            // both databases otherwise scan whole to join with a common label's rows).
-            Some(first) if conditions == "user_id = $1" && filter.q.is_none() => {
-                let count =
-                    format!("SELECT COUNT(*) FROM task_labels WHERE user_id = $1 AND label = {first}");
-                sets[1..].iter().fold(count, |all, set| format!("{all} AND task_id IN ({set})"))
+            // both databases otherwise scan whole to join with a common label's rows). Each
+            // further label is a join on the index, which SQLite answers with a lookup per row
+            // of the first rather than by building a set of its own rows first.
+            Some((first, others)) if conditions == "user_id = $1" && filter.q.is_none() => {
+                let joins = others.iter().enumerate().map(|(i, label)| {
+                    let l = format!("l{}", i + 1);
+                    format!(
+                        " JOIN task_labels {l} ON {l}.user_id = $1 AND {l}.label = {label} \
+                         AND {l}.task_id = l0.task_id"
+                    )
+                });
+                format!(
+                    "SELECT COUNT(*) FROM task_labels l0{} WHERE l0.user_id = $1 AND l0.label = {first}",
+                    joins.collect::<String>()
+                )
             }
             _ => format!("SELECT COUNT(*) FROM tasks WHERE {}", matching(&conditions, &sets, "id")),
         };
