@@ -281,6 +281,10 @@ def bench_backend(backend, work):
         rows["6 refresh"] = scenario(server, "refresh", lambda: wrk("refresh.lua", {"BENCH_REFRESH": reader["refresh_token"]}))
         time.sleep(2)
         rows["idle RSS, after the scenarios"] = {"rss": server.rss_mb()}
+        if backend == "sqlite":
+            # The WAL must stay bounded however busy the readers were (DESIGN.md, Storage).
+            wal = Path(f"{work}/bench.db-wal")
+            rows["idle RSS, after the scenarios"]["wal"] = wal.stat().st_size / 1e6 if wal.exists() else 0.0
     finally:
         server.stop()
     if BASELINES:
@@ -462,6 +466,9 @@ def print_table(results):
         print("CPU per list request, µs (medians, from /proc): " + ", ".join(
             f"{name} {value:.0f}" for name, value in floor["cpu"].items()) + ".")
     for backend, rows in results.items():
+        wal = rows.get("idle RSS, after the scenarios", {}).get("wal")
+        if wal is not None:
+            print(f"{backend}: the WAL file after the scenarios: {wal:.1f} MB.")
         if STORM_ALONE in rows and STORM in rows:
             p99 = rows[STORM]["p99"]
             print(f"{backend}: list p99 under the login storm is {p99 / rows[STORM_ALONE]['p99']:.1f}x its p99 alone "
