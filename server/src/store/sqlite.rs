@@ -108,9 +108,10 @@ impl Sqlite {
 /// SQLite's own checkpoints copy the WAL into the database, but start it over only at a moment
 /// when no reader is using it. Under a steady mix of reads and writes that moment never comes,
 /// and the file grows without bound (gigabytes a minute under the write benchmarks), as does
-/// its index, which every connection maps into memory. Nor does SQLite ever shrink the file.
-/// A `TRUNCATE` checkpoint waits for the readers instead, and cuts the file to nothing. It runs
-/// on the writer's own connection, so no write competes with it; writes wait while it runs.
+/// its index, which every connection maps into memory; nor does SQLite shrink the file while
+/// connections to it are open. A `TRUNCATE` checkpoint waits for the readers instead, and cuts
+/// the file to nothing. It runs on the writer's own connection, so no write competes with it;
+/// writes wait while it runs.
 async fn trim_wal(wal: PathBuf, writes: WeakSqlPool<SqliteConnection>) {
     loop {
         tokio::time::sleep(WAL_CHECK_EVERY).await;
@@ -118,7 +119,7 @@ async fn trim_wal(wal: PathBuf, writes: WeakSqlPool<SqliteConnection>) {
         if tokio::fs::metadata(&wal).await.map_or(true, |file| file.len() <= WAL_LIMIT) {
             continue;
         }
-        // The row is (blocked by a reader, frames left, frames copied).
+        // The row is (blocked by a reader, frames in the WAL, frames copied).
         let checkpoint: Result<(i64, i64, i64), _> =
             sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&writes).await;
         match checkpoint {
