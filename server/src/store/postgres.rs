@@ -152,16 +152,10 @@ impl Store for Postgres {
         };
         let listing = Listing::new(user_id, filter, search);
         let text = listing.page_with_total();
-        let mut page = sqlx::query_as::<_, ListRow>(&text);
-        for value in &listing.values {
-            page = bind!(page, value);
-        }
+        let page = bind!(sqlx::query_as::<_, ListRow>(&text), &listing.values);
         let rows = page.fetch_all(&self.pool).await?;
         sql::page(rows, filter, async {
-            let mut count = sqlx::query_scalar::<_, i64>(&listing.count);
-            for value in listing.count_values() {
-                count = bind!(count, value);
-            }
+            let count = bind!(sqlx::query_scalar::<_, i64>(&listing.count), listing.count_values());
             Ok(count.fetch_one(&self.pool).await?)
         })
         .await

@@ -325,15 +325,20 @@ fn matching(conditions: &str, sets: &[String], id: &str) -> String {
     sets.iter().fold(conditions.to_owned(), |all, set| format!("{all} AND {id} IN ({set})"))
 }
 
-/// Binds one listing [`Value`] to a page or a count query (two types with the same `bind`).
+/// Binds listing [`Value`]s, in order, to a page or a count query (two types with the same
+/// `bind`).
 macro_rules! bind {
-    ($query:expr, $value:expr) => {
-        match $value {
-            Value::Int(v) => $query.bind(*v),
-            Value::Text(v) => $query.bind(v.as_str()),
-            Value::Time(v) => $query.bind(*v),
+    ($query:expr, $values:expr) => {{
+        let mut query = $query;
+        for value in $values {
+            query = match value {
+                Value::Int(v) => query.bind(*v),
+                Value::Text(v) => query.bind(v.as_str()),
+                Value::Time(v) => query.bind(*v),
+            };
         }
-    };
+        query
+    }};
 }
 pub(super) use bind;
 
@@ -422,7 +427,12 @@ pub async fn page(
         None if filter.offset == 0 => 0,
         None => count.await?,
     };
-    let tasks = rows.into_iter().map(|row| Task::try_from(row.task)).collect::<Result<_, _>>()?;
+    listed(rows.into_iter().map(|row| row.task), total)
+}
+
+/// Listed rows as tasks, and the number of matching tasks.
+pub fn listed(rows: impl IntoIterator<Item = TaskRow>, total: i64) -> Result<(Vec<Task>, u64), StoreError> {
+    let tasks = rows.into_iter().map(Task::try_from).collect::<Result<_, _>>()?;
     Ok((tasks, total.max(0) as u64))
 }
 

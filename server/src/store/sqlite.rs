@@ -223,19 +223,10 @@ impl Store for Sqlite {
             }
         };
         let listing = Listing::new(user_id, filter, search);
-        let count = || {
-            let mut count = sqlx::query_scalar::<_, i64>(&listing.count);
-            for value in listing.count_values() {
-                count = bind!(count, value);
-            }
-            count
-        };
+        let count = || bind!(sqlx::query_scalar::<_, i64>(&listing.count), listing.count_values());
         if !listing.has_sets() {
             let text = listing.page_with_total();
-            let mut page = sqlx::query_as::<_, ListRow>(&text);
-            for value in &listing.values {
-                page = bind!(page, value);
-            }
+            let page = bind!(sqlx::query_as::<_, ListRow>(&text), &listing.values);
             let rows = page.fetch_all(&self.reads).await?;
             return sql::page(rows, filter, async { Ok(count().fetch_one(&self.reads).await?) }).await;
         }
@@ -250,11 +241,7 @@ impl Store for Sqlite {
             let rows: Vec<TaskRow> = if u64::try_from(total).unwrap_or(0) > filter.offset {
                 let id = if total <= SORTED_SET_MAX { "id" } else { "+id" };
                 let text = listing.page_alone(id);
-                let mut page = sqlx::query_as(&text);
-                for value in &listing.values {
-                    page = bind!(page, value);
-                }
-                page.fetch_all(&mut *tx).await?
+                bind!(sqlx::query_as(&text), &listing.values).fetch_all(&mut *tx).await?
             } else {
                 Vec::new()
             };
@@ -263,8 +250,7 @@ impl Store for Sqlite {
             Ok::<_, StoreError>((total, rows))
         })
         .await?;
-        let tasks = rows.into_iter().map(Task::try_from).collect::<Result<_, _>>()?;
-        Ok((tasks, total.max(0) as u64))
+        sql::listed(rows, total)
     }
 
     async fn get_task(&self, user_id: i64, id: i64) -> Result<Option<Task>, StoreError> {
